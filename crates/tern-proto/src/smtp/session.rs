@@ -1,0 +1,580 @@
+use super::address::{parse_path, Mailbox};
+use crate::dot::{DataDecoder, DataViolation};
+use crate::line::{Line, LineBuffer};
+
+/// Settings of one SMTP session.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub hostname: String,
+    /// Longest accepted command line, without CRLF (RFC 5321 allows 512 with extensions more).
+    pub max_line: usize,
+    /// Largest message accepted, in octets, as advertised by SIZE.
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Protocol errors tolerated before the connection is closed.
+    pub max_errors: u32,
+    pub starttls_available: bool,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            max_line: 2048,
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 20,
+            starttls_available: false,
+        }
+    }
+}
+
+/// The driver's decision on a recipient; `R` is whatever it needs later to deliver (a mailbox id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptVerdict<R> {
+    Accept(R),
+    /// The domain is ours but no such user.
+    UnknownUser,
+    /// Not a domain Tern serves (no relaying).
+    RelayDenied,
+    /// The directory could not be consulted.
+    Temporary,
+}
+
+/// Outcome of making a message durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Durable for every recipient; the id is quoted in the reply.
+    Stored { id: String },
+    Failed,
+}
+
+/// Work the driver must do before the session goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpRequest<R> {
+    /// Look the recipient up; answer with [`SmtpSession::rcpt_verdict`].
+    CheckRecipient(Mailbox),
+    /// DATA was accepted: prepare to receive a body (open a writer, write trace headers), then
+    /// call [`SmtpSession::data_ready`].
+    BeginMessage { reverse_path: String, helo: String, esmtp: bool, recipients: Vec<Mailbox> },
+    /// The next part of the body, already unstuffed.
+    MessageData(Vec<u8>),
+    /// The body is complete: make it durable for these recipients, then call
+    /// [`SmtpSession::message_stored`].
+    EndMessage { recipients: Vec<R> },
+    /// The body was refused (the reply is already queued): discard what was written.
+    AbortMessage,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Before EHLO/HELO.
+    Connected,
+    Ready,
+    /// Waiting for the verdict on a recipient.
+    CheckingRecipient(Mailbox),
+    /// Waiting for the driver to prepare for the body.
+    Preparing,
+    Data(DataDecoder),
+    Storing,
+    Closed,
+}
+
+struct Envelope<R> {
+    reverse_path: String,
+    recipients: Vec<(Mailbox, R)>,
+}
+
+/// An SMTP server session as a state machine: [`SmtpSession::feed`] it bytes, call
+/// [`SmtpSession::poll`] until `None`, and write out [`SmtpSession::take_output`] after each call.
+pub struct SmtpSession<R> {
+    config: SmtpConfig,
+    input: LineBuffer,
+    output: Vec<u8>,
+    state: State,
+    helo: Option<(String, bool)>,
+    envelope: Option<Envelope<R>>,
+    errors: u32,
+}
+
+impl<R: Clone> SmtpSession<R> {
+    pub fn new(config: SmtpConfig) -> Self {
+        let mut s = Self {
+            input: LineBuffer::new(config.max_line),
+            output: Vec::with_capacity(256),
+            state: State::Connected,
+            helo: None,
+            envelope: None,
+            errors: 0,
+            config,
+        };
+        let greeting = format!("220 {} ESMTP Tern\r\n", s.config.hostname);
+        s.output.extend_from_slice(greeting.as_bytes());
+        s
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        self.input.feed(data);
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// True while a message body is being received or stored: a shutdown should let it finish.
+    pub fn in_message(&self) -> bool {
+        matches!(self.state, State::Preparing | State::Data(_) | State::Storing)
+    }
+
+    /// True while reading the body (the data-block timeout applies, not the command one).
+    pub fn in_data(&self) -> bool {
+        matches!(self.state, State::Data(_))
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.output.extend_from_slice(line.as_bytes());
+        self.output.extend_from_slice(b"\r\n");
+    }
+
+    fn error(&mut self, line: &str) {
+        self.errors += 1;
+        self.reply(line);
+        if self.errors >= self.config.max_errors {
+            self.reply(&format!("421 4.7.0 {} Too many errors, closing connection", self.config.hostname));
+            self.state = State::Closed;
+        }
+    }
+
+    /// The RFC 5321 section 4.5.3.2 timeout for the current state ran out.
+    pub fn timeout(&mut self) {
+        self.reply(&format!("421 4.4.2 {} Error: timeout exceeded", self.config.hostname));
+        self.state = State::Closed;
+    }
+
+    /// The server is stopping and the session is between messages.
+    pub fn shutdown(&mut self) {
+        self.reply(&format!("421 4.3.2 {} Service shutting down, try again later", self.config.hostname));
+        self.state = State::Closed;
+    }
+
+    pub fn rcpt_verdict(&mut self, verdict: RcptVerdict<R>) {
+        let State::CheckingRecipient(mailbox) = std::mem::replace(&mut self.state, State::Ready) else {
+            return;
+        };
+        match verdict {
+            RcptVerdict::Accept(r) => {
+                if let Some(env) = &mut self.envelope {
+                    env.recipients.push((mailbox, r));
+                }
+                self.reply("250 2.1.5 Ok");
+            }
+            RcptVerdict::UnknownUser => {
+                self.reply(&format!("550 5.1.1 <{mailbox}>: Recipient address rejected: no such user here"))
+            }
+            RcptVerdict::RelayDenied => {
+                self.reply(&format!("550 5.7.1 <{mailbox}>: Relay access denied: not a domain served here"))
+            }
+            RcptVerdict::Temporary => {
+                self.reply("451 4.3.0 Recipient lookup failed temporarily, try again later")
+            }
+        }
+    }
+
+    /// Answer to [`SmtpRequest::BeginMessage`]: whether a body can be received now.
+    pub fn data_ready(&mut self, ok: bool) {
+        if ok {
+            self.reply("354 End data with <CR><LF>.<CR><LF>");
+            self.state = State::Data(DataDecoder::new(self.config.max_message_size));
+        } else {
+            self.reply("451 4.3.0 Mail store temporarily unavailable, try again later");
+            self.state = State::Ready;
+        }
+    }
+
+    pub fn message_stored(&mut self, outcome: StoreOutcome) {
+        self.state = State::Ready;
+        self.envelope = None;
+        match outcome {
+            StoreOutcome::Stored { id } => self.reply(&format!("250 2.0.0 Ok: queued as {id}")),
+            StoreOutcome::Failed => {
+                self.reply("451 4.3.0 Temporary storage failure, message not accepted; try again later")
+            }
+        }
+    }
+
+    pub fn poll(&mut self) -> Option<SmtpRequest<R>> {
+        loop {
+            match &mut self.state {
+                State::Closed
+                | State::CheckingRecipient(_)
+                | State::Preparing
+                | State::Storing => return None,
+                State::Data(decoder) => {
+                    if decoder.is_ended() {
+                        let violation = decoder.violation();
+                        return Some(self.end_of_data(violation));
+                    }
+                    let rest = self.input.take_rest();
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    let mut body = Vec::with_capacity(rest.len());
+                    let r = decoder.decode(&rest, &mut body);
+                    if !r.ended {
+                        return (!body.is_empty()).then_some(SmtpRequest::MessageData(body));
+                    }
+                    self.input.unread(&rest[r.consumed..]);
+                    let violation = decoder.violation();
+                    if !body.is_empty() {
+                        // Hand over the tail first; the end is reported on the next poll.
+                        // The decoder is already in its ended state, so nothing is decoded twice.
+                        return Some(SmtpRequest::MessageData(body));
+                    }
+                    return Some(self.end_of_data(violation));
+                }
+                State::Connected | State::Ready => {}
+            }
+            let line = match self.input.next_line()? {
+                Line::Complete(l) => l,
+                Line::TooLong => {
+                    self.error("500 5.5.2 Line too long");
+                    continue;
+                }
+            };
+            if let Some(req) = self.command(&line) {
+                return Some(req);
+            }
+        }
+    }
+
+    fn end_of_data(&mut self, violation: Option<DataViolation>) -> SmtpRequest<R> {
+        match violation {
+            None => {
+                self.state = State::Storing;
+                let recipients = self
+                    .envelope
+                    .as_ref()
+                    .map(|e| e.recipients.iter().map(|(_, r)| r.clone()).collect())
+                    .unwrap_or_default();
+                SmtpRequest::EndMessage { recipients }
+            }
+            Some(v) => {
+                self.state = State::Ready;
+                self.envelope = None;
+                match v {
+                    DataViolation::BareLineEnd => self.error(
+                        "550 5.5.2 Message refused: bare LF or CR in message data; lines must end with CRLF (RFC 5321 section 2.3.8)",
+                    ),
+                    DataViolation::TooLarge => self.reply(&format!(
+                        "552 5.3.4 Message size exceeds fixed maximum message size of {} octets",
+                        self.config.max_message_size
+                    )),
+                }
+                SmtpRequest::AbortMessage
+            }
+        }
+    }
+
+    fn command(&mut self, line: &[u8]) -> Option<SmtpRequest<R>> {
+        let Ok(line) = std::str::from_utf8(line) else {
+            self.error("500 5.5.2 Command is not valid UTF-8");
+            return None;
+        };
+        let (verb, arg) = match line.find(' ') {
+            Some(i) => (&line[..i], line[i + 1..].trim()),
+            None => (line, ""),
+        };
+        let verb = verb.to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "HELO" => self.hello(arg, verb == "EHLO"),
+            "MAIL" => self.mail(arg),
+            "RCPT" => return self.rcpt(arg),
+            "DATA" => return self.data(arg),
+            "RSET" => {
+                self.envelope = None;
+                self.reply("250 2.0.0 Ok");
+            }
+            "NOOP" => self.reply("250 2.0.0 Ok"),
+            "QUIT" => {
+                self.reply(&format!("221 2.0.0 {} closing connection", self.config.hostname));
+                self.state = State::Closed;
+            }
+            "VRFY" => self.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
+            "EXPN" => self.error("502 5.5.1 EXPN not implemented"),
+            "HELP" => self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"),
+            "STARTTLS" => self.error("454 4.7.0 TLS not available: no certificate configured"),
+            "BDAT" => self.error("502 5.5.1 CHUNKING not supported; use DATA"),
+            "AUTH" => self.error("503 5.5.1 AUTH not offered: this server only accepts mail for local users"),
+            "" => self.error("500 5.5.2 Empty command"),
+            _ => self.error("500 5.5.2 Syntax error, command unrecognized"),
+        }
+        None
+    }
+
+    fn hello(&mut self, arg: &str, esmtp: bool) {
+        let Some(domain) = arg.split_ascii_whitespace().next() else {
+            let verb = if esmtp { "EHLO" } else { "HELO" };
+            self.error(&format!("501 5.5.4 Syntax: {verb} hostname"));
+            return;
+        };
+        self.helo = Some((domain.to_string(), esmtp));
+        self.envelope = None;
+        self.state = State::Ready;
+        let host = &self.config.hostname;
+        if esmtp {
+            let mut r = format!(
+                "250-{host} Hello {domain}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
+                self.config.max_message_size
+            );
+            if self.config.starttls_available {
+                r.push_str("250-STARTTLS\r\n");
+            }
+            r.push_str("250 HELP");
+            self.reply(&r);
+        } else {
+            let r = format!("250 {host}");
+            self.reply(&r);
+        }
+    }
+
+    fn mail(&mut self, arg: &str) {
+        if matches!(self.state, State::Connected) {
+            return self.error("503 5.5.1 Send EHLO/HELO first");
+        }
+        if self.envelope.is_some() {
+            return self.error("503 5.5.1 Nested MAIL command");
+        }
+        let Some(path) = strip_keyword(arg, "FROM:") else {
+            return self.error("501 5.5.4 Syntax: MAIL FROM:<address>");
+        };
+        let (mailbox, params) = match parse_path(path) {
+            Ok(p) => p,
+            Err(e) => return self.error(&format!("501 5.1.7 Bad sender address syntax: {}", e.0)),
+        };
+        for (key, value) in params {
+            match (key.as_str(), value.as_deref()) {
+                ("SIZE", Some(v)) => match v.parse::<u64>() {
+                    Ok(n) if n > self.config.max_message_size => {
+                        return self.reply(&format!(
+                            "552 5.3.4 Message size exceeds fixed maximum message size of {} octets",
+                            self.config.max_message_size
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.error("501 5.5.4 SIZE needs a number"),
+                },
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                _ => return self.error(&format!("555 5.5.4 Unsupported MAIL parameter {key}")),
+            }
+        }
+        let reverse_path = mailbox.map(|m| m.to_string()).unwrap_or_default();
+        self.envelope = Some(Envelope { reverse_path, recipients: Vec::new() });
+        self.reply("250 2.1.0 Ok");
+    }
+
+    fn rcpt(&mut self, arg: &str) -> Option<SmtpRequest<R>> {
+        let Some(env) = &self.envelope else {
+            self.error("503 5.5.1 Send MAIL FROM first");
+            return None;
+        };
+        if env.recipients.len() >= self.config.max_recipients {
+            self.reply("452 4.5.3 Too many recipients");
+            return None;
+        }
+        let Some(path) = strip_keyword(arg, "TO:") else {
+            self.error("501 5.5.4 Syntax: RCPT TO:<address>");
+            return None;
+        };
+        match parse_path(path) {
+            Ok((Some(mailbox), params)) => {
+                if let Some((k, _)) = params.first() {
+                    self.error(&format!("555 5.5.4 Unsupported RCPT parameter {k}"));
+                    return None;
+                }
+                self.state = State::CheckingRecipient(mailbox.clone());
+                Some(SmtpRequest::CheckRecipient(mailbox))
+            }
+            Ok((None, _)) => {
+                self.error("501 5.1.3 Recipient address required");
+                None
+            }
+            Err(e) => {
+                self.error(&format!("501 5.1.3 Bad recipient address syntax: {}", e.0));
+                None
+            }
+        }
+    }
+
+    fn data(&mut self, arg: &str) -> Option<SmtpRequest<R>> {
+        if !arg.is_empty() {
+            self.error("501 5.5.4 DATA takes no arguments");
+            return None;
+        }
+        let Some(env) = &self.envelope else {
+            self.error("503 5.5.1 Send MAIL FROM first");
+            return None;
+        };
+        if env.recipients.is_empty() {
+            self.error("554 5.5.1 No valid recipients");
+            return None;
+        }
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        let req = SmtpRequest::BeginMessage {
+            reverse_path: env.reverse_path.clone(),
+            helo,
+            esmtp,
+            recipients: env.recipients.iter().map(|(m, _)| m.clone()).collect(),
+        };
+        self.state = State::Preparing;
+        Some(req)
+    }
+}
+
+/// Strips "FROM:"/"TO:" case-insensitively, tolerating spaces before the path.
+fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = arg.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword).then(|| &arg[keyword.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Session = SmtpSession<u32>;
+
+    fn session() -> Session {
+        let mut s = Session::new(SmtpConfig { max_message_size: 100, max_recipients: 2, ..Default::default() });
+        assert!(String::from_utf8(s.take_output()).unwrap().starts_with("220 "));
+        s
+    }
+
+    fn run(s: &mut Session, input: &str) -> (String, Option<SmtpRequest<u32>>) {
+        s.feed(input.as_bytes());
+        let r = s.poll();
+        (String::from_utf8(s.take_output()).unwrap(), r)
+    }
+
+    /// Drives a session through a pipelined transaction, answering every request, and returns
+    /// all replies plus the body that would have been stored.
+    fn transaction(s: &mut Session, input: &str) -> (String, Vec<u8>, bool) {
+        s.feed(input.as_bytes());
+        let mut out = String::new();
+        let mut body = Vec::new();
+        let mut stored = false;
+        loop {
+            let r = s.poll();
+            out.push_str(&String::from_utf8(s.take_output()).unwrap());
+            match r {
+                None => return (out, body, stored),
+                Some(SmtpRequest::CheckRecipient(m)) => s.rcpt_verdict(match m.domain.as_str() {
+                    "x" if m.local == "nobody" => RcptVerdict::UnknownUser,
+                    "x" => RcptVerdict::Accept(1),
+                    _ => RcptVerdict::RelayDenied,
+                }),
+                Some(SmtpRequest::BeginMessage { .. }) => s.data_ready(true),
+                Some(SmtpRequest::MessageData(d)) => body.extend_from_slice(&d),
+                Some(SmtpRequest::EndMessage { recipients }) => {
+                    assert!(!recipients.is_empty());
+                    stored = true;
+                    s.message_stored(StoreOutcome::Stored { id: "id1".into() });
+                }
+                Some(SmtpRequest::AbortMessage) => body.clear(),
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_transaction() {
+        let mut s = session();
+        let (out, body, stored) = transaction(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\nRCPT TO:<nobody@x>\r\nRCPT TO:<c@z>\r\nDATA\r\nhi\r\n..dot\r\n.\r\nQUIT\r\n",
+        );
+        assert!(stored);
+        assert_eq!(body, b"hi\r\n.dot\r\n");
+        let codes: Vec<&str> = out.lines().map(|l| &l[..4]).collect();
+        assert_eq!(
+            codes,
+            ["250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "550 ", "550 ", "354 ", "250 ", "221 "]
+        );
+        assert!(out.contains("550 5.1.1") && out.contains("550 5.7.1"));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn order_is_enforced() {
+        let mut s = session();
+        let (out, _) = run(&mut s, "MAIL FROM:<a@y>\r\n");
+        assert!(out.starts_with("503 5.5.1"));
+        let (out, _, _) = transaction(&mut s, "HELO c\r\nRCPT TO:<b@x>\r\nDATA\r\nMAIL FROM:<a@y>\r\nDATA\r\nMAIL FROM:<a@y>\r\n");
+        let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
+        assert_eq!(codes, ["250", "503", "503", "250", "554", "503"]);
+    }
+
+    #[test]
+    fn size_is_enforced_at_mail_and_in_data() {
+        let mut s = session();
+        let (out, _, _) = transaction(&mut s, "EHLO c\r\nMAIL FROM:<a@y> SIZE=1000\r\n");
+        assert!(out.contains("552 5.3.4"));
+        let big = "x".repeat(200);
+        let (out, body, stored) =
+            transaction(&mut s, &format!("MAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\nDATA\r\n{big}\r\n.\r\nNOOP\r\n"));
+        assert!(!stored && body.is_empty());
+        assert!(out.contains("552 5.3.4") && out.ends_with("250 2.0.0 Ok\r\n"), "{out}");
+    }
+
+    #[test]
+    fn smuggling_is_refused_and_smuggled_commands_never_run() {
+        let mut s = session();
+        let (out, _, stored) = transaction(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\nDATA\r\nhi\n.\nMAIL FROM:<evil@y>\r\nRCPT TO:<b@x>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n",
+        );
+        assert!(!stored);
+        assert!(out.contains("550 5.5.2"));
+        // The only replies after 354 are the refusal and NOOP's: nothing in the body ran.
+        let after = out.split("354 ").nth(1).unwrap();
+        assert_eq!(after.lines().count(), 3, "{out}");
+        assert!(out.ends_with("250 2.0.0 Ok\r\n"));
+    }
+
+    #[test]
+    fn recipient_limit() {
+        let mut s = session();
+        let (out, _, _) =
+            transaction(&mut s, "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n");
+        assert!(out.ends_with("452 4.5.3 Too many recipients\r\n"));
+    }
+
+    #[test]
+    fn errors_are_bounded() {
+        let mut s = session();
+        let (out, _) = run(&mut s, &"BOGUS\r\n".repeat(30));
+        assert_eq!(out.matches("500 ").count(), 20);
+        assert!(out.ends_with("Too many errors, closing connection\r\n"));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn storage_failure_is_451() {
+        let mut s = session();
+        s.feed(b"EHLO c\r\nMAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\nDATA\r\n");
+        loop {
+            match s.poll() {
+                Some(SmtpRequest::CheckRecipient(_)) => s.rcpt_verdict(RcptVerdict::Accept(7)),
+                Some(SmtpRequest::BeginMessage { .. }) => s.data_ready(true),
+                None => break,
+                Some(r) => panic!("{r:?}"),
+            }
+        }
+        s.feed(b"x\r\n.\r\n");
+        assert_eq!(s.poll(), Some(SmtpRequest::MessageData(b"x\r\n".to_vec())));
+        assert_eq!(s.poll(), Some(SmtpRequest::EndMessage { recipients: vec![7] }));
+        s.message_stored(StoreOutcome::Failed);
+        assert!(String::from_utf8(s.take_output()).unwrap().ends_with("451 4.3.0 Temporary storage failure, message not accepted; try again later\r\n"));
+    }
+}

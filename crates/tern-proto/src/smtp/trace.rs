@@ -1,0 +1,67 @@
+/// What the trace headers of a received message record.
+pub struct Trace<'a> {
+    /// The reverse path without brackets ("" for the null path).
+    pub reverse_path: &'a str,
+    /// The EHLO/HELO argument as the client gave it.
+    pub helo: &'a str,
+    pub peer_ip: &'a str,
+    pub hostname: &'a str,
+    /// "ESMTP" or "SMTP", after EHLO or HELO.
+    pub protocol: &'a str,
+    pub id: &'a str,
+    /// Named in a "for" clause when the message has exactly one recipient.
+    pub single_recipient: Option<&'a str>,
+    /// RFC 5322 date-time.
+    pub date: &'a str,
+}
+
+/// Return-Path and Received headers (RFC 5321 section 4.4), CRLF-terminated. Client-supplied
+/// text is sanitised so that it can never break out of its header.
+pub fn trace_headers(t: &Trace<'_>) -> String {
+    let helo = sanitize(t.helo);
+    let mut s = format!(
+        "Return-Path: <{}>\r\nReceived: from {helo} ([{}])\r\n\tby {} (Tern) with {} id {}",
+        sanitize(t.reverse_path),
+        t.peer_ip,
+        t.hostname,
+        t.protocol,
+        t.id
+    );
+    if let Some(r) = t.single_recipient {
+        s.push_str(&format!("\r\n\tfor <{}>", sanitize(r)));
+    }
+    s.push_str(&format!(";\r\n\t{}\r\n", t.date));
+    s
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .take(255)
+        .map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_well_formed_and_sanitised() {
+        let h = trace_headers(&Trace {
+            reverse_path: "a@b",
+            helo: "evil\r\nBcc: x",
+            peer_ip: "127.0.0.1",
+            hostname: "mx.example",
+            protocol: "ESMTP",
+            id: "123",
+            single_recipient: Some("c@d"),
+            date: "Sun, 29 Nov 2026 07:00:00 +0000",
+        });
+        assert!(h.starts_with("Return-Path: <a@b>\r\nReceived: from evil??Bcc: x ([127.0.0.1])\r\n\tby mx.example"));
+        assert!(h.ends_with("for <c@d>;\r\n\tSun, 29 Nov 2026 07:00:00 +0000\r\n"));
+        assert_eq!(h.matches("\r\n").count(), 5);
+        for line in h.split("\r\n") {
+            assert!(!line.contains('\r') && !line.contains('\n'));
+        }
+    }
+}
