@@ -1,1 +1,22 @@
-pub fn x(){}
+//! Tern's storage: the traits every backend implements, the message identity model, the embedded
+//! backend (redb for metadata, files for large bodies) and the contract suite all backends pass.
+//!
+//! Two small traits split the data the way a distributed deployment does:
+//! - [`Directory`]: domains, users (password hashes) and their mailboxes;
+//! - [`MailStore`]: message bodies, message metadata and the per-mailbox POP3 view
+//!   (mailbox -> message id, size) that answers STAT/LIST/UIDL without touching bodies.
+
+pub mod contract;
+pub mod embedded;
+mod error;
+mod ids;
+mod model;
+
+pub use error::StoreError;
+pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
+pub use model::{
+    BodyReader, BodyWriter, Directory, MailStore, MailboxInfo, StagedBody, StagedPayload,
+    UserRecord, ViewEntry, INBOX,
+};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,129 @@
+//! Group commit: every write goes through one thread that gathers the writes waiting at that
+//! moment into a single redb transaction and a single fsync. Concurrent SMTP deliveries thus
+//! share fsyncs instead of paying one each, and each caller still learns of its own durability.
+
+use crate::{Result, StoreError};
+use redb::{Database, Durability, WriteTransaction};
+use std::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Most writes folded into one transaction; bounds the latency of the first one.
+const MAX_BATCH: usize = 512;
+
+/// A write that can be applied to a transaction, possibly more than once: if any write of a
+/// batch fails, the batch is rolled back and each write is retried in a transaction of its own,
+/// so one bad write never sinks the others.
+trait Job: Send {
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<()>;
+    fn complete(self: Box<Self>, commit: Result<()>);
+}
+
+struct ClosureJob<T, F> {
+    f: F,
+    value: Option<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send, F: FnMut(&WriteTransaction) -> Result<T> + Send> Job for ClosureJob<T, F> {
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<()> {
+        self.value = Some((self.f)(txn)?);
+        Ok(())
+    }
+
+    fn complete(self: Box<Self>, commit: Result<()>) {
+        let result = match (commit, self.value) {
+            (Ok(()), Some(v)) => Ok(v),
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(StoreError::Database("write was not applied".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Committer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Committer {
+    pub(crate) fn start(db: Arc<Database>) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        std::thread::Builder::new()
+            .name("tern-committer".into())
+            .spawn(move || run(db, rx))?;
+        Ok(Self { jobs: tx })
+    }
+
+    /// Runs `f` in a write transaction and returns its value once the transaction is durable.
+    /// `f` must only touch the store through the transaction: it may run twice.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(ClosureJob { f, value: None, reply }))
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+    }
+}
+
+fn run(db: Arc<Database>, rx: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&db, batch);
+    }
+}
+
+fn begin(db: &Database) -> Result<WriteTransaction> {
+    let mut txn = db.begin_write().map_err(StoreError::database)?;
+    txn.set_durability(Durability::Immediate);
+    Ok(txn)
+}
+
+fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
+    let txn = match begin(db) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a write transaction");
+            for job in batch {
+                job.complete(Err(StoreError::Database(e.to_string())));
+            }
+            return;
+        }
+    };
+    let failed = batch.iter_mut().any(|job| job.apply(&txn).is_err());
+    if !failed {
+        let commit = txn.commit().map_err(StoreError::database);
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "group commit failed");
+        }
+        for job in batch {
+            let r = match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Database(e.to_string())),
+            };
+            job.complete(r);
+        }
+        return;
+    }
+    drop(txn.abort());
+    for mut job in batch {
+        let r = begin(db).and_then(|txn| match job.apply(&txn) {
+            Ok(()) => txn.commit().map_err(StoreError::database),
+            Err(e) => {
+                drop(txn.abort());
+                Err(e)
+            }
+        });
+        job.complete(r);
+    }
+}

@@ -1,0 +1,118 @@
+use crate::{BlobId, MailboxId, MessageId, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Name of the mailbox POP3 serves.
+pub const INBOX: &str = "INBOX";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The full address, lower-cased: `user@domain`.
+    pub name: String,
+    /// A PHC string (argon2id); never the password itself.
+    pub password_hash: String,
+    pub inbox: MailboxId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub name: String,
+    pub id: MailboxId,
+}
+
+/// One line of the POP3 view of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewEntry {
+    pub message_id: MessageId,
+    /// Octets of the stored message (CRLF line ends), which is what RETR sends before stuffing.
+    pub size: u64,
+    /// A UIDL imported from another server, kept so that clients do not download everything
+    /// again after a migration; `None` means the message id is the UIDL.
+    pub uidl: Option<String>,
+}
+
+/// A body whose bytes are written and durable (or, for [`StagedPayload::Inline`], held to be
+/// written in the same transaction as the metadata), ready to be delivered.
+#[derive(Debug)]
+pub struct StagedBody {
+    pub blob_id: BlobId,
+    pub size: u64,
+    pub payload: StagedPayload,
+}
+
+#[derive(Debug)]
+pub enum StagedPayload {
+    /// Already durable in the blob store.
+    Stored,
+    /// Small enough to be committed together with the metadata (backend's choice).
+    Inline(Vec<u8>),
+}
+
+/// Receives a body as it arrives, so large messages never sit in memory whole.
+#[async_trait]
+pub trait BodyWriter: Send {
+    async fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes the bytes durable (or ready for an atomic commit) and returns the staged body.
+    async fn finish(self: Box<Self>) -> Result<StagedBody>;
+    /// Drops whatever was written.
+    async fn abort(self: Box<Self>);
+}
+
+/// Streams a stored body.
+#[async_trait]
+pub trait BodyReader: Send {
+    /// The next chunk, or `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>>;
+}
+
+/// Domains, users and their mailboxes.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Adds a domain (lower-case); adding an existing one is not an error.
+    async fn add_domain(&self, domain: &str) -> Result<()>;
+    /// Returns whether the domain existed.
+    async fn remove_domain(&self, domain: &str) -> Result<bool>;
+    async fn domain_exists(&self, domain: &str) -> Result<bool>;
+    async fn list_domains(&self) -> Result<Vec<String>>;
+
+    /// Creates the user with an INBOX, or changes the password of an existing one (its
+    /// mailboxes stay). A user created again after deletion finds its old INBOX.
+    async fn put_user(&self, name: &str, password_hash: &str) -> Result<UserRecord>;
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Removes the user's credentials; its mailboxes and mail stay (as Apache James does).
+    /// Returns whether the user existed.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
+    async fn list_users(&self) -> Result<Vec<String>>;
+    async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>>;
+}
+
+/// Bodies, message metadata and the POP3 view.
+#[async_trait]
+pub trait MailStore: Send + Sync {
+    /// Starts receiving a body.
+    async fn begin_body(&self) -> Result<Box<dyn BodyWriter>>;
+
+    /// Makes one body a message in each mailbox (the body is stored once) and returns the new
+    /// message ids, in the order of `mailboxes`. When this returns `Ok`, the body, the message
+    /// metadata and the POP3 view entries are durable; on `Err`, no message is visible.
+    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>>;
+
+    /// The POP3 view of a mailbox, in delivery order.
+    async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>>;
+
+    /// The body of a message of that mailbox, or `None` if the message or its body is gone.
+    async fn open_body(
+        &self,
+        mailbox: MailboxId,
+        message: MessageId,
+    ) -> Result<Option<Box<dyn BodyReader>>>;
+
+    /// Removes messages (metadata, view entry, and the body once nothing references it).
+    /// Unknown ids are ignored, so a deletion can be retried.
+    async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()>;
+
+    /// Number of messages in the mailbox.
+    async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
+        Ok(self.pop3_view(mailbox).await?.len() as u64)
+    }
+}
