@@ -24,14 +24,22 @@ struct TopState {
 impl RetrEncoder {
     /// Encoder for a whole message (RETR).
     pub fn retr() -> Self {
-        Self { at_line_start: true, top: None, done: false }
+        Self {
+            at_line_start: true,
+            top: None,
+            done: false,
+        }
     }
 
     /// Encoder for the header plus `lines` body lines (TOP).
     pub fn top(lines: u64) -> Self {
         Self {
             at_line_start: true,
-            top: Some(TopState { in_header: true, line_len: 0, remaining: lines }),
+            top: Some(TopState {
+                in_header: true,
+                line_len: 0,
+                remaining: lines,
+            }),
             done: false,
         }
     }
@@ -167,7 +175,12 @@ pub struct Decoded {
 
 impl DataDecoder {
     pub fn new(max_size: u64) -> Self {
-        Self { state: DecodeState::LineStart, size: 0, max_size, violation: None }
+        Self {
+            state: DecodeState::LineStart,
+            size: 0,
+            max_size,
+            violation: None,
+        }
     }
 
     /// Decoded octets so far (including any beyond the limit, which are not emitted).
@@ -239,7 +252,10 @@ impl DataDecoder {
                 DecodeState::DotCr => {
                     if b == b'\n' {
                         self.state = DecodeState::Ended;
-                        return Decoded { consumed: i, ended: true };
+                        return Decoded {
+                            consumed: i,
+                            ended: true,
+                        };
                     }
                     // ".\r" followed by something else: the CR is bare.
                     self.flag(DataViolation::BareLineEnd);
@@ -261,7 +277,10 @@ impl DataDecoder {
                 }
             }
         }
-        Decoded { consumed: i, ended: self.state == DecodeState::Ended }
+        Decoded {
+            consumed: i,
+            ended: self.state == DecodeState::Ended,
+        }
     }
 
     fn mid_byte(&mut self, b: u8, out: &mut Vec<u8>) {
@@ -296,7 +315,10 @@ mod tests {
 
     #[test]
     fn stuffs_leading_dots_across_chunks() {
-        assert_eq!(stuff(&[b".a\r\nb\r\n..c\r\n"]), b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(
+            stuff(&[b".a\r\nb\r\n..c\r\n"]),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
         assert_eq!(stuff(&[b"a\r\n", b".", b"b\r\n"]), b"a\r\n..b\r\n.\r\n");
         assert_eq!(stuff(&[b"a.b\r\n"]), b"a.b\r\n.\r\n");
     }
@@ -322,8 +344,14 @@ mod tests {
         let msg = b"A: 1\r\nB: 2\r\n\r\nl1\r\n.l2\r\nl3\r\n";
         for chunk in [1, 3, 100] {
             assert_eq!(top(msg, 0, chunk), b"A: 1\r\nB: 2\r\n\r\n.\r\n");
-            assert_eq!(top(msg, 2, chunk), b"A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n");
-            assert_eq!(top(msg, 10, chunk), b"A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n");
+            assert_eq!(
+                top(msg, 2, chunk),
+                b"A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n"
+            );
+            assert_eq!(
+                top(msg, 10, chunk),
+                b"A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n"
+            );
         }
     }
 
@@ -361,7 +389,14 @@ mod tests {
     #[test]
     fn bare_lf_and_cr_never_end_data() {
         // Every smuggling variant: the body only ends at the final CRLF.CRLF.
-        for evil in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\r.\r\n"] {
+        for evil in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r.\r",
+            b"\r\n.\n",
+            b"\r\n.\r",
+            b"\r.\r\n",
+        ] {
             let mut input = b"Subject: x\r\n\r\nhi".to_vec();
             input.extend_from_slice(evil);
             input.extend_from_slice(b"MAIL FROM:<evil@x>\r\n.\r\n");

@@ -24,7 +24,12 @@ pub struct LineBuffer {
 
 impl LineBuffer {
     pub fn new(max_line: usize) -> Self {
-        Self { buf: Vec::new(), max_line, discarding: false, overflow_pending: false }
+        Self {
+            buf: Vec::new(),
+            max_line,
+            discarding: false,
+            overflow_pending: false,
+        }
     }
 
     /// Appends received bytes.

@@ -30,7 +30,9 @@ pub fn decode_response(line: &[u8]) -> Result<Vec<u8>, SaslError> {
     if line == b"=" {
         return Ok(Vec::new());
     }
-    STANDARD.decode(line).map_err(|_| SaslError::Malformed("invalid base64"))
+    STANDARD
+        .decode(line)
+        .map_err(|_| SaslError::Malformed("invalid base64"))
 }
 
 /// Parses the PLAIN message `[authzid] NUL authcid NUL passwd`.
@@ -39,7 +41,9 @@ pub fn parse_plain(msg: &[u8]) -> Result<Credentials, SaslError> {
     let (Some(authzid), Some(authcid), Some(passwd), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(SaslError::Malformed("PLAIN expects authzid NUL authcid NUL password"));
+        return Err(SaslError::Malformed(
+            "PLAIN expects authzid NUL authcid NUL password",
+        ));
     };
     let username = utf8(authcid)?;
     if !authzid.is_empty() && authzid != authcid {
@@ -48,7 +52,10 @@ pub fn parse_plain(msg: &[u8]) -> Result<Credentials, SaslError> {
     if username.is_empty() {
         return Err(SaslError::Malformed("empty user name"));
     }
-    Ok(Credentials { username, password: utf8(passwd)? })
+    Ok(Credentials {
+        username,
+        password: utf8(passwd)?,
+    })
 }
 
 pub fn utf8(bytes: &[u8]) -> Result<String, SaslError> {
@@ -73,7 +80,10 @@ mod tests {
         assert_eq!(c.username, "alice@x");
         assert_eq!(c.password, "pw");
         assert!(parse_plain(b"alice@x\0alice@x\0pw").is_ok());
-        assert_eq!(parse_plain(b"bob\0alice@x\0pw"), Err(SaslError::AuthzidMismatch));
+        assert_eq!(
+            parse_plain(b"bob\0alice@x\0pw"),
+            Err(SaslError::AuthzidMismatch)
+        );
         assert!(parse_plain(b"alice\0pw").is_err());
         assert!(parse_plain(b"\0a\0b\0c").is_err());
     }

@@ -13,7 +13,10 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(directory: impl Directory + 'static, mail: impl MailStore + 'static) -> Self {
-        Self { directory: Arc::new(directory), mail: Arc::new(mail) }
+        Self {
+            directory: Arc::new(directory),
+            mail: Arc::new(mail),
+        }
     }
 }
 
@@ -91,7 +94,10 @@ pub async fn users_put_get_update_delete(b: &Backend) {
     let created = d.put_user("a@x", "hash1").await.unwrap();
     assert_eq!(created.password_hash, "hash1");
     let updated = d.put_user("a@x", "hash2").await.unwrap();
-    assert_eq!(updated.inbox, created.inbox, "a password change keeps the INBOX");
+    assert_eq!(
+        updated.inbox, created.inbox,
+        "a password change keeps the INBOX"
+    );
     assert_eq!(d.get_user("a@x").await.unwrap(), Some(updated));
     d.put_user("b@x", "h").await.unwrap();
     let mut users = d.list_users().await.unwrap();
@@ -99,12 +105,18 @@ pub async fn users_put_get_update_delete(b: &Backend) {
     assert_eq!(users, ["a@x", "b@x"]);
     let boxes = d.list_mailboxes("a@x").await.unwrap();
     assert_eq!(boxes.len(), 1);
-    assert_eq!((boxes[0].name.as_str(), boxes[0].id), ("INBOX", created.inbox));
+    assert_eq!(
+        (boxes[0].name.as_str(), boxes[0].id),
+        ("INBOX", created.inbox)
+    );
     assert!(d.delete_user("a@x").await.unwrap());
     assert!(!d.delete_user("a@x").await.unwrap());
     assert_eq!(d.get_user("a@x").await.unwrap(), None);
     assert_eq!(d.list_users().await.unwrap(), ["b@x"]);
-    assert_ne!(d.get_user("b@x").await.unwrap().unwrap().inbox, created.inbox);
+    assert_ne!(
+        d.get_user("b@x").await.unwrap().unwrap().inbox,
+        created.inbox
+    );
 }
 
 pub async fn recreated_user_finds_its_inbox(b: &Backend) {
@@ -124,14 +136,26 @@ pub async fn deliver_and_read_back(b: &Backend) {
     assert_eq!(ids.len(), 1);
     assert_eq!(ids[0].uuid().get_version_num(), 1);
     let view = b.mail.pop3_view(mb).await.unwrap();
-    assert_eq!(view, vec![ViewEntry { message_id: ids[0], size: body.len() as u64, uidl: None }]);
+    assert_eq!(
+        view,
+        vec![ViewEntry {
+            message_id: ids[0],
+            size: body.len() as u64,
+            uidl: None
+        }]
+    );
     assert_eq!(read(b, mb, ids[0]).await.as_deref(), Some(&body[..]));
     assert_eq!(b.mail.message_count(mb).await.unwrap(), 1);
     // Another mailbox cannot read it, and unknown ids read as gone.
     assert_eq!(read(b, MailboxId::random(), ids[0]).await, None);
     let unknown = crate::IdGenerator::new().next_id();
     assert_eq!(read(b, mb, unknown).await, None);
-    assert!(b.mail.pop3_view(MailboxId::random()).await.unwrap().is_empty());
+    assert!(b
+        .mail
+        .pop3_view(MailboxId::random())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn empty_and_large_bodies_round_trip(b: &Backend) {
@@ -185,10 +209,16 @@ pub async fn delete_is_scoped_and_idempotent(b: &Backend) {
     let theirs = deliver(b, b"theirs\r\n", &[other]).await;
     // Deleting another mailbox's message through this mailbox does nothing.
     b.mail.delete_messages(mb, &theirs).await.unwrap();
-    assert_eq!(read(b, other, theirs[0]).await.as_deref(), Some(&b"theirs\r\n"[..]));
+    assert_eq!(
+        read(b, other, theirs[0]).await.as_deref(),
+        Some(&b"theirs\r\n"[..])
+    );
     b.mail.delete_messages(mb, &[all[1], all[3]]).await.unwrap();
     b.mail.delete_messages(mb, &[all[1], all[3]]).await.unwrap();
-    assert_eq!(ids(&b.mail.pop3_view(mb).await.unwrap()), vec![all[0], all[2], all[4]]);
+    assert_eq!(
+        ids(&b.mail.pop3_view(mb).await.unwrap()),
+        vec![all[0], all[2], all[4]]
+    );
     assert_eq!(read(b, mb, all[1]).await, None);
     assert_eq!(read(b, mb, all[2]).await.as_deref(), Some(&b"m2\r\n"[..]));
 }
@@ -205,7 +235,10 @@ pub async fn concurrent_deliveries_all_land(b: &Backend) {
     let mb = MailboxId::random();
     let mut tasks = Vec::new();
     for i in 0..64 {
-        let backend = Backend { directory: b.directory.clone(), mail: b.mail.clone() };
+        let backend = Backend {
+            directory: b.directory.clone(),
+            mail: b.mail.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
             (deliver(&backend, body.as_bytes(), &[mb]).await[0], body)
@@ -231,5 +264,11 @@ pub async fn view_keeps_imported_uidl_room(b: &Backend) {
     // later feature, but the view carries the field on every backend.
     let mb = MailboxId::random();
     deliver(b, b"x\r\n", &[mb]).await;
-    assert!(b.mail.pop3_view(mb).await.unwrap().iter().all(|e| e.uidl.is_none()));
+    assert!(b
+        .mail
+        .pop3_view(mb)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.uidl.is_none()));
 }

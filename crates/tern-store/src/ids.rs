@@ -105,11 +105,16 @@ impl IdGenerator {
         let mut tail: [u8; 8] = rand::random();
         tail[0] = (tail[0] & 0x3f) | 0x80; // RFC 4122 variant
         tail[2] |= 0x01; // multicast bit of the node id
-        Self { tail, last: AtomicU64::new(0) }
+        Self {
+            tail,
+            last: AtomicU64::new(0),
+        }
     }
 
     fn now_ticks() -> u64 {
-        let since_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         UUID_EPOCH_OFFSET + (since_unix.as_nanos() / 100) as u64
     }
 
@@ -121,7 +126,10 @@ impl IdGenerator {
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let ts = now.max(prev + 1);
-            match self.last.compare_exchange_weak(prev, ts, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(prev, ts, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return MessageId(build_v1(ts, self.tail)),
                 Err(p) => prev = p,
             }

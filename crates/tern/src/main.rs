@@ -1,1 +1,258 @@
-fn main(){}
+//! The `tern` command: `tern serve` runs the server; the other subcommands administer a running
+//! one through its admin API.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tern::admin::client::{self, encode_segment};
+use tern::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "Tern: a POP3 + SMTP mail server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded store under ./tern-data unless configured otherwise).
+    Serve(ServeArgs),
+    /// Manage the domains a running server accepts mail for.
+    Domain {
+        #[command(subcommand)]
+        action: DomainAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Manage users (named by their full address, user@domain).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Check a configuration file and print the effective configuration errors, if any.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TERN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "TERN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    smtp_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pop3_listen: Option<SocketAddr>,
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Log one JSON object per line.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Base URL of the admin API.
+    #[arg(
+        long,
+        env = "TERN_ADMIN_URL",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
+    admin_url: String,
+}
+
+#[derive(Subcommand)]
+enum DomainAction {
+    Add { domain: String },
+    Remove { domain: String },
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user or change its password; the password is read from standard input.
+    Add {
+        user: String,
+    },
+    Remove {
+        user: String,
+    },
+    List,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Domain { action, admin } => domain(action, &admin.admin_url),
+        Command::User { action, admin } => user(action, &admin.admin_url),
+        Command::CheckConfig { config } => {
+            Config::from_file(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.server.data_dir = d;
+    }
+    if let Some(a) = args.smtp_listen {
+        config.smtp.listen = a;
+    }
+    if let Some(a) = args.pop3_listen {
+        config.pop3.listen = a;
+    }
+    if let Some(a) = args.admin_listen {
+        config.admin.listen = a;
+    }
+    if args.log_json {
+        config.log.format = LogFormat::Json;
+    }
+    config.validate()?;
+    tern::logging::init(&config.log);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = tern::server::Server::start(config).await?;
+        server.run_until(stop_signal()).await;
+        Ok(())
+    })
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
+
+/// Runs one admin call and turns a non-2xx answer into an error carrying the API's message.
+fn call(base: &str, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+    let r = client::request(base, method, path, body)?;
+    if !(200..300).contains(&r.status) {
+        let message = serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or(r.body);
+        bail!("{method} {path}: HTTP {}: {message}", r.status);
+    }
+    Ok(r.body)
+}
+
+fn domain(action: DomainAction, base: &str) -> anyhow::Result<()> {
+    match action {
+        DomainAction::Add { domain } => {
+            call(
+                base,
+                "PUT",
+                &format!("/domains/{}", encode_segment(&domain)),
+                None,
+            )?;
+            println!("domain {domain} added");
+        }
+        DomainAction::Remove { domain } => {
+            call(
+                base,
+                "DELETE",
+                &format!("/domains/{}", encode_segment(&domain)),
+                None,
+            )?;
+            println!("domain {domain} removed");
+        }
+        DomainAction::List => {
+            let body = call(base, "GET", "/domains", None)?;
+            let domains: Vec<String> = serde_json::from_str(&body).context("unexpected answer")?;
+            for d in domains {
+                println!("{d}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (shown as typed): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("no password given on standard input");
+    }
+    Ok(password)
+}
+
+fn user(action: UserAction, base: &str) -> anyhow::Result<()> {
+    match action {
+        UserAction::Add { user } => {
+            let password = read_password()?;
+            let body = serde_json::json!({ "password": password }).to_string();
+            call(
+                base,
+                "PUT",
+                &format!("/users/{}", encode_segment(&user)),
+                Some(&body),
+            )?;
+            println!("user {user} saved");
+        }
+        UserAction::Remove { user } => {
+            call(
+                base,
+                "DELETE",
+                &format!("/users/{}", encode_segment(&user)),
+                None,
+            )?;
+            println!("user {user} removed (its mailbox is kept)");
+        }
+        UserAction::List => {
+            let body = call(base, "GET", "/users", None)?;
+            let users: Vec<serde_json::Value> =
+                serde_json::from_str(&body).context("unexpected answer")?;
+            for u in users {
+                println!(
+                    "{}",
+                    u.get("username")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}

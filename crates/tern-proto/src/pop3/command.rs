@@ -6,7 +6,10 @@ pub enum Command {
     /// The rest of the line: passwords may contain spaces (RFC 1939 section 7).
     Pass(String),
     Apop,
-    Auth { mechanism: Option<String>, initial_response: Option<Vec<u8>> },
+    Auth {
+        mechanism: Option<String>,
+        initial_response: Option<Vec<u8>>,
+    },
     Stat,
     List(Option<String>),
     Retr(String),
@@ -53,7 +56,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, String> {
         "AUTH" => {
             let mechanism = args.next().map(str::to_ascii_uppercase);
             let initial_response = args.next().map(|s| s.as_bytes().to_vec());
-            Command::Auth { mechanism, initial_response }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            }
         }
         "STAT" => Command::Stat,
         "LIST" => Command::List(args.next().map(str::to_string)),
@@ -83,9 +89,18 @@ mod tests {
     #[test]
     fn parses_keywords_case_insensitively() {
         assert_eq!(parse_command(b"stat"), Ok(Command::Stat));
-        assert_eq!(parse_command(b"LiSt 3"), Ok(Command::List(Some("3".into()))));
-        assert_eq!(parse_command(b"TOP 1 10"), Ok(Command::Top("1".into(), "10".into())));
-        assert_eq!(parse_command(b"PASS a b  c"), Ok(Command::Pass("a b  c".into())));
+        assert_eq!(
+            parse_command(b"LiSt 3"),
+            Ok(Command::List(Some("3".into())))
+        );
+        assert_eq!(
+            parse_command(b"TOP 1 10"),
+            Ok(Command::Top("1".into(), "10".into()))
+        );
+        assert_eq!(
+            parse_command(b"PASS a b  c"),
+            Ok(Command::Pass("a b  c".into()))
+        );
         assert_eq!(
             parse_command(b"AUTH plain AGEAYg=="),
             Ok(Command::Auth {
@@ -97,7 +112,9 @@ mod tests {
 
     #[test]
     fn reports_missing_arguments() {
-        assert!(parse_command(b"RETR").unwrap_err().contains("message number"));
+        assert!(parse_command(b"RETR")
+            .unwrap_err()
+            .contains("message number"));
         assert!(parse_command(b"TOP 1").unwrap_err().contains("line count"));
         assert!(parse_command(b"USER ").is_err());
         assert!(parse_command(b"").is_err());

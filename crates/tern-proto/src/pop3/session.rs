@@ -53,7 +53,11 @@ pub enum Pop3Request {
     /// Send the message at `index` (0-based in the snapshot): the status line from
     /// [`super::retrieve_ok_line`], then the body through a [`crate::dot::RetrEncoder`]; then
     /// report with [`Pop3Session::retrieve_finished`].
-    Retrieve { index: usize, size: u64, top_lines: Option<u64> },
+    Retrieve {
+        index: usize,
+        size: u64,
+        top_lines: Option<u64>,
+    },
     /// The client quit from TRANSACTION: remove these messages (0-based indexes), then report
     /// with [`Pop3Session::update_finished`].
     Update { deleted: Vec<usize> },
@@ -160,7 +164,10 @@ impl Pop3Session {
 
     /// Whether a request is outstanding (the driver owes a `*_finished`/login call).
     pub fn is_waiting(&self) -> bool {
-        matches!(self.state, State::Authenticating | State::Retrieving | State::Updating)
+        matches!(
+            self.state,
+            State::Authenticating | State::Retrieving | State::Updating
+        )
     }
 
     /// Changes whether plaintext authentication is allowed (after a TLS upgrade).
@@ -202,7 +209,13 @@ impl Pop3Session {
     pub fn login_succeeded(&mut self, maildrop: Vec<MaildropEntry>) {
         let total: u64 = maildrop.iter().map(|m| m.size).sum();
         let n = maildrop.len();
-        self.maildrop = maildrop.into_iter().map(|entry| Message { entry, deleted: false }).collect();
+        self.maildrop = maildrop
+            .into_iter()
+            .map(|entry| Message {
+                entry,
+                deleted: false,
+            })
+            .collect();
         self.state = State::Transaction;
         self.reply_ok(&format!("maildrop has {n} messages ({total} octets)"));
     }
@@ -213,7 +226,9 @@ impl Pop3Session {
             LoginFailure::BadCredentials => {
                 self.auth_failures += 1;
                 if self.auth_failures >= self.config.max_auth_failures {
-                    self.reply_err("[AUTH] invalid user name or password; too many failures, closing");
+                    self.reply_err(
+                        "[AUTH] invalid user name or password; too many failures, closing",
+                    );
                     self.state = State::Closed;
                 } else {
                     self.reply_err("[AUTH] invalid user name or password");
@@ -326,7 +341,10 @@ impl Pop3Session {
                 c.push_str("STLS\r\n");
             }
         }
-        c.push_str(&format!("IMPLEMENTATION {}\r\n.\r\n", self.config.implementation));
+        c.push_str(&format!(
+            "IMPLEMENTATION {}\r\n.\r\n",
+            self.config.implementation
+        ));
         self.output.extend_from_slice(c.as_bytes());
     }
 
@@ -356,7 +374,9 @@ impl Pop3Session {
                 if self.plaintext_refused() {
                     return None;
                 }
-                let State::Authorization { user } = &mut self.state else { return None };
+                let State::Authorization { user } = &mut self.state else {
+                    return None;
+                };
                 match user.take() {
                     Some(username) => {
                         self.state = State::Authenticating;
@@ -365,10 +385,16 @@ impl Pop3Session {
                     None => self.error("send USER first"),
                 }
             }
-            Command::Auth { mechanism: None, .. } => {
-                self.output.extend_from_slice(b"+OK supported mechanisms\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                self.output
+                    .extend_from_slice(b"+OK supported mechanisms\r\nPLAIN\r\nLOGIN\r\n.\r\n");
             }
-            Command::Auth { mechanism: Some(mech), initial_response } => {
+            Command::Auth {
+                mechanism: Some(mech),
+                initial_response,
+            } => {
                 if self.plaintext_refused() {
                     return None;
                 }
@@ -394,7 +420,9 @@ impl Pop3Session {
                             Err(e) => self.sasl_error(e),
                         }
                     }
-                    _ => self.error(&format!("unsupported SASL mechanism {mech}; use PLAIN or LOGIN")),
+                    _ => self.error(&format!(
+                        "unsupported SASL mechanism {mech}; use PLAIN or LOGIN"
+                    )),
                 }
             }
             Command::Apop => self.error("APOP is not supported; use USER/PASS or AUTH PLAIN"),
@@ -428,14 +456,14 @@ impl Pop3Session {
         }
     }
 
-    fn sasl_outcome(
-        &mut self,
-        creds: Result<sasl::Credentials, SaslError>,
-    ) -> Option<Pop3Request> {
+    fn sasl_outcome(&mut self, creds: Result<sasl::Credentials, SaslError>) -> Option<Pop3Request> {
         match creds {
             Ok(c) => {
                 self.state = State::Authenticating;
-                Some(Pop3Request::Authenticate { username: c.username, password: c.password })
+                Some(Pop3Request::Authenticate {
+                    username: c.username,
+                    password: c.password,
+                })
             }
             Err(e) => {
                 self.sasl_error(e);
@@ -454,7 +482,10 @@ impl Pop3Session {
             }
         };
         if n == 0 || n > self.maildrop.len() {
-            self.error(&format!("no such message {n}; the maildrop has {}", self.maildrop.len()));
+            self.error(&format!(
+                "no such message {n}; the maildrop has {}",
+                self.maildrop.len()
+            ));
             return None;
         }
         if self.maildrop[n - 1].deleted {
@@ -512,7 +543,11 @@ impl Pop3Session {
                 let index = self.message_index(&arg)?;
                 self.state = State::Retrieving;
                 let size = self.maildrop[index].entry.size;
-                return Some(Pop3Request::Retrieve { index, size, top_lines: None });
+                return Some(Pop3Request::Retrieve {
+                    index,
+                    size,
+                    top_lines: None,
+                });
             }
             Command::Top(arg, lines) => {
                 let index = self.message_index(&arg)?;
@@ -522,7 +557,11 @@ impl Pop3Session {
                 };
                 self.state = State::Retrieving;
                 let size = self.maildrop[index].entry.size;
-                return Some(Pop3Request::Retrieve { index, size, top_lines: Some(lines) });
+                return Some(Pop3Request::Retrieve {
+                    index,
+                    size,
+                    top_lines: Some(lines),
+                });
             }
             Command::Dele(arg) => {
                 if let Some(i) = self.message_index(&arg) {
@@ -564,7 +603,9 @@ mod tests {
 
     fn session() -> Pop3Session {
         let mut s = Pop3Session::new(Pop3Config::default());
-        assert!(String::from_utf8(s.take_output()).unwrap().starts_with("+OK"));
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("+OK"));
         s
     }
 
@@ -579,13 +620,19 @@ mod tests {
         let (_, req) = run(&mut s, "USER a@x\r\nPASS secret word\r\n");
         assert_eq!(
             req,
-            Some(Pop3Request::Authenticate { username: "a@x".into(), password: "secret word".into() })
+            Some(Pop3Request::Authenticate {
+                username: "a@x".into(),
+                password: "secret word".into()
+            })
         );
         s.login_succeeded(
             sizes
                 .iter()
                 .enumerate()
-                .map(|(i, &size)| MaildropEntry { size, uidl: format!("uid{i}") })
+                .map(|(i, &size)| MaildropEntry {
+                    size,
+                    uidl: format!("uid{i}"),
+                })
                 .collect(),
         );
         s.take_output();
@@ -606,20 +653,35 @@ mod tests {
     #[test]
     fn dele_rset_and_quit_applies() {
         let mut s = logged_in(&[10, 20, 30]);
-        let (out, _) = run(&mut s, "DELE 2\r\nSTAT\r\nLIST 2\r\nDELE 2\r\nRSET\r\nDELE 1\r\nDELE 3\r\n");
-        assert!(out.starts_with("+OK message 2 deleted\r\n+OK 2 40\r\n-ERR message 2 already deleted\r\n"));
+        let (out, _) = run(
+            &mut s,
+            "DELE 2\r\nSTAT\r\nLIST 2\r\nDELE 2\r\nRSET\r\nDELE 1\r\nDELE 3\r\n",
+        );
+        assert!(out.starts_with(
+            "+OK message 2 deleted\r\n+OK 2 40\r\n-ERR message 2 already deleted\r\n"
+        ));
         assert!(out.contains("+OK maildrop has 3 messages (60 octets)"));
         let (_, req) = run(&mut s, "QUIT\r\n");
-        assert_eq!(req, Some(Pop3Request::Update { deleted: vec![0, 2] }));
+        assert_eq!(
+            req,
+            Some(Pop3Request::Update {
+                deleted: vec![0, 2]
+            })
+        );
         s.update_finished(UpdateOutcome::Applied);
-        assert!(String::from_utf8(s.take_output()).unwrap().contains("2 messages deleted"));
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .contains("2 messages deleted"));
         assert!(s.is_closed());
     }
 
     #[test]
     fn bad_arguments_get_errors_and_session_goes_on() {
         let mut s = logged_in(&[10]);
-        let (out, req) = run(&mut s, "RETR 0\r\nRETR 2\r\nRETR x\r\nTOP 1 -1\r\nLIST -1\r\nFOO\r\nNOOP\r\n");
+        let (out, req) = run(
+            &mut s,
+            "RETR 0\r\nRETR 2\r\nRETR x\r\nTOP 1 -1\r\nLIST -1\r\nFOO\r\nNOOP\r\n",
+        );
         assert_eq!(req, None);
         assert_eq!(out.matches("-ERR").count(), 6, "{out}");
         assert!(out.ends_with("+OK \r\n"));
@@ -629,7 +691,14 @@ mod tests {
     fn retr_and_top_requests() {
         let mut s = logged_in(&[10]);
         let (_, req) = run(&mut s, "RETR 1\r\nNOOP\r\n");
-        assert_eq!(req, Some(Pop3Request::Retrieve { index: 0, size: 10, top_lines: None }));
+        assert_eq!(
+            req,
+            Some(Pop3Request::Retrieve {
+                index: 0,
+                size: 10,
+                top_lines: None
+            })
+        );
         // Pipelined NOOP waits for the retrieval to finish.
         assert_eq!(s.poll(), None);
         assert!(s.take_output().is_empty());
@@ -637,9 +706,18 @@ mod tests {
         assert_eq!(s.poll(), None);
         assert_eq!(s.take_output(), b"+OK \r\n");
         let (_, req) = run(&mut s, "TOP 1 5\r\n");
-        assert_eq!(req, Some(Pop3Request::Retrieve { index: 0, size: 10, top_lines: Some(5) }));
+        assert_eq!(
+            req,
+            Some(Pop3Request::Retrieve {
+                index: 0,
+                size: 10,
+                top_lines: Some(5)
+            })
+        );
         s.retrieve_finished(RetrieveOutcome::Missing);
-        assert!(String::from_utf8(s.take_output()).unwrap().starts_with("-ERR [SYS/PERM]"));
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("-ERR [SYS/PERM]"));
     }
 
     #[test]
@@ -647,9 +725,17 @@ mod tests {
         let mut s = session();
         let ir = sasl::encode(b"\0a@x\0pw");
         let (_, req) = run(&mut s, &format!("AUTH PLAIN {ir}\r\n"));
-        assert_eq!(req, Some(Pop3Request::Authenticate { username: "a@x".into(), password: "pw".into() }));
+        assert_eq!(
+            req,
+            Some(Pop3Request::Authenticate {
+                username: "a@x".into(),
+                password: "pw".into()
+            })
+        );
         s.login_failed(LoginFailure::BadCredentials);
-        assert!(String::from_utf8(s.take_output()).unwrap().starts_with("-ERR [AUTH]"));
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("-ERR [AUTH]"));
         let (out, req) = run(&mut s, "AUTH PLAIN\r\n");
         assert_eq!((out.as_str(), req), ("+ \r\n", None));
         let (_, req) = run(&mut s, &format!("{ir}\r\n"));
@@ -665,9 +751,22 @@ mod tests {
         assert_eq!(out, "+ UGFzc3dvcmQ6\r\n");
         let (out, _) = run(&mut s, "*\r\n");
         assert!(out.starts_with("-ERR authentication cancelled"));
-        let (out, req) = run(&mut s, &format!("AUTH LOGIN {}\r\n{}\r\n", sasl::encode(b"a@x"), sasl::encode(b"pw")));
+        let (out, req) = run(
+            &mut s,
+            &format!(
+                "AUTH LOGIN {}\r\n{}\r\n",
+                sasl::encode(b"a@x"),
+                sasl::encode(b"pw")
+            ),
+        );
         assert_eq!(out, "+ UGFzc3dvcmQ6\r\n");
-        assert_eq!(req, Some(Pop3Request::Authenticate { username: "a@x".into(), password: "pw".into() }));
+        assert_eq!(
+            req,
+            Some(Pop3Request::Authenticate {
+                username: "a@x".into(),
+                password: "pw".into()
+            })
+        );
     }
 
     #[test]
@@ -688,14 +787,26 @@ mod tests {
         let (out, _) = run(&mut s, "STAT\r\nPASS x\r\nCAPA\r\n");
         assert!(out.starts_with("-ERR log in first"));
         assert!(out.contains("-ERR send USER first"));
-        for cap in ["TOP", "USER", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "SASL PLAIN LOGIN", "IMPLEMENTATION Tern"] {
+        for cap in [
+            "TOP",
+            "USER",
+            "UIDL",
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "PIPELINING",
+            "SASL PLAIN LOGIN",
+            "IMPLEMENTATION Tern",
+        ] {
             assert!(out.contains(&format!("\r\n{cap}\r\n")), "{cap} in {out}");
         }
     }
 
     #[test]
     fn plaintext_refusal() {
-        let mut s = Pop3Session::new(Pop3Config { plaintext_auth_allowed: false, ..Default::default() });
+        let mut s = Pop3Session::new(Pop3Config {
+            plaintext_auth_allowed: false,
+            ..Default::default()
+        });
         s.take_output();
         let (out, req) = run(&mut s, "CAPA\r\nUSER a@x\r\nAUTH PLAIN\r\n");
         assert_eq!(req, None);

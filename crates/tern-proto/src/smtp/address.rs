@@ -24,7 +24,10 @@ pub struct PathError(pub &'static str);
 /// Parses the argument of `MAIL FROM:` or `RCPT TO:` after the colon: a path in angle brackets
 /// (a bare address is tolerated) followed by optional ESMTP parameters. Returns `None` as the
 /// mailbox for the null reverse-path `<>`.
-pub fn parse_path(arg: &str) -> Result<(Option<Mailbox>, Vec<(String, Option<String>)>), PathError> {
+/// ESMTP parameters as `(KEYWORD, value)`, keywords upper-cased.
+pub type Params = Vec<(String, Option<String>)>;
+
+pub fn parse_path(arg: &str) -> Result<(Option<Mailbox>, Params), PathError> {
     let arg = arg.trim_start();
     let (path, rest) = if let Some(inner) = arg.strip_prefix('<') {
         let end = find_closing(inner).ok_or(PathError("missing '>' after the address"))?;
@@ -36,7 +39,9 @@ pub fn parse_path(arg: &str) -> Result<(Option<Mailbox>, Vec<(String, Option<Str
         }
     };
     if !rest.is_empty() && !rest.starts_with(' ') {
-        return Err(PathError("expected a space between the address and its parameters"));
+        return Err(PathError(
+            "expected a space between the address and its parameters",
+        ));
     }
     let mut params = Vec::new();
     for p in rest.split_ascii_whitespace() {
@@ -84,7 +89,9 @@ fn parse_mailbox(s: &str) -> Result<Mailbox, PathError> {
     if local.is_empty() || local.len() > 64 {
         return Err(PathError("local part must be 1 to 64 octets"));
     }
-    if !local.starts_with('"') && local.contains([' ', '<', '>', '(', ')', ',', ';', ':', '\\', '"', '[', ']']) {
+    if !local.starts_with('"')
+        && local.contains([' ', '<', '>', '(', ')', ',', ';', ':', '\\', '"', '[', ']'])
+    {
         return Err(PathError("invalid character in local part"));
     }
     if domain.is_empty() || domain.len() > 255 {
@@ -98,7 +105,10 @@ fn parse_mailbox(s: &str) -> Result<Mailbox, PathError> {
     {
         return Err(PathError("invalid character in domain"));
     }
-    Ok(Mailbox { local: local.to_string(), domain: domain.to_lowercase() })
+    Ok(Mailbox {
+        local: local.to_string(),
+        domain: domain.to_lowercase(),
+    })
 }
 
 #[cfg(test)]
@@ -109,18 +119,45 @@ mod tests {
     fn paths() {
         let (m, p) = parse_path("<Alice@Example.COM> SIZE=100 BODY=8BITMIME").unwrap();
         let m = m.unwrap();
-        assert_eq!((m.local.as_str(), m.domain.as_str()), ("Alice", "example.com"));
+        assert_eq!(
+            (m.local.as_str(), m.domain.as_str()),
+            ("Alice", "example.com")
+        );
         assert_eq!(m.user_name(), "alice@example.com");
-        assert_eq!(p, vec![("SIZE".into(), Some("100".into())), ("BODY".into(), Some("8BITMIME".into()))]);
+        assert_eq!(
+            p,
+            vec![
+                ("SIZE".into(), Some("100".into())),
+                ("BODY".into(), Some("8BITMIME".into()))
+            ]
+        );
         assert_eq!(parse_path("<>").unwrap().0, None);
-        assert_eq!(parse_path(" <@relay,@r2:bob@x.org>").unwrap().0.unwrap().user_name(), "bob@x.org");
-        assert_eq!(parse_path("<\"a b\"@x>").unwrap().0.unwrap().local, "\"a b\"");
+        assert_eq!(
+            parse_path(" <@relay,@r2:bob@x.org>")
+                .unwrap()
+                .0
+                .unwrap()
+                .user_name(),
+            "bob@x.org"
+        );
+        assert_eq!(
+            parse_path("<\"a b\"@x>").unwrap().0.unwrap().local,
+            "\"a b\""
+        );
         assert_eq!(parse_path("bob@x").unwrap().0.unwrap().user_name(), "bob@x");
     }
 
     #[test]
     fn bad_paths() {
-        for bad in ["<bob>", "<bob@x", "<@x>", "<a b@x>", "<bob@x>SIZE=1", "<bob@exa mple>", "<bob@x\r>"] {
+        for bad in [
+            "<bob>",
+            "<bob@x",
+            "<@x>",
+            "<a b@x>",
+            "<bob@x>SIZE=1",
+            "<bob@exa mple>",
+            "<bob@x\r>",
+        ] {
             assert!(parse_path(bad).is_err(), "{bad}");
         }
     }

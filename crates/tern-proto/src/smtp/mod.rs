@@ -6,7 +6,5 @@ mod session;
 mod trace;
 
 pub use address::{parse_path, Mailbox, PathError};
-pub use session::{
-    RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome,
-};
+pub use session::{RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
 pub use trace::{trace_headers, Trace};

@@ -45,7 +45,9 @@ pub enum RcptVerdict<R> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// Durable for every recipient; the id is quoted in the reply.
-    Stored { id: String },
+    Stored {
+        id: String,
+    },
     Failed,
 }
 
@@ -56,7 +58,12 @@ pub enum SmtpRequest<R> {
     CheckRecipient(Mailbox),
     /// DATA was accepted: prepare to receive a body (open a writer, write trace headers), then
     /// call [`SmtpSession::data_ready`].
-    BeginMessage { reverse_path: String, helo: String, esmtp: bool, recipients: Vec<Mailbox> },
+    BeginMessage {
+        reverse_path: String,
+        helo: String,
+        esmtp: bool,
+        recipients: Vec<Mailbox>,
+    },
     /// The next part of the body, already unstuffed.
     MessageData(Vec<u8>),
     /// The body is complete: make it durable for these recipients, then call
@@ -127,7 +134,10 @@ impl<R: Clone> SmtpSession<R> {
 
     /// True while a message body is being received or stored: a shutdown should let it finish.
     pub fn in_message(&self) -> bool {
-        matches!(self.state, State::Preparing | State::Data(_) | State::Storing)
+        matches!(
+            self.state,
+            State::Preparing | State::Data(_) | State::Storing
+        )
     }
 
     /// True while reading the body (the data-block timeout applies, not the command one).
@@ -144,25 +154,35 @@ impl<R: Clone> SmtpSession<R> {
         self.errors += 1;
         self.reply(line);
         if self.errors >= self.config.max_errors {
-            self.reply(&format!("421 4.7.0 {} Too many errors, closing connection", self.config.hostname));
+            self.reply(&format!(
+                "421 4.7.0 {} Too many errors, closing connection",
+                self.config.hostname
+            ));
             self.state = State::Closed;
         }
     }
 
     /// The RFC 5321 section 4.5.3.2 timeout for the current state ran out.
     pub fn timeout(&mut self) {
-        self.reply(&format!("421 4.4.2 {} Error: timeout exceeded", self.config.hostname));
+        self.reply(&format!(
+            "421 4.4.2 {} Error: timeout exceeded",
+            self.config.hostname
+        ));
         self.state = State::Closed;
     }
 
     /// The server is stopping and the session is between messages.
     pub fn shutdown(&mut self) {
-        self.reply(&format!("421 4.3.2 {} Service shutting down, try again later", self.config.hostname));
+        self.reply(&format!(
+            "421 4.3.2 {} Service shutting down, try again later",
+            self.config.hostname
+        ));
         self.state = State::Closed;
     }
 
     pub fn rcpt_verdict(&mut self, verdict: RcptVerdict<R>) {
-        let State::CheckingRecipient(mailbox) = std::mem::replace(&mut self.state, State::Ready) else {
+        let State::CheckingRecipient(mailbox) = std::mem::replace(&mut self.state, State::Ready)
+        else {
             return;
         };
         match verdict {
@@ -172,12 +192,12 @@ impl<R: Clone> SmtpSession<R> {
                 }
                 self.reply("250 2.1.5 Ok");
             }
-            RcptVerdict::UnknownUser => {
-                self.reply(&format!("550 5.1.1 <{mailbox}>: Recipient address rejected: no such user here"))
-            }
-            RcptVerdict::RelayDenied => {
-                self.reply(&format!("550 5.7.1 <{mailbox}>: Relay access denied: not a domain served here"))
-            }
+            RcptVerdict::UnknownUser => self.reply(&format!(
+                "550 5.1.1 <{mailbox}>: Recipient address rejected: no such user here"
+            )),
+            RcptVerdict::RelayDenied => self.reply(&format!(
+                "550 5.7.1 <{mailbox}>: Relay access denied: not a domain served here"
+            )),
             RcptVerdict::Temporary => {
                 self.reply("451 4.3.0 Recipient lookup failed temporarily, try again later")
             }
@@ -200,19 +220,18 @@ impl<R: Clone> SmtpSession<R> {
         self.envelope = None;
         match outcome {
             StoreOutcome::Stored { id } => self.reply(&format!("250 2.0.0 Ok: queued as {id}")),
-            StoreOutcome::Failed => {
-                self.reply("451 4.3.0 Temporary storage failure, message not accepted; try again later")
-            }
+            StoreOutcome::Failed => self.reply(
+                "451 4.3.0 Temporary storage failure, message not accepted; try again later",
+            ),
         }
     }
 
     pub fn poll(&mut self) -> Option<SmtpRequest<R>> {
         loop {
             match &mut self.state {
-                State::Closed
-                | State::CheckingRecipient(_)
-                | State::Preparing
-                | State::Storing => return None,
+                State::Closed | State::CheckingRecipient(_) | State::Preparing | State::Storing => {
+                    return None
+                }
                 State::Data(decoder) => {
                     if decoder.is_ended() {
                         let violation = decoder.violation();
@@ -300,15 +319,22 @@ impl<R: Clone> SmtpSession<R> {
             }
             "NOOP" => self.reply("250 2.0.0 Ok"),
             "QUIT" => {
-                self.reply(&format!("221 2.0.0 {} closing connection", self.config.hostname));
+                self.reply(&format!(
+                    "221 2.0.0 {} closing connection",
+                    self.config.hostname
+                ));
                 self.state = State::Closed;
             }
-            "VRFY" => self.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
+            "VRFY" => self
+                .reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
             "EXPN" => self.error("502 5.5.1 EXPN not implemented"),
-            "HELP" => self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"),
+            "HELP" => {
+                self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY")
+            }
             "STARTTLS" => self.error("454 4.7.0 TLS not available: no certificate configured"),
             "BDAT" => self.error("502 5.5.1 CHUNKING not supported; use DATA"),
-            "AUTH" => self.error("503 5.5.1 AUTH not offered: this server only accepts mail for local users"),
+            "AUTH" => self
+                .error("503 5.5.1 AUTH not offered: this server only accepts mail for local users"),
             "" => self.error("500 5.5.2 Empty command"),
             _ => self.error("500 5.5.2 Syntax error, command unrecognized"),
         }
@@ -367,12 +393,16 @@ impl<R: Clone> SmtpSession<R> {
                     Ok(_) => {}
                     Err(_) => return self.error("501 5.5.4 SIZE needs a number"),
                 },
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                ("BODY", Some(v))
+                    if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
                 _ => return self.error(&format!("555 5.5.4 Unsupported MAIL parameter {key}")),
             }
         }
         let reverse_path = mailbox.map(|m| m.to_string()).unwrap_or_default();
-        self.envelope = Some(Envelope { reverse_path, recipients: Vec::new() });
+        self.envelope = Some(Envelope {
+            reverse_path,
+            recipients: Vec::new(),
+        });
         self.reply("250 2.1.0 Ok");
     }
 
@@ -437,7 +467,8 @@ impl<R: Clone> SmtpSession<R> {
 /// Strips "FROM:"/"TO:" case-insensitively, tolerating spaces before the path.
 fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
     let head = arg.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword).then(|| &arg[keyword.len()..])
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| &arg[keyword.len()..])
 }
 
 #[cfg(test)]
@@ -447,8 +478,14 @@ mod tests {
     type Session = SmtpSession<u32>;
 
     fn session() -> Session {
-        let mut s = Session::new(SmtpConfig { max_message_size: 100, max_recipients: 2, ..Default::default() });
-        assert!(String::from_utf8(s.take_output()).unwrap().starts_with("220 "));
+        let mut s = Session::new(SmtpConfig {
+            max_message_size: 100,
+            max_recipients: 2,
+            ..Default::default()
+        });
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("220 "));
         s
     }
 
@@ -499,7 +536,10 @@ mod tests {
         let codes: Vec<&str> = out.lines().map(|l| &l[..4]).collect();
         assert_eq!(
             codes,
-            ["250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "550 ", "550 ", "354 ", "250 ", "221 "]
+            [
+                "250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "550 ", "550 ",
+                "354 ", "250 ", "221 "
+            ]
         );
         assert!(out.contains("550 5.1.1") && out.contains("550 5.7.1"));
         assert!(s.is_closed());
@@ -510,7 +550,10 @@ mod tests {
         let mut s = session();
         let (out, _) = run(&mut s, "MAIL FROM:<a@y>\r\n");
         assert!(out.starts_with("503 5.5.1"));
-        let (out, _, _) = transaction(&mut s, "HELO c\r\nRCPT TO:<b@x>\r\nDATA\r\nMAIL FROM:<a@y>\r\nDATA\r\nMAIL FROM:<a@y>\r\n");
+        let (out, _, _) = transaction(
+            &mut s,
+            "HELO c\r\nRCPT TO:<b@x>\r\nDATA\r\nMAIL FROM:<a@y>\r\nDATA\r\nMAIL FROM:<a@y>\r\n",
+        );
         let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
         assert_eq!(codes, ["250", "503", "503", "250", "554", "503"]);
     }
@@ -521,10 +564,15 @@ mod tests {
         let (out, _, _) = transaction(&mut s, "EHLO c\r\nMAIL FROM:<a@y> SIZE=1000\r\n");
         assert!(out.contains("552 5.3.4"));
         let big = "x".repeat(200);
-        let (out, body, stored) =
-            transaction(&mut s, &format!("MAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\nDATA\r\n{big}\r\n.\r\nNOOP\r\n"));
+        let (out, body, stored) = transaction(
+            &mut s,
+            &format!("MAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\nDATA\r\n{big}\r\n.\r\nNOOP\r\n"),
+        );
         assert!(!stored && body.is_empty());
-        assert!(out.contains("552 5.3.4") && out.ends_with("250 2.0.0 Ok\r\n"), "{out}");
+        assert!(
+            out.contains("552 5.3.4") && out.ends_with("250 2.0.0 Ok\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -545,8 +593,10 @@ mod tests {
     #[test]
     fn recipient_limit() {
         let mut s = session();
-        let (out, _, _) =
-            transaction(&mut s, "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n");
+        let (out, _, _) = transaction(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n",
+        );
         assert!(out.ends_with("452 4.5.3 Too many recipients\r\n"));
     }
 
@@ -573,8 +623,15 @@ mod tests {
         }
         s.feed(b"x\r\n.\r\n");
         assert_eq!(s.poll(), Some(SmtpRequest::MessageData(b"x\r\n".to_vec())));
-        assert_eq!(s.poll(), Some(SmtpRequest::EndMessage { recipients: vec![7] }));
+        assert_eq!(
+            s.poll(),
+            Some(SmtpRequest::EndMessage {
+                recipients: vec![7]
+            })
+        );
         s.message_stored(StoreOutcome::Failed);
-        assert!(String::from_utf8(s.take_output()).unwrap().ends_with("451 4.3.0 Temporary storage failure, message not accepted; try again later\r\n"));
+        assert!(String::from_utf8(s.take_output()).unwrap().ends_with(
+            "451 4.3.0 Temporary storage failure, message not accepted; try again later\r\n"
+        ));
     }
 }

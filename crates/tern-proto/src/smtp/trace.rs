@@ -37,7 +37,13 @@ pub fn trace_headers(t: &Trace<'_>) -> String {
 fn sanitize(s: &str) -> String {
     s.chars()
         .take(255)
-        .map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -57,7 +63,9 @@ mod tests {
             single_recipient: Some("c@d"),
             date: "Sun, 29 Nov 2026 07:00:00 +0000",
         });
-        assert!(h.starts_with("Return-Path: <a@b>\r\nReceived: from evil??Bcc: x ([127.0.0.1])\r\n\tby mx.example"));
+        assert!(h.starts_with(
+            "Return-Path: <a@b>\r\nReceived: from evil??Bcc: x ([127.0.0.1])\r\n\tby mx.example"
+        ));
         assert!(h.ends_with("for <c@d>;\r\n\tSun, 29 Nov 2026 07:00:00 +0000\r\n"));
         assert_eq!(h.matches("\r\n").count(), 5);
         for line in h.split("\r\n") {

@@ -72,7 +72,11 @@ impl BodyWriter for EmbeddedBodyWriter {
     async fn finish(mut self: Box<Self>) -> Result<StagedBody> {
         if self.file.is_none() && self.buf.len() <= self.inline_max {
             let data = std::mem::take(&mut self.buf);
-            return Ok(StagedBody { blob_id: self.id, size: self.size, payload: StagedPayload::Inline(data) });
+            return Ok(StagedBody {
+                blob_id: self.id,
+                size: self.size,
+                payload: StagedPayload::Inline(data),
+            });
         }
         self.flush_to_file().await?;
         if let Some(f) = self.file.take() {
@@ -84,7 +88,11 @@ impl BodyWriter for EmbeddedBodyWriter {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         }
-        Ok(StagedBody { blob_id: self.id, size: self.size, payload: StagedPayload::Stored })
+        Ok(StagedBody {
+            blob_id: self.id,
+            size: self.size,
+            payload: StagedPayload::Stored,
+        })
     }
 
     async fn abort(mut self: Box<Self>) {
@@ -113,21 +121,24 @@ pub(crate) struct FileReader(pub(crate) Option<File>);
 #[async_trait]
 impl BodyReader for FileReader {
     async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let Some(mut f) = self.0.take() else { return Ok(None) };
-        let (f, chunk) = tokio::task::spawn_blocking(move || -> std::io::Result<(File, Vec<u8>)> {
-            let mut buf = vec![0u8; FILE_READ_CHUNK];
-            let mut filled = 0;
-            while filled < buf.len() {
-                match f.read(&mut buf[filled..])? {
-                    0 => break,
-                    n => filled += n,
+        let Some(mut f) = self.0.take() else {
+            return Ok(None);
+        };
+        let (f, chunk) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(File, Vec<u8>)> {
+                let mut buf = vec![0u8; FILE_READ_CHUNK];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match f.read(&mut buf[filled..])? {
+                        0 => break,
+                        n => filled += n,
+                    }
                 }
-            }
-            buf.truncate(filled);
-            Ok((f, buf))
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+                buf.truncate(filled);
+                Ok((f, buf))
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
         if chunk.is_empty() {
             return Ok(None);
         }
@@ -140,9 +151,13 @@ impl BodyReader for FileReader {
 /// is in flight (redb's lock keeps other processes out), so every unreferenced file is an orphan.
 pub(crate) fn sweep_orphans(blobs_dir: &Path, is_referenced: impl Fn(BlobId) -> bool) -> usize {
     let mut removed = 0;
-    let Ok(dirs) = std::fs::read_dir(blobs_dir) else { return 0 };
+    let Ok(dirs) = std::fs::read_dir(blobs_dir) else {
+        return 0;
+    };
     for dir in dirs.flatten() {
-        let Ok(files) = std::fs::read_dir(dir.path()) else { continue };
+        let Ok(files) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
         for file in files.flatten() {
             let name = file.file_name();
             let Some(id) = name.to_str().and_then(|n| uuid::Uuid::parse_str(n).ok()) else {

@@ -64,9 +64,14 @@ impl Committer {
     {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(ClosureJob { f, value: None, reply }))
+            .send(Box::new(ClosureJob {
+                f,
+                value: None,
+                reply,
+            }))
             .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+        rx.await
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?
     }
 }
 

@@ -44,7 +44,9 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { inline_max: 128 * 1024 }
+        Self {
+            inline_max: 128 * 1024,
+        }
     }
 }
 
@@ -83,16 +85,31 @@ impl EmbeddedStore {
         init_schema(&db)?;
         let refs_db = db.clone();
         let removed = blobs::sweep_orphans(&blobs_dir, |id| {
-            let Ok(txn) = refs_db.begin_read() else { return true };
-            let Ok(t) = txn.open_table(BLOB_REFS) else { return true };
+            let Ok(txn) = refs_db.begin_read() else {
+                return true;
+            };
+            let Ok(t) = txn.open_table(BLOB_REFS) else {
+                return true;
+            };
             // On any doubt, keep the file.
             !matches!(t.get(id.0.as_u128()), Ok(None))
         });
         if removed > 0 {
-            tracing::info!(removed, "removed orphan body files of unacknowledged deliveries");
+            tracing::info!(
+                removed,
+                "removed orphan body files of unacknowledged deliveries"
+            );
         }
         let committer = Committer::start(db.clone())?;
-        Ok(Self { inner: Arc::new(Inner { db, blobs_dir, committer, ids: IdGenerator::new(), options }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                blobs_dir,
+                committer,
+                ids: IdGenerator::new(),
+                options,
+            }),
+        })
     }
 
     fn read(&self) -> Result<redb::ReadTransaction> {
@@ -107,8 +124,11 @@ impl EmbeddedStore {
             .write(move |txn| {
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 let uidl = entry.uidl.as_deref().unwrap_or("");
-                view.insert((mailbox.0.as_u128(), entry.message_id.sort_key()), (entry.size, uidl))
-                    .map_err(db_err)?;
+                view.insert(
+                    (mailbox.0.as_u128(), entry.message_id.sort_key()),
+                    (entry.size, uidl),
+                )
+                .map_err(db_err)?;
                 Ok(())
             })
             .await
@@ -127,10 +147,14 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(BLOB_REFS).map_err(db_err)?;
         txn.open_table(BLOB_INLINE).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
-        let found = meta.get("schema_version").map_err(db_err)?.map(|v| v.value());
+        let found = meta
+            .get("schema_version")
+            .map_err(db_err)?
+            .map(|v| v.value());
         match found {
             None => {
-                meta.insert("schema_version", SCHEMA_VERSION).map_err(db_err)?;
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(db_err)?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
             Some(v) => {
@@ -150,7 +174,10 @@ impl Directory for EmbeddedStore {
         self.inner
             .committer
             .write(move |txn| {
-                txn.open_table(DOMAINS).map_err(db_err)?.insert(domain.as_str(), ()).map_err(db_err)?;
+                txn.open_table(DOMAINS)
+                    .map_err(db_err)?
+                    .insert(domain.as_str(), ())
+                    .map_err(db_err)?;
                 Ok(())
             })
             .await
@@ -190,17 +217,29 @@ impl Directory for EmbeddedStore {
         self.inner
             .committer
             .write(move |txn| {
-                txn.open_table(USERS).map_err(db_err)?.insert(name.as_str(), hash.as_str()).map_err(db_err)?;
+                txn.open_table(USERS)
+                    .map_err(db_err)?
+                    .insert(name.as_str(), hash.as_str())
+                    .map_err(db_err)?;
                 let mut mailboxes = txn.open_table(MAILBOXES).map_err(db_err)?;
-                let existing = mailboxes.get((name.as_str(), INBOX)).map_err(db_err)?.map(|v| v.value());
+                let existing = mailboxes
+                    .get((name.as_str(), INBOX))
+                    .map_err(db_err)?
+                    .map(|v| v.value());
                 let inbox = match existing {
                     Some(id) => MailboxId(Uuid::from_u128(id)),
                     None => {
-                        mailboxes.insert((name.as_str(), INBOX), new_inbox.0.as_u128()).map_err(db_err)?;
+                        mailboxes
+                            .insert((name.as_str(), INBOX), new_inbox.0.as_u128())
+                            .map_err(db_err)?;
                         new_inbox
                     }
                 };
-                Ok(UserRecord { name: name.clone(), password_hash: hash.clone(), inbox })
+                Ok(UserRecord {
+                    name: name.clone(),
+                    password_hash: hash.clone(),
+                    inbox,
+                })
             })
             .await
     }
@@ -208,7 +247,9 @@ impl Directory for EmbeddedStore {
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
         let txn = self.read()?;
         let users = txn.open_table(USERS).map_err(db_err)?;
-        let Some(hash) = users.get(name).map_err(db_err)? else { return Ok(None) };
+        let Some(hash) = users.get(name).map_err(db_err)? else {
+            return Ok(None);
+        };
         let mailboxes = txn.open_table(MAILBOXES).map_err(db_err)?;
         let inbox = mailboxes
             .get((name, INBOX))
@@ -227,7 +268,12 @@ impl Directory for EmbeddedStore {
         self.inner
             .committer
             .write(move |txn| {
-                let existed = txn.open_table(USERS).map_err(db_err)?.remove(name.as_str()).map_err(db_err)?.is_some();
+                let existed = txn
+                    .open_table(USERS)
+                    .map_err(db_err)?
+                    .remove(name.as_str())
+                    .map_err(db_err)?
+                    .is_some();
                 Ok(existed)
             })
             .await
@@ -250,7 +296,10 @@ impl Directory for EmbeddedStore {
         // Mailbox names sort after "" and before any name starting with U+10FFFF.
         for row in t.range((user, "")..=(user, "\u{10FFFF}")).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            out.push(MailboxInfo { name: k.value().1.to_string(), id: MailboxId(Uuid::from_u128(v.value())) });
+            out.push(MailboxInfo {
+                name: k.value().1.to_string(),
+                id: MailboxId(Uuid::from_u128(v.value())),
+            });
         }
         Ok(out)
     }
@@ -273,9 +322,15 @@ impl MailStore for EmbeddedStore {
         if mailboxes.is_empty() {
             return Err(StoreError::Invalid("delivery without recipients".into()));
         }
-        let entries: Vec<(u128, MessageId)> =
-            mailboxes.iter().map(|m| (m.0.as_u128(), self.inner.ids.next_id())).collect();
-        let StagedBody { blob_id, size, payload } = body;
+        let entries: Vec<(u128, MessageId)> = mailboxes
+            .iter()
+            .map(|m| (m.0.as_u128(), self.inner.ids.next_id()))
+            .collect();
+        let StagedBody {
+            blob_id,
+            size,
+            payload,
+        } = body;
         let inline = match payload {
             StagedPayload::Inline(data) => Some(data),
             StagedPayload::Stored => None,
@@ -285,15 +340,24 @@ impl MailStore for EmbeddedStore {
             .committer
             .write(move |txn| {
                 let blob = blob_id.0.as_u128();
-                txn.open_table(BLOB_REFS).map_err(db_err)?.insert(blob, entries.len() as u64).map_err(db_err)?;
+                txn.open_table(BLOB_REFS)
+                    .map_err(db_err)?
+                    .insert(blob, entries.len() as u64)
+                    .map_err(db_err)?;
                 if let Some(data) = &inline {
-                    txn.open_table(BLOB_INLINE).map_err(db_err)?.insert(blob, data.as_slice()).map_err(db_err)?;
+                    txn.open_table(BLOB_INLINE)
+                        .map_err(db_err)?
+                        .insert(blob, data.as_slice())
+                        .map_err(db_err)?;
                 }
                 let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 for (mailbox, id) in &entries {
-                    messages.insert(id.sort_key(), (*mailbox, blob, size)).map_err(db_err)?;
-                    view.insert((*mailbox, id.sort_key()), (size, "")).map_err(db_err)?;
+                    messages
+                        .insert(id.sort_key(), (*mailbox, blob, size))
+                        .map_err(db_err)?;
+                    view.insert((*mailbox, id.sort_key()), (size, ""))
+                        .map_err(db_err)?;
                 }
                 Ok(())
             })
@@ -326,7 +390,9 @@ impl MailStore for EmbeddedStore {
         let blob = {
             let txn = self.read()?;
             let messages = txn.open_table(MESSAGES).map_err(db_err)?;
-            let Some(meta) = messages.get(message.sort_key()).map_err(db_err)? else { return Ok(None) };
+            let Some(meta) = messages.get(message.sort_key()).map_err(db_err)? else {
+                return Ok(None);
+            };
             let (owner, blob, _size) = meta.value();
             if owner != mailbox.0.as_u128() {
                 return Ok(None);
@@ -366,7 +432,11 @@ impl MailStore for EmbeddedStore {
                     };
                     let Some(blob) = owned else { continue };
                     msgs.remove(key).map_err(db_err)?;
-                    let count = refs.get(blob).map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
+                    let count = refs
+                        .get(blob)
+                        .map_err(db_err)?
+                        .map(|v| v.value())
+                        .unwrap_or(0);
                     if count > 1 {
                         refs.insert(blob, count - 1).map_err(db_err)?;
                     } else {
@@ -410,7 +480,9 @@ mod tests {
     async fn second_open_of_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _a = open(dir.path());
-        let err = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).err().unwrap();
+        let err = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
     }
 

@@ -1,0 +1,63 @@
+//! A minimal HTTP/1.0 client for the admin API, used by the `tern domain`/`tern user`
+//! subcommands and the tests. Written by hand because it only ever talks plain HTTP to Tern's
+//! own loopback API: a general client (reqwest, hyper's client) would add a large dependency
+//! tree for one request per command.
+
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends one request to `base` (`http://host:port`) and returns the status and body.
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Response> {
+    let Some(authority) = base.strip_prefix("http://") else {
+        bail!("admin URL must start with http:// (got {base})");
+    };
+    let authority = authority.trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).with_context(|| {
+        format!("cannot reach the admin API at {base}; is `tern serve` running?")
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP response from the admin API")?;
+    Ok(Response {
+        status,
+        body: body.to_string(),
+    })
+}
+
+/// Percent-encodes a path segment (user names contain '@', '+', ...).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

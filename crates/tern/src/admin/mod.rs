@@ -1,0 +1,226 @@
+//! The admin HTTP API, route-compatible with Apache James webadmin (domains, users, user
+//! mailboxes, healthcheck), so existing James scripts work. Errors are James-style JSON:
+//! `{"statusCode":..,"type":..,"message":..,"details":..}`.
+
+pub mod client;
+
+use crate::auth::Authenticator;
+use crate::names;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use tern_store::{Directory, MailStore};
+
+pub struct AdminState {
+    pub directory: Arc<dyn Directory>,
+    pub mail: Arc<dyn MailStore>,
+    pub auth: Arc<Authenticator>,
+}
+
+type AppState = State<Arc<AdminState>>;
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/domains", get(list_domains))
+        .route(
+            "/domains/{domain}",
+            get(get_domain).put(put_domain).delete(delete_domain),
+        )
+        .route("/users", get(list_users))
+        .route(
+            "/users/{user}",
+            axum::routing::put(put_user)
+                .delete(delete_user)
+                .head(head_user),
+        )
+        .route("/users/{user}/mailboxes", get(user_mailboxes))
+        .route("/healthcheck", get(healthcheck))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such route") })
+        .with_state(state)
+}
+
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.kind, &self.message)
+    }
+}
+
+fn server_error(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "ServerError",
+        message,
+    }
+}
+
+impl From<tern_store::StoreError> for ApiError {
+    fn from(e: tern_store::StoreError) -> Self {
+        tracing::error!(error = %e, "admin request failed in the store");
+        server_error(format!("store error: {e}"))
+    }
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body =
+        json!({ "statusCode": status.as_u16(), "type": kind, "message": message, "details": null });
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(message: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        kind: "InvalidArgument",
+        message: message.to_string(),
+    }
+}
+
+fn not_found(message: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "NotFound",
+        message: message.to_string(),
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn domain_arg(domain: &str) -> Result<String, ApiError> {
+    let d = domain.to_lowercase();
+    if names::valid_domain(&d) {
+        Ok(d)
+    } else {
+        Err(bad_request(&format!("invalid domain name: {domain}")))
+    }
+}
+
+async fn list_domains(State(s): AppState) -> ApiResult {
+    let mut domains = s.directory.list_domains().await?;
+    domains.sort();
+    Ok(Json(domains).into_response())
+}
+
+async fn get_domain(State(s): AppState, Path(domain): Path<String>) -> ApiResult {
+    let d = domain_arg(&domain)?;
+    if s.directory.domain_exists(&d).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found(&format!("domain {d} not found")))
+    }
+}
+
+async fn put_domain(State(s): AppState, Path(domain): Path<String>) -> ApiResult {
+    let d = domain_arg(&domain)?;
+    s.directory.add_domain(&d).await?;
+    tracing::info!(domain = %d, "domain added");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_domain(State(s): AppState, Path(domain): Path<String>) -> ApiResult {
+    let d = domain_arg(&domain)?;
+    if s.directory.remove_domain(&d).await? {
+        tracing::info!(domain = %d, "domain removed");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_users(State(s): AppState) -> ApiResult {
+    let mut users = s.directory.list_users().await?;
+    users.sort();
+    let body: Vec<_> = users
+        .into_iter()
+        .map(|u| json!({ "username": u }))
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+struct PutUser {
+    password: String,
+}
+
+async fn put_user(State(s): AppState, Path(user): Path<String>, body: Bytes) -> ApiResult {
+    let Some((_, domain)) = names::parse_user(&user) else {
+        return Err(bad_request(&format!(
+            "invalid user name {user}: users are named by their full address, user@domain"
+        )));
+    };
+    let req: PutUser = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(&format!(
+            "expected a JSON body {{\"password\": \"...\"}}: {e}"
+        ))
+    })?;
+    if req.password.is_empty() {
+        return Err(bad_request("password must not be empty"));
+    }
+    if !s.directory.domain_exists(&domain).await? {
+        return Err(bad_request(&format!(
+            "domain {domain} does not exist; add it first (PUT /domains/{domain})"
+        )));
+    }
+    let auth = s.auth.clone();
+    let hash = tokio::task::spawn_blocking(move || auth.hash_password(&req.password))
+        .await
+        .map_err(|e| server_error(e.to_string()))?
+        .map_err(|e| server_error(e.to_string()))?;
+    let name = user.to_lowercase();
+    s.directory.put_user(&name, &hash).await?;
+    tracing::info!(user = %name, "user created or password changed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_user(State(s): AppState, Path(user): Path<String>) -> ApiResult {
+    let name = user.to_lowercase();
+    if s.directory.delete_user(&name).await? {
+        tracing::info!(user = %name, "user deleted");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn head_user(State(s): AppState, Path(user): Path<String>) -> ApiResult {
+    match s.directory.get_user(&user.to_lowercase()).await? {
+        Some(_) => Ok(StatusCode::OK.into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+async fn user_mailboxes(State(s): AppState, Path(user): Path<String>) -> ApiResult {
+    let name = user.to_lowercase();
+    if s.directory.get_user(&name).await?.is_none() {
+        return Err(not_found(&format!("user {name} not found")));
+    }
+    let mut out = Vec::new();
+    for mb in s.directory.list_mailboxes(&name).await? {
+        let count = s.mail.message_count(mb.id).await?;
+        out.push(json!({ "mailboxName": mb.name, "mailboxId": mb.id.to_string(), "messageCount": count }));
+    }
+    Ok(Json(out).into_response())
+}
+
+async fn healthcheck(State(s): AppState) -> ApiResult {
+    let (status, cause) = match s.directory.domain_exists("healthcheck.invalid").await {
+        Ok(_) => ("healthy", None),
+        Err(e) => ("unhealthy", Some(e.to_string())),
+    };
+    let code = if cause.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": status,
+        "checks": [{ "componentName": "Store", "escapedComponentName": "Store", "status": status, "cause": cause }],
+    });
+    Ok((code, Json(body)).into_response())
+}

@@ -1,0 +1,355 @@
+//! Configuration: built-in defaults, then an optional TOML file, then environment and command
+//! line. Every key is documented in the README's configuration reference; unknown keys and bad
+//! values stop start-up with a message naming the key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub smtp: SmtpSection,
+    pub pop3: Pop3Section,
+    pub admin: AdminSection,
+    pub store: StoreSection,
+    pub auth: AuthSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Name used in greetings and Received headers.
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    /// How long a stopping server waits for transactions in flight.
+    pub shutdown_grace_secs: u64,
+    /// Connections accepted at once over all listeners.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    pub listen: SocketAddr,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    /// RFC 5321 section 4.5.3.2 suggests 5 minutes for commands.
+    pub command_timeout_secs: u64,
+    /// ... and 10 minutes between data blocks.
+    pub data_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Section {
+    pub listen: SocketAddr,
+    /// RFC 1939 section 3: an autologout timer of at least 10 minutes.
+    pub idle_timeout_secs: u64,
+    pub max_auth_failures: u32,
+    pub max_errors: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub backend: StoreBackend,
+    /// Embedded store: bodies up to this size live in the database, larger ones in files.
+    pub inline_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Argon2id parameters for new password hashes (existing hashes carry their own).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// A tracing filter such as "info" or "tern=debug,info"; RUST_LOG overrides it.
+    pub level: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            hostname: system_hostname(),
+            data_dir: PathBuf::from("./tern-data"),
+            shutdown_grace_secs: 30,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 20,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+        }
+    }
+}
+
+impl Default for Pop3Section {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1110)),
+            idle_timeout_secs: 600,
+            max_auth_failures: 3,
+            max_errors: 20,
+        }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+            inline_max_bytes: 128 * 1024,
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        // OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane).
+        Self {
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: message.to_string(),
+                })
+            }
+        }
+        let s = &self.server;
+        check(
+            !s.hostname.trim().is_empty() && !s.hostname.contains(char::is_whitespace),
+            "server.hostname",
+            "must be a host name without spaces",
+        )?;
+        check(
+            !s.data_dir.as_os_str().is_empty(),
+            "server.data_dir",
+            "must not be empty",
+        )?;
+        check(
+            s.max_connections > 0,
+            "server.max_connections",
+            "must be at least 1",
+        )?;
+        let m = &self.smtp;
+        check(
+            m.max_message_size >= 1024,
+            "smtp.max_message_size",
+            "must be at least 1024 octets",
+        )?;
+        check(
+            m.max_recipients > 0,
+            "smtp.max_recipients",
+            "must be at least 1",
+        )?;
+        check(m.max_errors > 0, "smtp.max_errors", "must be at least 1")?;
+        check(
+            m.command_timeout_secs > 0,
+            "smtp.command_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(
+            m.data_timeout_secs > 0,
+            "smtp.data_timeout_secs",
+            "must be at least 1",
+        )?;
+        let p = &self.pop3;
+        check(
+            p.idle_timeout_secs > 0,
+            "pop3.idle_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(
+            p.max_auth_failures > 0,
+            "pop3.max_auth_failures",
+            "must be at least 1",
+        )?;
+        check(p.max_errors > 0, "pop3.max_errors", "must be at least 1")?;
+        let a = &self.auth;
+        check(
+            a.argon2_memory_kib >= 8 * a.argon2_parallelism.max(1),
+            "auth.argon2_memory_kib",
+            "must be at least 8 KiB per lane",
+        )?;
+        check(
+            a.argon2_iterations >= 1,
+            "auth.argon2_iterations",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=255).contains(&a.argon2_parallelism),
+            "auth.argon2_parallelism",
+            "must be 1 to 255",
+        )?;
+        check(
+            self.log
+                .level
+                .parse::<tracing_subscriber::EnvFilter>()
+                .is_ok(),
+            "log.level",
+            "is not a valid filter (try \"info\" or \"tern=debug,info\")",
+        )?;
+        if self.store.inline_max_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "store.inline_max_bytes",
+                message: "must be at most 16 MiB".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.smtp.listen.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.pop3.listen.to_string(), "127.0.0.1:1110");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[smtp]\nlisten_on = \"1.2.3.4:25\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_on"), "{e}");
+        let e = Config::from_toml("[nope]\n").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_toml("[pop3]\nlisten = \"not an address\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::from_toml("[smtp]\nmax_recipients = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smtp.max_recipients"), "{e}");
+        let e = Config::from_toml("[store]\nbackend = \"floppy\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("floppy") && e.contains("backend"), "{e}");
+        let e = Config::from_toml("[smtp]\nmax_message_size = -5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_message_size"), "{e}");
+    }
+}

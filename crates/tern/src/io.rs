@@ -1,0 +1,41 @@
+//! Timed reads and writes shared by the protocol drivers.
+
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub enum ReadOutcome {
+    Data(usize),
+    TimedOut,
+    /// End of stream or a transport error: either way the peer is gone.
+    Closed,
+}
+
+pub async fn read_timed<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> ReadOutcome {
+    match tokio::time::timeout(timeout, stream.read(buf)).await {
+        Err(_) => ReadOutcome::TimedOut,
+        Ok(Ok(0)) | Ok(Err(_)) => ReadOutcome::Closed,
+        Ok(Ok(n)) => ReadOutcome::Data(n),
+    }
+}
+
+/// Writes everything or fails; a peer that stops reading for `timeout` is given up on.
+pub async fn write_timed<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, stream.write_all(data)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer stopped reading",
+        )),
+    }
+}

@@ -1,0 +1,13 @@
+//! The `tern` mail server: configuration, listeners, the admin API and the CLI's pieces.
+//! Protocol rules live in `tern-proto`, storage in `tern-store`; this crate wires them to
+//! sockets.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+mod io;
+pub mod logging;
+pub mod names;
+pub mod pop3;
+pub mod server;
+pub mod smtp;

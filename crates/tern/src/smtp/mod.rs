@@ -1,0 +1,228 @@
+//! The SMTP listener: drives a sans-IO [`SmtpSession`] and makes accepted messages durable.
+//! A message is acknowledged with 250 only after `MailStore::deliver` returned, i.e. once body,
+//! metadata and POP3 view entries are durable.
+
+use crate::io::{read_timed, write_timed, ReadOutcome};
+use crate::server::Services;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tern_proto::smtp::{
+    trace_headers, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome, Trace,
+};
+use tern_store::{BodyWriter, MailboxId};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// The body being received, if any.
+struct Incoming {
+    writer: Option<Box<dyn BodyWriter>>,
+    /// Set when a write failed: the rest of the body is read and dropped, then 451.
+    failed: bool,
+}
+
+pub async fn serve_connection<S>(
+    mut stream: S,
+    peer: std::net::SocketAddr,
+    svc: Arc<Services>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let cfg = &svc.config.smtp;
+    let mut session: SmtpSession<MailboxId> = SmtpSession::new(SmtpConfig {
+        hostname: svc.config.server.hostname.clone(),
+        max_line: 2048,
+        max_message_size: cfg.max_message_size,
+        max_recipients: cfg.max_recipients,
+        max_errors: cfg.max_errors,
+        starttls_available: false,
+    });
+    let command_timeout = Duration::from_secs(cfg.command_timeout_secs);
+    let data_timeout = Duration::from_secs(cfg.data_timeout_secs);
+    let mut incoming = Incoming {
+        writer: None,
+        failed: false,
+    };
+    let mut stopping = *shutdown.borrow();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while let Some(request) = session.poll() {
+            match request {
+                SmtpRequest::CheckRecipient(mailbox) => {
+                    let verdict = check_recipient(&svc, &mailbox).await;
+                    session.rcpt_verdict(verdict);
+                }
+                SmtpRequest::BeginMessage {
+                    reverse_path,
+                    helo,
+                    esmtp,
+                    recipients,
+                } => {
+                    let ok = begin_message(
+                        &svc,
+                        &mut incoming,
+                        peer,
+                        &reverse_path,
+                        &helo,
+                        esmtp,
+                        &recipients,
+                    )
+                    .await;
+                    session.data_ready(ok);
+                }
+                SmtpRequest::MessageData(data) => {
+                    if let Some(w) = incoming.writer.as_mut() {
+                        if let Err(e) = w.write(&data).await {
+                            tracing::error!(%peer, error = %e, "cannot write message body");
+                            incoming.failed = true;
+                            if let Some(w) = incoming.writer.take() {
+                                w.abort().await;
+                            }
+                        }
+                    }
+                }
+                SmtpRequest::EndMessage { recipients } => {
+                    let outcome = store_message(&svc, &mut incoming, recipients, peer).await;
+                    session.message_stored(outcome);
+                }
+                SmtpRequest::AbortMessage => {
+                    if let Some(w) = incoming.writer.take() {
+                        w.abort().await;
+                    }
+                    incoming.failed = false;
+                }
+            }
+        }
+        if stopping && !session.in_message() && !session.is_closed() {
+            session.shutdown();
+        }
+        let timeout = if session.in_data() {
+            data_timeout
+        } else {
+            command_timeout
+        };
+        if write_timed(&mut stream, &session.take_output(), timeout)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if session.is_closed() {
+            break;
+        }
+        let r = if stopping {
+            read_timed(&mut stream, &mut buf, timeout).await
+        } else {
+            tokio::select! {
+                r = read_timed(&mut stream, &mut buf, timeout) => r,
+                _ = shutdown.changed() => { stopping = true; continue; }
+            }
+        };
+        match r {
+            ReadOutcome::Data(n) => session.feed(&buf[..n]),
+            ReadOutcome::TimedOut => session.timeout(),
+            ReadOutcome::Closed => break,
+        }
+    }
+    if let Some(w) = incoming.writer.take() {
+        w.abort().await;
+    }
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+}
+
+async fn check_recipient(svc: &Services, mailbox: &Mailbox) -> RcptVerdict<MailboxId> {
+    match svc.directory.domain_exists(&mailbox.domain).await {
+        Ok(true) => {}
+        Ok(false) => return RcptVerdict::RelayDenied,
+        Err(e) => {
+            tracing::error!(error = %e, "recipient domain lookup failed");
+            return RcptVerdict::Temporary;
+        }
+    }
+    match svc.directory.get_user(&mailbox.user_name()).await {
+        Ok(Some(user)) => RcptVerdict::Accept(user.inbox),
+        Ok(None) => RcptVerdict::UnknownUser,
+        Err(e) => {
+            tracing::error!(error = %e, "recipient lookup failed");
+            RcptVerdict::Temporary
+        }
+    }
+}
+
+/// RFC 5322 date-time of now, in UTC.
+fn rfc5322_now() -> String {
+    httpdate::fmt_http_date(SystemTime::now()).replace("GMT", "+0000")
+}
+
+async fn begin_message(
+    svc: &Services,
+    incoming: &mut Incoming,
+    peer: std::net::SocketAddr,
+    reverse_path: &str,
+    helo: &str,
+    esmtp: bool,
+    recipients: &[Mailbox],
+) -> bool {
+    incoming.failed = false;
+    let mut writer = match svc.mail.begin_body().await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "cannot start a message body");
+            return false;
+        }
+    };
+    let single = (recipients.len() == 1).then(|| recipients[0].to_string());
+    let id = format!("{:016x}", rand::random::<u64>());
+    let headers = trace_headers(&Trace {
+        reverse_path,
+        helo,
+        peer_ip: &peer.ip().to_string(),
+        hostname: &svc.config.server.hostname,
+        protocol: if esmtp { "ESMTP" } else { "SMTP" },
+        id: &id,
+        single_recipient: single.as_deref(),
+        date: &rfc5322_now(),
+    });
+    if let Err(e) = writer.write(headers.as_bytes()).await {
+        tracing::error!(%peer, error = %e, "cannot write trace headers");
+        writer.abort().await;
+        return false;
+    }
+    incoming.writer = Some(writer);
+    true
+}
+
+async fn store_message(
+    svc: &Services,
+    incoming: &mut Incoming,
+    mut recipients: Vec<MailboxId>,
+    peer: std::net::SocketAddr,
+) -> StoreOutcome {
+    let writer = incoming.writer.take();
+    let Some(writer) = writer.filter(|_| !incoming.failed) else {
+        return StoreOutcome::Failed;
+    };
+    // The same mailbox named twice (aliases, case variants) gets one copy.
+    recipients.sort();
+    recipients.dedup();
+    let staged = match writer.finish().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "cannot make the message body durable");
+            return StoreOutcome::Failed;
+        }
+    };
+    let (blob, size) = (staged.blob_id, staged.size);
+    match svc.mail.deliver(staged, &recipients).await {
+        Ok(ids) => {
+            tracing::info!(%peer, blob = %blob, size, recipients = ids.len(), "message stored");
+            StoreOutcome::Stored {
+                id: blob.to_string(),
+            }
+        }
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "delivery failed");
+            StoreOutcome::Failed
+        }
+    }
+}
