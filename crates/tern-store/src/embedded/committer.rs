@@ -41,18 +41,32 @@ impl<T: Send, F: FnMut(&WriteTransaction) -> Result<T> + Send> Job for ClosureJo
     }
 }
 
-#[derive(Clone)]
 pub(crate) struct Committer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    /// Waits for the writes already queued, so the database is closed when the store is dropped
+    /// and the same directory can be opened again at once.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Committer {
     pub(crate) fn start(db: Arc<Database>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tern-committer".into())
             .spawn(move || run(db, rx))?;
-        Ok(Self { jobs: tx })
+        Ok(Self {
+            jobs: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` in a write transaction and returns its value once the transaction is durable.
@@ -64,6 +78,8 @@ impl Committer {
     {
         let (reply, rx) = oneshot::channel();
         self.jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("committer stopped".into()))?
             .send(Box::new(ClosureJob {
                 f,
                 value: None,

@@ -1,0 +1,340 @@
+//! Shared harness of the end-to-end tests: a real server on ephemeral loopback ports, driven
+//! with plain blocking sockets speaking real SMTP and POP3. The clients here are written
+//! independently of tern-proto, so the server is never checked against its own code.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use tern::admin::client;
+use tern::config::Config;
+use tern::server::Server;
+
+pub const DOMAIN: &str = "example.com";
+
+pub struct TestServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<Server>,
+    pub smtp_addr: SocketAddr,
+    pub pop3_addr: SocketAddr,
+    pub admin_url: String,
+    pub config: Config,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A configuration for tests: ephemeral ports and cheap password hashing.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.data_dir = data_dir.to_path_buf();
+    c.server.hostname = "tern.test".into();
+    c.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    c.pop3.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
+    c.auth.argon2_memory_kib = 64;
+    c.auth.argon2_iterations = 1;
+    c
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let s = Self::start_config(config, Some(dir));
+        s.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
+        s
+    }
+
+    pub fn start_config(config: Config, dir: Option<tempfile::TempDir>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(Server::start(config.clone())).unwrap();
+        Self {
+            smtp_addr: server.smtp_addr,
+            pop3_addr: server.pop3_addr,
+            admin_url: format!("http://{}", server.admin_addr),
+            server: Some(server),
+            runtime: Some(runtime),
+            config,
+            _dir: dir,
+        }
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> client::Response {
+        client::request(&self.admin_url, method, path, body).unwrap()
+    }
+
+    pub fn admin_ok(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let r = self.admin(method, path, body);
+        assert!(
+            (200..300).contains(&r.status),
+            "{method} {path}: {} {}",
+            r.status,
+            r.body
+        );
+        r.body
+    }
+
+    /// Creates `name@example.com` with password `pw-name` and returns the address.
+    pub fn user(&self, name: &str) -> String {
+        let addr = format!("{name}@{DOMAIN}");
+        let body = format!(r#"{{"password":"pw-{name}"}}"#);
+        self.admin_ok("PUT", &format!("/users/{addr}"), Some(&body));
+        addr
+    }
+
+    pub fn smtp(&self) -> SmtpClient {
+        SmtpClient::connect(self.smtp_addr)
+    }
+
+    pub fn pop3(&self) -> Pop3Client {
+        Pop3Client::connect(self.pop3_addr)
+    }
+
+    /// A POP3 session logged in as `name@example.com`.
+    pub fn login(&self, name: &str) -> Pop3Client {
+        let mut c = self.pop3();
+        assert!(c.cmd(&format!("USER {name}@{DOMAIN}")).starts_with("+OK"));
+        let r = c.cmd(&format!("PASS pw-{name}"));
+        assert!(r.starts_with("+OK"), "{r}");
+        c
+    }
+
+    /// Sends one message and asserts it was accepted.
+    pub fn deliver(&self, to: &[&str], body: &[u8]) {
+        let mut c = self.smtp();
+        c.ehlo();
+        let (code, text) = c.send_mail("sender@remote.test", to, body);
+        assert_eq!(code, 250, "{text}");
+        c.quit();
+    }
+
+    pub fn stop(&mut self) {
+        if let (Some(rt), Some(server)) = (self.runtime.as_ref(), self.server.take()) {
+            rt.block_on(server.shutdown());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A message with a subject and a body, CRLF line ends.
+pub fn message(subject: &str, body: &str) -> Vec<u8> {
+    format!("From: sender@remote.test\r\nTo: someone@{DOMAIN}\r\nSubject: {subject}\r\n\r\n{body}")
+        .into_bytes()
+}
+
+fn connect(addr: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    (BufReader::new(s.try_clone().unwrap()), s)
+}
+
+fn read_line(r: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.ends_with("\r\n"), "line without CRLF: {line:?}");
+    line.truncate(line.len() - 2);
+    line
+}
+
+pub struct SmtpClient {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl SmtpClient {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let (r, w) = connect(addr);
+        let mut c = Self { r, w };
+        let (code, _) = c.reply();
+        assert_eq!(code, 220);
+        c
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    pub fn reply(&mut self) -> (u16, String) {
+        let mut text = String::new();
+        loop {
+            let line = read_line(&mut self.r);
+            let code = line[..3].parse().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return (code, text);
+            }
+        }
+    }
+
+    pub fn send_raw(&mut self, data: &[u8]) {
+        self.w.write_all(data).unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    pub fn ehlo(&mut self) -> String {
+        let (code, text) = self.cmd("EHLO client.test");
+        assert_eq!(code, 250);
+        text
+    }
+
+    /// MAIL, RCPT for each recipient (asserting acceptance), DATA with dot-stuffing; returns the
+    /// reply to the end of data.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &[u8]) -> (u16, String) {
+        let (code, text) = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert_eq!(code, 250, "{text}");
+        for rcpt in to {
+            let (code, text) = self.cmd(&format!("RCPT TO:<{rcpt}>"));
+            assert_eq!(code, 250, "{rcpt}: {text}");
+        }
+        let (code, text) = self.cmd("DATA");
+        assert_eq!(code, 354, "{text}");
+        self.send_raw(&stuff(body));
+        self.send_raw(b".\r\n");
+        self.reply()
+    }
+
+    pub fn quit(&mut self) {
+        let (code, _) = self.cmd("QUIT");
+        assert_eq!(code, 221);
+    }
+}
+
+/// Client-side dot-stuffing of a CRLF body; adds a final CRLF if missing.
+pub fn stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut at_start = true;
+    for &b in body {
+        if at_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_start = b == b'\n';
+    }
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+pub struct Pop3Client {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Pop3Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let (r, w) = connect(addr);
+        let mut c = Self { r, w };
+        assert!(c.line().starts_with("+OK"));
+        c
+    }
+
+    pub fn line(&mut self) -> String {
+        read_line(&mut self.r)
+    }
+
+    pub fn send_raw(&mut self, data: &[u8]) {
+        self.w.write_all(data).unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// Reads a multi-line body up to "." and undoes the byte-stuffing; returns raw octets.
+    pub fn read_multiline(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            self.r.read_until(b'\n', &mut line).unwrap();
+            assert!(line.ends_with(b"\r\n"), "multi-line response cut short");
+            if line == b".\r\n" {
+                return out;
+            }
+            let content = if line.starts_with(b".") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            out.extend_from_slice(content);
+        }
+    }
+
+    /// Runs a command answered with a multi-line response; panics on -ERR.
+    pub fn multi(&mut self, line: &str) -> (String, Vec<u8>) {
+        let status = self.cmd(line);
+        assert!(status.starts_with("+OK"), "{line}: {status}");
+        (status, self.read_multiline())
+    }
+
+    pub fn retr(&mut self, n: usize) -> Vec<u8> {
+        self.multi(&format!("RETR {n}")).1
+    }
+
+    pub fn stat(&mut self) -> (usize, u64) {
+        let s = self.cmd("STAT");
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        assert_eq!(parts[0], "+OK", "{s}");
+        (parts[1].parse().unwrap(), parts[2].parse().unwrap())
+    }
+
+    pub fn list(&mut self) -> Vec<(usize, u64)> {
+        let (_, body) = self.multi("LIST");
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (n, s) = l.split_once(' ').unwrap();
+                (n.parse().unwrap(), s.parse().unwrap())
+            })
+            .collect()
+    }
+
+    pub fn uidl(&mut self) -> Vec<(usize, String)> {
+        let (_, body) = self.multi("UIDL");
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (n, s) = l.split_once(' ').unwrap();
+                (n.parse().unwrap(), s.to_string())
+            })
+            .collect()
+    }
+
+    pub fn quit(&mut self) -> String {
+        self.cmd("QUIT")
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn read_to_close(&mut self) -> String {
+        let mut rest = String::new();
+        let _ = self.r.read_to_string(&mut rest);
+        rest
+    }
+}
+
+pub fn b64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
