@@ -1,0 +1,119 @@
+//! The admin HTTP API over real HTTP: James webadmin routes and error shapes.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn domain_routes() {
+    let s = TestServer::start();
+    assert_eq!(s.admin("GET", "/domains/example.com", None).status, 204);
+    assert_eq!(s.admin("GET", "/domains/other.test", None).status, 404);
+    assert_eq!(s.admin("PUT", "/domains/Other.Test", None).status, 204);
+    assert_eq!(
+        json(&s.admin_ok("GET", "/domains", None)),
+        serde_json::json!(["example.com", "other.test"])
+    );
+    assert_eq!(s.admin("DELETE", "/domains/other.test", None).status, 204);
+    assert_eq!(s.admin("GET", "/domains/other.test", None).status, 404);
+    let bad = s.admin("PUT", "/domains/bad_domain!", None);
+    assert_eq!(bad.status, 400);
+    let err = json(&bad.body);
+    assert_eq!(err["statusCode"], 400);
+    assert_eq!(err["type"], "InvalidArgument");
+    assert!(err["message"].as_str().unwrap().contains("bad_domain!"));
+}
+
+#[test]
+fn user_routes() {
+    let s = TestServer::start();
+    assert_eq!(
+        s.admin(
+            "PUT",
+            "/users/alice@example.com",
+            Some(r#"{"password":"p1"}"#)
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        s.admin("HEAD", "/users/alice@example.com", None).status,
+        200
+    );
+    assert_eq!(
+        json(&s.admin_ok("GET", "/users", None)),
+        serde_json::json!([{ "username": "alice@example.com" }])
+    );
+    let boxes = json(&s.admin_ok("GET", "/users/alice@example.com/mailboxes", None));
+    assert_eq!(boxes[0]["mailboxName"], "INBOX");
+    assert_eq!(boxes[0]["messageCount"], 0);
+    assert_eq!(boxes[0]["mailboxId"].as_str().unwrap().len(), 36);
+
+    for (path, body, needle) in [
+        ("/users/alice", r#"{"password":"x"}"#, "user@domain"),
+        (
+            "/users/bob@unknown.test",
+            r#"{"password":"x"}"#,
+            "does not exist",
+        ),
+        ("/users/bob@example.com", r#"{"pass":"x"}"#, "password"),
+        ("/users/bob@example.com", "not json", "JSON"),
+        ("/users/bob@example.com", r#"{"password":""}"#, "empty"),
+    ] {
+        let r = s.admin("PUT", path, Some(body));
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        let err = json(&r.body);
+        assert_eq!(err["type"], "InvalidArgument");
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{}",
+            r.body
+        );
+        // The password never appears in answers.
+        assert!(!r.body.contains(r#""x""#));
+    }
+    assert_eq!(
+        s.admin("GET", "/users/nobody@example.com/mailboxes", None)
+            .status,
+        404
+    );
+    // Changing the password keeps the mailbox.
+    s.deliver(&["alice@example.com"], &message("kept", "x\r\n"));
+    assert_eq!(
+        s.admin(
+            "PUT",
+            "/users/alice@example.com",
+            Some(r#"{"password":"p2"}"#)
+        )
+        .status,
+        204
+    );
+    let mut c = s.pop3();
+    c.cmd("USER alice@example.com");
+    assert!(c.cmd("PASS p1").starts_with("-ERR"));
+    c.cmd("USER alice@example.com");
+    assert!(c.cmd("PASS p2").starts_with("+OK maildrop has 1"));
+    assert_eq!(
+        s.admin("DELETE", "/users/alice@example.com", None).status,
+        204
+    );
+    assert_eq!(
+        s.admin("HEAD", "/users/alice@example.com", None).status,
+        404
+    );
+}
+
+#[test]
+fn healthcheck_and_unknown_routes() {
+    let s = TestServer::start();
+    let h = json(&s.admin_ok("GET", "/healthcheck", None));
+    assert_eq!(h["status"], "healthy");
+    let r = s.admin("GET", "/nope", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(json(&r.body)["type"], "NotFound");
+}

@@ -1,0 +1,438 @@
+//! End to end against the real `tern` binary: crash safety under kill -9, SIGTERM, start-up
+//! errors, the CLI, and real third-party clients (curl, Python's smtplib/poplib).
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+struct Proc {
+    child: Child,
+    smtp: SocketAddr,
+    pop3: SocketAddr,
+    admin_url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("tern.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhostname = \"tern.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = \"127.0.0.1:0\"\n\n\
+             [pop3]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `tern serve` with JSON logs and reads the bound addresses from them.
+fn spawn(config: &Path) -> Proc {
+    let mut child = Command::new(TERN)
+        .args(["serve", "--log-json", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let f = &v["fields"];
+                if let (Some(m), Some(a)) = (f["message"].as_str(), f["addr"].as_str()) {
+                    let _ = tx.send((m.to_string(), a.to_string()));
+                }
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let (mut smtp, mut pop3, mut admin) = (None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while smtp.is_none() || pop3.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((m, a)) = rx.recv_timeout(left) else {
+            panic!("tern did not start; log: {:?}", log.lock().unwrap());
+        };
+        let addr: SocketAddr = a.parse().unwrap();
+        match m.as_str() {
+            "SMTP listening" => smtp = Some(addr),
+            "POP3 listening" => pop3 = Some(addr),
+            "admin API listening" => admin = Some(addr),
+            _ => {}
+        }
+    }
+    Proc {
+        child,
+        smtp: smtp.unwrap(),
+        pop3: pop3.unwrap(),
+        admin_url: format!("http://{}", admin.unwrap()),
+        log,
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tern_cli(admin_url: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(TERN)
+        .args(args)
+        .env("TERN_ADMIN_URL", admin_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn setup_user(p: &Proc, user: &str, password: &str) {
+    let out = tern_cli(&p.admin_url, &["domain", "add", "example.com"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tern_cli(
+        &p.admin_url,
+        &["user", "add", user],
+        Some(&format!("{password}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pop3_login(addr: SocketAddr, user: &str, password: &str) -> Pop3Client {
+    let mut c = Pop3Client::connect(addr);
+    c.cmd(&format!("USER {user}"));
+    let r = c.cmd(&format!("PASS {password}"));
+    assert!(r.starts_with("+OK"), "{r}");
+    c
+}
+
+#[test]
+fn kill_9_during_concurrent_deliveries_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let p = spawn(&config);
+    setup_user(&p, "alice@example.com", "secret");
+
+    let acked = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for t in 0..8 {
+        let (acked, stop, addr) = (acked.clone(), stop.clone(), p.smtp);
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let subject = format!("burst-{t}-{n}");
+                let size = if n % 5 == 0 { 300_000 } else { 2_000 };
+                let body = message(&subject, &format!("{}\r\n", "z".repeat(size)));
+                // Any I/O failure (the server died) ends this worker; only 250s count.
+                let result = std::panic::catch_unwind(|| {
+                    let mut c = SmtpClient::connect(addr);
+                    c.ehlo();
+                    c.send_mail("s@remote.test", &["alice@example.com"], &body)
+                });
+                match result {
+                    Ok((250, _)) => acked.lock().unwrap().push((subject, body)),
+                    Ok(_) | Err(_) => {}
+                }
+                n += 1;
+            }
+        }));
+    }
+    // Let a good number of deliveries land, then kill the server mid-burst.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 150 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut p = p;
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 150,
+        "only {} deliveries acknowledged before the kill",
+        acked.len()
+    );
+    drop(p);
+
+    let p2 = spawn(&config);
+    let mut c = pop3_login(p2.pop3, "alice@example.com", "secret");
+    let (count, _) = c.stat();
+    assert!(
+        count >= acked.len(),
+        "{count} stored < {} acknowledged",
+        acked.len()
+    );
+    let mut stored = std::collections::HashMap::new();
+    for i in 1..=count {
+        let m = c.retr(i);
+        let text = String::from_utf8_lossy(&m);
+        let subject = text
+            .split("Subject: ")
+            .nth(1)
+            .unwrap()
+            .split("\r\n")
+            .next()
+            .unwrap()
+            .to_string();
+        stored.insert(subject, m);
+    }
+    for (subject, body) in &acked {
+        let m = stored
+            .get(subject)
+            .unwrap_or_else(|| panic!("acknowledged {subject} lost"));
+        assert!(m.ends_with(body), "{subject} corrupted");
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut p = spawn(&config);
+    setup_user(&p, "bob@example.com", "pw");
+    let mut c = SmtpClient::connect(p.smtp);
+    c.ehlo();
+    assert_eq!(
+        c.send_mail(
+            "s@remote.test",
+            &["bob@example.com"],
+            &message("kept", "x\r\n")
+        )
+        .0,
+        250
+    );
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The idle SMTP session is told, then the process exits 0.
+    assert_eq!(c.reply().0, 421);
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(p
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("\"stopped\"")));
+    let p2 = spawn(&config);
+    assert_eq!(pop3_login(p2.pop3, "bob@example.com", "pw").stat().0, 1);
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, key) in [
+        ("[smtp]\nmax_recipents = 5\n", "max_recipents"),
+        ("[pop3]\nlisten = \"nowhere\"\n", "listen"),
+        ("[smtp]\nmax_recipients = 0\n", "smtp.max_recipients"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(TERN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+    // A busy port is reported, not a crash.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(TERN)
+        .args([
+            "serve",
+            "--smtp-listen",
+            &taken.local_addr().unwrap().to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen for SMTP"));
+}
+
+#[test]
+fn cli_manages_domains_and_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(&write_config(dir.path()));
+    setup_user(&p, "carol@example.com", "pw carol");
+    let out = tern_cli(&p.admin_url, &["user", "list"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "carol@example.com\n");
+    let out = tern_cli(&p.admin_url, &["domain", "list"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "example.com\n");
+    // Errors from the API come back as clear CLI errors.
+    let out = tern_cli(
+        &p.admin_url,
+        &["user", "add", "dave@nowhere.test"],
+        Some("pw\n"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("domain nowhere.test does not exist"));
+    let out = tern_cli("http://127.0.0.1:1", &["domain", "list"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `tern serve` running?"));
+    // The password with a space works for login.
+    pop3_login(p.pop3, "carol@example.com", "pw carol").quit();
+    let out = tern_cli(&p.admin_url, &["user", "remove", "carol@example.com"], None);
+    assert!(out.status.success());
+    let mut c = Pop3Client::connect(p.pop3);
+    c.cmd("USER carol@example.com");
+    assert!(c.cmd("PASS pw carol").starts_with("-ERR"));
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn curl_sends_over_smtp_and_fetches_over_pop3() {
+    assert!(
+        have("curl"),
+        "curl is needed for this test (apt-get install curl)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(&write_config(dir.path()));
+    setup_user(&p, "erin@example.com", "pw");
+    let mail = dir.path().join("mail.txt");
+    std::fs::write(
+        &mail,
+        "From: x@remote.test\r\nSubject: via curl\r\n\r\nHello from curl\r\n.dot line\r\n",
+    )
+    .unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--url",
+            &format!("smtp://{}", p.smtp),
+            "--mail-from",
+            "x@remote.test",
+        ])
+        .args(["--mail-rcpt", "erin@example.com", "-T"])
+        .arg(&mail)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl smtp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = Command::new("curl")
+        .args([
+            "-sS",
+            "-u",
+            "erin@example.com:pw",
+            &format!("pop3://{}/", p.pop3),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(String::from_utf8_lossy(&list.stdout).starts_with("1 "));
+    let retr = Command::new("curl")
+        .args([
+            "-sS",
+            "-u",
+            "erin@example.com:pw",
+            &format!("pop3://{}/1", p.pop3),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&retr.stdout);
+    assert!(
+        text.contains("Subject: via curl\r\n\r\nHello from curl\r\n.dot line\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn python_smtplib_and_poplib_interoperate() {
+    assert!(have("python3"), "python3 is needed for this test");
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(&write_config(dir.path()));
+    setup_user(&p, "frank@example.com", "pw");
+    let script = format!(
+        r#"
+import smtplib, poplib
+s = smtplib.SMTP("{sh}", {sp})
+s.sendmail("x@remote.test", ["frank@example.com"], b"Subject: py\r\n\r\nfrom python\r\n")
+s.quit()
+p = poplib.POP3("{ph}", {pp})
+p.user("frank@example.com"); p.pass_("pw")
+count, size = p.stat()
+resp, lines, octets = p.retr(1)
+assert octets == size, (octets, size)
+assert lines[-1] == b"from python", lines
+p.dele(1); p.quit()
+p = poplib.POP3("{ph}", {pp})
+p.user("frank@example.com"); p.pass_("pw")
+assert p.stat() == (0, 0), p.stat()
+p.quit()
+print("ok")
+"#,
+        sh = p.smtp.ip(),
+        sp = p.smtp.port(),
+        ph = p.pop3.ip(),
+        pp = p.pop3.port()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
