@@ -324,6 +324,16 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_is_valid_and_matches_defaults() {
+        let example = Config::from_toml(include_str!("../../../docs/tern.example.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(example.smtp.max_message_size, d.smtp.max_message_size);
+        assert_eq!(example.pop3.idle_timeout_secs, d.pop3.idle_timeout_secs);
+        assert_eq!(example.store.inline_max_bytes, d.store.inline_max_bytes);
+        assert_eq!(example.auth.argon2_memory_kib, d.auth.argon2_memory_kib);
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = Config::from_toml("[smtp]\nlisten_on = \"1.2.3.4:25\"\n")
             .unwrap_err()
