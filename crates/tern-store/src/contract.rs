@@ -23,8 +23,14 @@ impl Backend {
 /// Generates one `#[tokio::test]` per contract case.
 #[macro_export]
 macro_rules! store_contract_tests {
+    (#[ignore = $reason:literal] $factory:expr) => {
+        $crate::store_contract_tests!(@cases [#[ignore = $reason]] $factory);
+    };
     ($factory:expr) => {
-        $crate::store_contract_tests!(@cases $factory;
+        $crate::store_contract_tests!(@cases [] $factory);
+    };
+    (@cases $attrs:tt $factory:expr) => {
+        $crate::store_contract_tests!(@each $attrs $factory;
             domains_add_list_remove,
             users_put_get_update_delete,
             recreated_user_finds_its_inbox,
@@ -38,14 +44,16 @@ macro_rules! store_contract_tests {
             view_keeps_imported_uidl_room,
         );
     };
-    (@cases $factory:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (backend, _guard) = $factory;
-                $crate::contract::$name(&backend).await;
-            }
-        )*
+    (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {
+        $( $crate::store_contract_tests!(@one $attrs $factory; $name); )*
+    };
+    (@one [$($attr:tt)*] $factory:expr; $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $name() {
+            let (backend, _guard) = $factory;
+            $crate::contract::$name(&backend).await;
+        }
     };
 }
 

@@ -6,6 +6,7 @@
 //! - [`MailStore`]: message bodies, message metadata and the per-mailbox POP3 view
 //!   (mailbox -> message id, size) that answers STAT/LIST/UIDL without touching bodies.
 
+pub mod cassandra;
 pub mod contract;
 pub mod embedded;
 mod error;

@@ -1,0 +1,719 @@
+//! The Cassandra (or ScyllaDB) backend, for many stateless Tern nodes sharing one cluster.
+//!
+//! Every statement on the SMTP-delivery and POP3 paths is a plain read or write at the
+//! configured consistency (LOCAL_QUORUM by default), routed token- and DC-aware to the local
+//! datacenter: no lightweight transaction. The only LWT is the creation of a user's INBOX, an
+//! admin operation, so that two admins creating the same user at once agree on one mailbox id.
+//!
+//! Write order (see docs/cassandra.md): a delivery writes the body, then the message metadata,
+//! then the POP3 view entries; a deletion removes the metadata, then the view entry, then the
+//! body once no message references it. A crash at any point leaves at worst an unreferenced
+//! body or a view entry without a message, never a listed message without its body.
+
+mod body;
+pub mod schema;
+
+use crate::{
+    BodyReader, BodyWriter, Directory, IdGenerator, MailStore, MailboxId, MailboxInfo, MessageId,
+    Result, StagedBody, StagedPayload, StoreError, UserRecord, ViewEntry, INBOX,
+};
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+pub use schema::Replication;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::PagingState;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
+pub use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::CqlTimeuuid;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// How to reach and use the cluster.
+#[derive(Debug, Clone)]
+pub struct CassandraOptions {
+    /// `host:port` of one or more nodes; the driver discovers the rest.
+    pub contact_points: Vec<String>,
+    /// Requests go to this datacenter only (no failover to remote ones: a remote DC's latency
+    /// never sits on a user's request). `None` uses every node, for single-DC test clusters.
+    pub local_datacenter: Option<String>,
+    pub keyspace: String,
+    pub replication: Replication,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub read_consistency: Consistency,
+    pub write_consistency: Consistency,
+    /// For the one LWT (INBOX creation).
+    pub serial_consistency: SerialConsistency,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Create or migrate the schema at start-up (otherwise it must exist already).
+    pub create_schema: bool,
+    /// Largest body chunk per cell.
+    pub chunk_size: usize,
+}
+
+impl Default for CassandraOptions {
+    fn default() -> Self {
+        Self {
+            contact_points: vec!["127.0.0.1:9042".into()],
+            local_datacenter: None,
+            keyspace: "tern".into(),
+            replication: Replication::Simple { factor: 1 },
+            username: None,
+            password: None,
+            read_consistency: Consistency::LocalQuorum,
+            write_consistency: Consistency::LocalQuorum,
+            serial_consistency: SerialConsistency::LocalSerial,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            create_schema: true,
+            chunk_size: 256 * 1024,
+        }
+    }
+}
+
+/// The Cassandra store; cheap to clone. It connects in the background: until it is connected
+/// (and whenever the cluster cannot answer), operations fail with [`StoreError::Unavailable`],
+/// which the servers turn into temporary errors for their clients.
+#[derive(Clone)]
+pub struct CassandraStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: CassandraOptions,
+    connected: OnceCell<Arc<Connected>>,
+    last_error: Mutex<String>,
+    ids: IdGenerator,
+}
+
+pub(crate) struct Connected {
+    pub(crate) session: Session,
+    pub(crate) st: Statements,
+    pub(crate) chunk_size: usize,
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("Cassandra: {e}"))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("Cassandra row: {e}"))
+}
+
+impl CassandraStore {
+    /// Returns at once and connects in the background, retrying with backoff.
+    pub fn start(options: CassandraOptions) -> Result<Self> {
+        if !schema::valid_keyspace(&options.keyspace) {
+            return Err(StoreError::Invalid(format!(
+                "keyspace name {:?}: use lower-case letters, digits and _",
+                options.keyspace
+            )));
+        }
+        let store = Self {
+            inner: Arc::new(Inner {
+                options,
+                connected: OnceCell::new(),
+                last_error: Mutex::new("connecting".into()),
+                ids: IdGenerator::new(),
+            }),
+        };
+        let background = store.clone();
+        tokio::spawn(async move { background.connect_with_backoff().await });
+        Ok(store)
+    }
+
+    /// Connects now (for tests and tools); fails after `timeout`.
+    pub async fn connect(options: CassandraOptions, timeout: Duration) -> Result<Self> {
+        let store = Self::start(options)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while store.inner.connected.get().is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(store.last_error()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(store)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.get().is_some()
+    }
+
+    pub fn last_error(&self) -> String {
+        self.inner
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    async fn connect_with_backoff(&self) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match connect_once(&self.inner.options).await {
+                Ok(c) => {
+                    let _ = self.inner.connected.set(Arc::new(c));
+                    tracing::info!(keyspace = %self.inner.options.keyspace, "connected to Cassandra");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Cassandra");
+                    if let Ok(mut last) = self.inner.last_error.lock() {
+                        *last = format!("not connected to Cassandra: {e}");
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn conn(&self) -> Result<&Arc<Connected>> {
+        self.inner
+            .connected
+            .get()
+            .ok_or_else(|| StoreError::Unavailable(self.last_error()))
+    }
+
+    /// Writes a POP3 view entry as-is, bypassing delivery (tests and repair tools).
+    pub async fn insert_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()> {
+        let c = self.conn()?;
+        let uidl = entry.uidl.unwrap_or_default();
+        c.exec(
+            &c.st.insert_view,
+            (
+                mailbox.0,
+                timeuuid(entry.message_id),
+                entry.size as i64,
+                uidl,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
+    let mut policy = DefaultPolicy::builder()
+        .token_aware(true)
+        .permit_dc_failover(false);
+    if let Some(dc) = &o.local_datacenter {
+        policy = policy.prefer_datacenter(dc.clone());
+    }
+    let profile = ExecutionProfile::builder()
+        .consistency(o.read_consistency)
+        .request_timeout(Some(o.request_timeout))
+        .load_balancing_policy(policy.build())
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&o.contact_points)
+        .connection_timeout(o.connect_timeout)
+        .default_execution_profile_handle(profile.into_handle());
+    if let (Some(u), Some(p)) = (&o.username, &o.password) {
+        builder = builder.user(u, p);
+    }
+    let session = builder.build().await.map_err(unavailable)?;
+    if o.create_schema {
+        for statement in schema::statements(&o.keyspace, &o.replication) {
+            session
+                .query_unpaged(statement, &[])
+                .await
+                .map_err(unavailable)?;
+        }
+    }
+    check_schema_version(&session, o).await?;
+    let st = Statements::prepare(&session, o).await?;
+    Ok(Connected {
+        session,
+        st,
+        chunk_size: o.chunk_size,
+    })
+}
+
+async fn check_schema_version(session: &Session, o: &CassandraOptions) -> Result<()> {
+    let ks = &o.keyspace;
+    let rows = session
+        .query_unpaged(
+            format!("SELECT version FROM {ks}.schema_version WHERE component = 'tern'"),
+            &[],
+        )
+        .await
+        .map_err(unavailable)?
+        .into_rows_result()
+        .map_err(corrupt)?;
+    let found = rows
+        .maybe_first_row::<(Option<i32>,)>()
+        .map_err(corrupt)?
+        .and_then(|r| r.0);
+    match found {
+        Some(v) if v > schema::SCHEMA_VERSION => Err(StoreError::Unavailable(format!(
+            "keyspace {ks} has schema version {v}; this tern knows up to {}",
+            schema::SCHEMA_VERSION
+        ))),
+        Some(v) if v == schema::SCHEMA_VERSION => Ok(()),
+        _ if o.create_schema => {
+            session
+                .query_unpaged(
+                    format!("INSERT INTO {ks}.schema_version (component, version, updated_at) VALUES ('tern', ?, toTimestamp(now()))"),
+                    (schema::SCHEMA_VERSION,),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
+        _ => Err(StoreError::Unavailable(format!(
+            "keyspace {ks} has no Tern schema; apply `tern cassandra schema` or set create_schema"
+        ))),
+    }
+}
+
+fn timeuuid(id: MessageId) -> CqlTimeuuid {
+    CqlTimeuuid::from(id.uuid())
+}
+
+fn message_id(t: CqlTimeuuid) -> Result<MessageId> {
+    MessageId::from_uuid(Uuid::from(t)).ok_or_else(|| corrupt("message id is not a version-1 UUID"))
+}
+
+/// Every prepared statement, with its consistency and idempotence set once.
+pub(crate) struct Statements {
+    insert_domain: PreparedStatement,
+    delete_domain: PreparedStatement,
+    select_domain: PreparedStatement,
+    list_domains: PreparedStatement,
+    insert_user: PreparedStatement,
+    select_user: PreparedStatement,
+    delete_user: PreparedStatement,
+    list_users: PreparedStatement,
+    create_mailbox: PreparedStatement,
+    select_mailbox: PreparedStatement,
+    list_mailboxes: PreparedStatement,
+    pub(crate) insert_chunk: PreparedStatement,
+    insert_single_chunk_blob: PreparedStatement,
+    complete_blob: PreparedStatement,
+    pub(crate) select_blob_head: PreparedStatement,
+    pub(crate) select_chunk: PreparedStatement,
+    remove_blob_ref: PreparedStatement,
+    select_blob_refs: PreparedStatement,
+    pub(crate) delete_blob: PreparedStatement,
+    insert_message: PreparedStatement,
+    select_message: PreparedStatement,
+    delete_message: PreparedStatement,
+    insert_view: PreparedStatement,
+    select_view: PreparedStatement,
+    count_view: PreparedStatement,
+    delete_view: PreparedStatement,
+}
+
+impl Statements {
+    async fn prepare(session: &Session, o: &CassandraOptions) -> Result<Self> {
+        let ks = &o.keyspace;
+        let read = |cql: String| async move {
+            let mut p = session.prepare(cql).await.map_err(unavailable)?;
+            p.set_consistency(o.read_consistency);
+            p.set_is_idempotent(true);
+            p.set_page_size(5000);
+            Ok::<_, StoreError>(p)
+        };
+        let write = |cql: String| async move {
+            let mut p = session.prepare(cql).await.map_err(unavailable)?;
+            p.set_consistency(o.write_consistency);
+            p.set_is_idempotent(true);
+            Ok::<_, StoreError>(p)
+        };
+        let mut create_mailbox = session
+            .prepare(format!("INSERT INTO {ks}.mailboxes (user, name, mailbox_id) VALUES (?, ?, ?) IF NOT EXISTS"))
+            .await
+            .map_err(unavailable)?;
+        create_mailbox.set_consistency(o.write_consistency);
+        create_mailbox.set_serial_consistency(Some(o.serial_consistency));
+        Ok(Self {
+            insert_domain: write(format!("INSERT INTO {ks}.domains (domain) VALUES (?)")).await?,
+            delete_domain: write(format!("DELETE FROM {ks}.domains WHERE domain = ?")).await?,
+            select_domain: read(format!("SELECT domain FROM {ks}.domains WHERE domain = ?")).await?,
+            list_domains: read(format!("SELECT domain FROM {ks}.domains")).await?,
+            insert_user: write(format!("INSERT INTO {ks}.users (name, password_hash, inbox_id) VALUES (?, ?, ?)")).await?,
+            select_user: read(format!("SELECT password_hash, inbox_id FROM {ks}.users WHERE name = ?")).await?,
+            delete_user: write(format!("DELETE FROM {ks}.users WHERE name = ?")).await?,
+            list_users: read(format!("SELECT name FROM {ks}.users")).await?,
+            create_mailbox,
+            select_mailbox: read(format!("SELECT mailbox_id FROM {ks}.mailboxes WHERE user = ? AND name = ?")).await?,
+            list_mailboxes: read(format!("SELECT name, mailbox_id FROM {ks}.mailboxes WHERE user = ?")).await?,
+            insert_chunk: write(format!("INSERT INTO {ks}.blobs (blob_id, chunk, data) VALUES (?, ?, ?)")).await?,
+            insert_single_chunk_blob: write(format!(
+                "INSERT INTO {ks}.blobs (blob_id, chunk, data, size, chunk_count, refs) VALUES (?, 0, ?, ?, 1, ?)"
+            ))
+            .await?,
+            complete_blob: write(format!(
+                "UPDATE {ks}.blobs SET size = ?, chunk_count = ?, refs = ? WHERE blob_id = ?"
+            ))
+            .await?,
+            select_blob_head: read(format!(
+                "SELECT size, chunk_count, data FROM {ks}.blobs WHERE blob_id = ? AND chunk = 0"
+            ))
+            .await?,
+            select_chunk: read(format!("SELECT data FROM {ks}.blobs WHERE blob_id = ? AND chunk = ?")).await?,
+            remove_blob_ref: write(format!("UPDATE {ks}.blobs SET refs = refs - ? WHERE blob_id = ?")).await?,
+            select_blob_refs: read(format!("SELECT refs FROM {ks}.blobs WHERE blob_id = ? LIMIT 1")).await?,
+            delete_blob: write(format!("DELETE FROM {ks}.blobs WHERE blob_id = ?")).await?,
+            insert_message: write(format!(
+                "INSERT INTO {ks}.messages (message_id, mailbox_id, blob_id, size) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select_message: read(format!("SELECT mailbox_id, blob_id FROM {ks}.messages WHERE message_id = ?")).await?,
+            delete_message: write(format!("DELETE FROM {ks}.messages WHERE message_id = ?")).await?,
+            insert_view: write(format!(
+                "INSERT INTO {ks}.pop3_view (mailbox_id, message_id, size, uidl) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select_view: read(format!("SELECT message_id, size, uidl FROM {ks}.pop3_view WHERE mailbox_id = ?")).await?,
+            count_view: read(format!("SELECT count(*) FROM {ks}.pop3_view WHERE mailbox_id = ?")).await?,
+            delete_view: write(format!("DELETE FROM {ks}.pop3_view WHERE mailbox_id = ? AND message_id = ?")).await?,
+        })
+    }
+}
+
+impl Connected {
+    pub(crate) async fn exec(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<scylla::response::query_result::QueryResult> {
+        self.session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The first row of a single-partition read, if any.
+    pub(crate) async fn first_row<R>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Option<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let rows = self
+            .exec(st, values)
+            .await?
+            .into_rows_result()
+            .map_err(corrupt)?;
+        rows.maybe_first_row::<R>().map_err(corrupt)
+    }
+
+    /// Every row, page by page.
+    async fn all_rows<R>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow + Clone,
+    ) -> Result<Vec<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let mut out = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .session
+                .execute_single_page(st, values.clone(), paging)
+                .await
+                .map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(corrupt)?;
+            for row in rows.rows::<R>().map_err(corrupt)? {
+                out.push(row.map_err(corrupt)?);
+            }
+            match next.into_paging_control_flow() {
+                ControlFlow::Break(()) => return Ok(out),
+                ControlFlow::Continue(p) => paging = p,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for CassandraStore {
+    async fn add_domain(&self, domain: &str) -> Result<()> {
+        let c = self.conn()?;
+        c.exec(&c.st.insert_domain, (domain,)).await?;
+        Ok(())
+    }
+
+    async fn remove_domain(&self, domain: &str) -> Result<bool> {
+        let existed = self.domain_exists(domain).await?;
+        let c = self.conn()?;
+        c.exec(&c.st.delete_domain, (domain,)).await?;
+        Ok(existed)
+    }
+
+    async fn domain_exists(&self, domain: &str) -> Result<bool> {
+        let c = self.conn()?;
+        Ok(c.first_row::<(String,)>(&c.st.select_domain, (domain,))
+            .await?
+            .is_some())
+    }
+
+    async fn list_domains(&self) -> Result<Vec<String>> {
+        let c = self.conn()?;
+        Ok(c.all_rows::<(String,)>(&c.st.list_domains, ())
+            .await?
+            .into_iter()
+            .map(|r| r.0)
+            .collect())
+    }
+
+    async fn put_user(&self, name: &str, password_hash: &str) -> Result<UserRecord> {
+        let c = self.conn()?;
+        let existing = c
+            .first_row::<(Uuid,)>(&c.st.select_mailbox, (name, INBOX))
+            .await?;
+        let inbox = match existing {
+            Some((id,)) => id,
+            None => {
+                // The one LWT: concurrent creations of the same user must agree on one INBOX.
+                let candidate = Uuid::new_v4();
+                c.exec(&c.st.create_mailbox, (name, INBOX, candidate))
+                    .await?;
+                c.first_row::<(Uuid,)>(&c.st.select_mailbox, (name, INBOX))
+                    .await?
+                    .map(|r| r.0)
+                    .ok_or_else(|| {
+                        StoreError::Unavailable("INBOX creation not visible yet".into())
+                    })?
+            }
+        };
+        c.exec(&c.st.insert_user, (name, password_hash, inbox))
+            .await?;
+        Ok(UserRecord {
+            name: name.to_string(),
+            password_hash: password_hash.to_string(),
+            inbox: MailboxId(inbox),
+        })
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let c = self.conn()?;
+        let row = c
+            .first_row::<(Option<String>, Option<Uuid>)>(&c.st.select_user, (name,))
+            .await?;
+        match row {
+            Some((Some(hash), Some(inbox))) => Ok(Some(UserRecord {
+                name: name.to_string(),
+                password_hash: hash,
+                inbox: MailboxId(inbox),
+            })),
+            Some(_) => Err(corrupt(format!("user {name} lacks a hash or an INBOX"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        let existed = self.get_user(name).await?.is_some();
+        let c = self.conn()?;
+        c.exec(&c.st.delete_user, (name,)).await?;
+        Ok(existed)
+    }
+
+    async fn list_users(&self) -> Result<Vec<String>> {
+        let c = self.conn()?;
+        Ok(c.all_rows::<(String,)>(&c.st.list_users, ())
+            .await?
+            .into_iter()
+            .map(|r| r.0)
+            .collect())
+    }
+
+    async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        let c = self.conn()?;
+        let rows = c
+            .all_rows::<(String, Uuid)>(&c.st.list_mailboxes, (user,))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, id)| MailboxInfo {
+                name,
+                id: MailboxId(id),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MailStore for CassandraStore {
+    async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
+        let c = self.conn()?.clone();
+        Ok(Box::new(body::CassandraBodyWriter::new(
+            c,
+            self.inner.ids.next_id().uuid(),
+        )))
+    }
+
+    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
+        if mailboxes.is_empty() {
+            return Err(StoreError::Invalid("delivery without recipients".into()));
+        }
+        let c = self.conn()?;
+        let ids: Vec<MessageId> = mailboxes.iter().map(|_| self.inner.ids.next_id()).collect();
+        let refs: Vec<CqlTimeuuid> = ids.iter().map(|id| timeuuid(*id)).collect();
+        let blob = body.blob_id.0;
+        let size = body.size as i64;
+        // 1. The body, with its references: complete before anything names it.
+        match body.payload {
+            StagedPayload::Inline(data) => {
+                c.exec(&c.st.insert_single_chunk_blob, (blob, data, size, refs))
+                    .await?;
+            }
+            StagedPayload::Stored => {
+                let chunks = body::chunk_count(body.size, c.chunk_size);
+                c.exec(&c.st.complete_blob, (size, chunks, refs, blob))
+                    .await?;
+            }
+        }
+        // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.
+        try_join_all(
+            mailboxes
+                .iter()
+                .zip(&ids)
+                .map(|(mb, id)| c.exec(&c.st.insert_message, (timeuuid(*id), mb.0, blob, size))),
+        )
+        .await?;
+        try_join_all(
+            mailboxes
+                .iter()
+                .zip(&ids)
+                .map(|(mb, id)| c.exec(&c.st.insert_view, (mb.0, timeuuid(*id), size, ""))),
+        )
+        .await?;
+        Ok(ids)
+    }
+
+    async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>> {
+        let c = self.conn()?;
+        let rows = c
+            .all_rows::<(CqlTimeuuid, i64, Option<String>)>(&c.st.select_view, (mailbox.0,))
+            .await?;
+        rows.into_iter()
+            .map(|(id, size, uidl)| {
+                Ok(ViewEntry {
+                    message_id: message_id(id)?,
+                    size: size.max(0) as u64,
+                    uidl: uidl.filter(|u| !u.is_empty()),
+                })
+            })
+            .collect()
+    }
+
+    async fn open_body(
+        &self,
+        mailbox: MailboxId,
+        message: MessageId,
+    ) -> Result<Option<Box<dyn BodyReader>>> {
+        let c = self.conn()?;
+        let Some((owner, blob)) = c
+            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (timeuuid(message),))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if owner != mailbox.0 {
+            return Ok(None);
+        }
+        body::open(c.clone(), blob).await
+    }
+
+    async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
+        let c = self.conn()?;
+        try_join_all(messages.iter().map(|id| self.delete_one(c, mailbox, *id))).await?;
+        Ok(())
+    }
+
+    async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
+        let c = self.conn()?;
+        let n = c
+            .first_row::<(i64,)>(&c.st.count_view, (mailbox.0,))
+            .await?
+            .map(|r| r.0)
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
+}
+
+impl CassandraStore {
+    async fn delete_one(&self, c: &Connected, mailbox: MailboxId, id: MessageId) -> Result<()> {
+        let t = timeuuid(id);
+        let meta = c
+            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (t,))
+            .await?;
+        let blob = match meta {
+            Some((owner, blob)) if owner == mailbox.0 => {
+                c.exec(&c.st.delete_message, (t,)).await?;
+                Some(blob)
+            }
+            // Another mailbox's message is not ours to delete.
+            Some(_) => return Ok(()),
+            None => None,
+        };
+        c.exec(&c.st.delete_view, (mailbox.0, t)).await?;
+        if let Some(blob) = blob {
+            c.exec(&c.st.remove_blob_ref, (vec![t], blob)).await?;
+            let refs = c
+                .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob,))
+                .await?;
+            if refs.and_then(|r| r.0).is_none_or(|r| r.is_empty()) {
+                c.exec(&c.st.delete_blob, (blob,)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on a fresh keyspace of the test Cassandra (`TERN_TEST_CASSANDRA`, default
+    /// 127.0.0.1:9042). Fails loudly if Cassandra is not there: these tests are `#[ignore]`d in a
+    /// plain `cargo test` and run by `scripts/test`, which starts Cassandra.
+    pub(crate) async fn test_store() -> CassandraStore {
+        let contact =
+            std::env::var("TERN_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
+        let keyspace = format!("t{}", Uuid::new_v4().simple());
+        let options = CassandraOptions {
+            contact_points: vec![contact],
+            keyspace,
+            ..Default::default()
+        };
+        CassandraStore::connect(options, Duration::from_secs(60))
+            .await
+            .expect("test Cassandra is reachable")
+    }
+
+    crate::store_contract_tests!(
+        #[ignore = "needs Cassandra: run scripts/test"]
+        {
+            let store = test_store().await;
+            (crate::contract::Backend::new(store.clone(), store), ())
+        }
+    );
+
+    #[tokio::test]
+    async fn unreachable_cluster_gives_unavailable_errors_not_hangs() {
+        let options = CassandraOptions {
+            contact_points: vec!["127.0.0.1:1".into()],
+            connect_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let store = CassandraStore::start(options).unwrap();
+        let err = store.domain_exists("x.test").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(store.begin_body().await.is_err());
+    }
+}
