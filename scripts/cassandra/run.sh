@@ -5,6 +5,7 @@
 #   scripts/cassandra/run.sh stop     stop it (by PID)
 #   scripts/cassandra/run.sh status   exit 0 if CQL answers
 #   scripts/cassandra/run.sh nodetool ARGS...
+#   scripts/cassandra/run.sh cas-count [KEYSPACE]   LWT counts from Cassandra's JMX metrics
 #
 # Everything lives under $TERN_CASSANDRA_HOME (default ~/.cache/tern-cassandra): lib/ holds the
 # jars Maven resolved (kept between runs), run/ the node's data, logs and PID (wiped at start).
@@ -175,5 +176,6 @@ case "${1:-}" in
   status) cql_up ;;
   nodetool) shift; exec java -cp "$lib/*" -Dcassandra.storagedir="$run" \
       org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "$jmx_port" "$@" ;;
-  *) echo "usage: $0 start|stop|status|nodetool ARGS" >&2; exit 2 ;;
+  cas-count) shift; exec java "$here/CasCount.java" "$jmx_port" "$@" ;;
+  *) echo "usage: $0 start|stop|status|nodetool ARGS|cas-count [KEYSPACE]" >&2; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ pub struct Config {
     pub pop3: Pop3Section,
     pub admin: AdminSection,
     pub store: StoreSection,
+    pub cassandra: CassandraSection,
     pub auth: AuthSection,
     pub log: LogSection,
 }
@@ -63,6 +64,7 @@ pub struct AdminSection {
 #[serde(rename_all = "kebab-case")]
 pub enum StoreBackend {
     Embedded,
+    Cassandra,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +73,126 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// Embedded store: bodies up to this size live in the database, larger ones in files.
     pub inline_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyLevel {
+    One,
+    Two,
+    Three,
+    Quorum,
+    All,
+    LocalQuorum,
+    EachQuorum,
+    LocalOne,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SerialConsistencyLevel {
+    Serial,
+    LocalSerial,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicationStrategy {
+    Simple,
+    NetworkTopology,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CassandraSection {
+    /// `host:port` of nodes to contact first.
+    pub contact_points: Vec<String>,
+    /// Datacenter this node talks to; requests never fail over to remote ones.
+    pub local_datacenter: Option<String>,
+    pub keyspace: String,
+    pub replication_strategy: ReplicationStrategy,
+    /// With `simple`.
+    pub replication_factor: u32,
+    /// With `network-topology`: datacenter name -> replication factor.
+    pub datacenter_replication: std::collections::BTreeMap<String, u32>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub read_consistency: ConsistencyLevel,
+    pub write_consistency: ConsistencyLevel,
+    pub serial_consistency: SerialConsistencyLevel,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub create_schema: bool,
+    pub chunk_size: usize,
+}
+
+impl Default for CassandraSection {
+    fn default() -> Self {
+        Self {
+            contact_points: vec!["127.0.0.1:9042".into()],
+            local_datacenter: None,
+            keyspace: "tern".into(),
+            replication_strategy: ReplicationStrategy::Simple,
+            replication_factor: 1,
+            datacenter_replication: Default::default(),
+            username: None,
+            password: None,
+            read_consistency: ConsistencyLevel::LocalQuorum,
+            write_consistency: ConsistencyLevel::LocalQuorum,
+            serial_consistency: SerialConsistencyLevel::LocalSerial,
+            request_timeout_ms: 5000,
+            connect_timeout_ms: 5000,
+            create_schema: true,
+            chunk_size: 256 * 1024,
+        }
+    }
+}
+
+impl CassandraSection {
+    pub fn options(&self) -> tern_store::cassandra::CassandraOptions {
+        use tern_store::cassandra::{
+            CassandraOptions, Consistency, Replication, SerialConsistency,
+        };
+        let level = |c: ConsistencyLevel| match c {
+            ConsistencyLevel::One => Consistency::One,
+            ConsistencyLevel::Two => Consistency::Two,
+            ConsistencyLevel::Three => Consistency::Three,
+            ConsistencyLevel::Quorum => Consistency::Quorum,
+            ConsistencyLevel::All => Consistency::All,
+            ConsistencyLevel::LocalQuorum => Consistency::LocalQuorum,
+            ConsistencyLevel::EachQuorum => Consistency::EachQuorum,
+            ConsistencyLevel::LocalOne => Consistency::LocalOne,
+        };
+        CassandraOptions {
+            contact_points: self.contact_points.clone(),
+            local_datacenter: self.local_datacenter.clone(),
+            keyspace: self.keyspace.clone(),
+            replication: match self.replication_strategy {
+                ReplicationStrategy::Simple => Replication::Simple {
+                    factor: self.replication_factor,
+                },
+                ReplicationStrategy::NetworkTopology => Replication::NetworkTopology {
+                    datacenters: self
+                        .datacenter_replication
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect(),
+                },
+            },
+            username: self.username.clone(),
+            password: self.password.clone(),
+            read_consistency: level(self.read_consistency),
+            write_consistency: level(self.write_consistency),
+            serial_consistency: match self.serial_consistency {
+                SerialConsistencyLevel::Serial => SerialConsistency::Serial,
+                SerialConsistencyLevel::LocalSerial => SerialConsistency::LocalSerial,
+            },
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+            create_schema: self.create_schema,
+            chunk_size: self.chunk_size,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +421,55 @@ impl Config {
                 .is_ok(),
             "log.level",
             "is not a valid filter (try \"info\" or \"tern=debug,info\")",
+        )?;
+        let c = &self.cassandra;
+        check(
+            !c.contact_points.is_empty(),
+            "cassandra.contact_points",
+            "needs at least one host:port",
+        )?;
+        check(tern_store::cassandra::schema::valid_keyspace(&c.keyspace), "cassandra.keyspace",
+            "must be lower-case letters, digits and _, starting with a letter, at most 48 characters")?;
+        check(
+            c.replication_factor >= 1,
+            "cassandra.replication_factor",
+            "must be at least 1",
+        )?;
+        check(
+            c.replication_strategy == ReplicationStrategy::Simple
+                || !c.datacenter_replication.is_empty(),
+            "cassandra.datacenter_replication",
+            "must name at least one datacenter with network-topology",
+        )?;
+        check(
+            c.datacenter_replication.keys().all(|dc| {
+                !dc.is_empty()
+                    && dc
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }),
+            "cassandra.datacenter_replication",
+            "datacenter names may hold letters, digits, _ and -",
+        )?;
+        check(
+            c.username.is_some() == c.password.is_some(),
+            "cassandra.password",
+            "set both username and password, or neither",
+        )?;
+        check(
+            c.request_timeout_ms >= 10,
+            "cassandra.request_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            c.connect_timeout_ms >= 10,
+            "cassandra.connect_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            (4096..=1024 * 1024).contains(&c.chunk_size),
+            "cassandra.chunk_size",
+            "must be 4096 to 1048576 octets",
         )?;
         if self.store.inline_max_bytes > 16 * 1024 * 1024 {
             return Err(ConfigError::Invalid {

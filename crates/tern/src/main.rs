@@ -34,6 +34,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Cassandra tools.
+    Cassandra {
+        #[command(subcommand)]
+        action: CassandraAction,
+    },
     /// Check a configuration file and print the effective configuration errors, if any.
     CheckConfig {
         #[arg(long)]
@@ -73,6 +78,16 @@ struct AdminArgs {
 }
 
 #[derive(Subcommand)]
+enum CassandraAction {
+    /// Print the CQL that creates the schema (keyspace and replication from the config), for
+    /// operators who apply it by hand with `cassandra.create_schema = false`.
+    Schema {
+        #[arg(long, env = "TERN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum DomainAction {
     Add { domain: String },
     Remove { domain: String },
@@ -97,6 +112,20 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Domain { action, admin } => domain(action, &admin.admin_url),
         Command::User { action, admin } => user(action, &admin.admin_url),
+        Command::Cassandra {
+            action: CassandraAction::Schema { config },
+        } => {
+            let config = match config {
+                Some(path) => Config::from_file(&path)?,
+                None => Config::default(),
+            };
+            let o = config.cassandra.options();
+            print!(
+                "{}",
+                tern_store::cassandra::schema::script(&o.keyspace, &o.replication)
+            );
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             Config::from_file(&config)?;
             println!("{}: ok", config.display());

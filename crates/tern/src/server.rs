@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tern_store::cassandra::CassandraStore;
 use tern_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use tern_store::{Directory, MailStore};
 use tokio::io::AsyncWriteExt;
@@ -57,6 +58,12 @@ pub fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<d
                     config.server.data_dir.display()
                 )
             })?;
+            Ok((Arc::new(store.clone()), Arc::new(store)))
+        }
+        StoreBackend::Cassandra => {
+            // Connects in the background: the listeners start at once and answer with
+            // temporary errors until the cluster is reachable.
+            let store = CassandraStore::start(config.cassandra.options())?;
             Ok((Arc::new(store.clone()), Arc::new(store)))
         }
     }

@@ -1,5 +1,6 @@
 //! The admin HTTP API over real HTTP: James webadmin routes and error shapes.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -9,9 +10,8 @@ fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-#[test]
-fn domain_routes() {
-    let s = TestServer::start();
+fn domain_routes(b: Backend) {
+    let s = TestServer::start(b);
     assert_eq!(s.admin("GET", "/domains/example.com", None).status, 204);
     assert_eq!(s.admin("GET", "/domains/other.test", None).status, 404);
     assert_eq!(s.admin("PUT", "/domains/Other.Test", None).status, 204);
@@ -29,9 +29,8 @@ fn domain_routes() {
     assert!(err["message"].as_str().unwrap().contains("bad_domain!"));
 }
 
-#[test]
-fn user_routes() {
-    let s = TestServer::start();
+fn user_routes(b: Backend) {
+    let s = TestServer::start(b);
     assert_eq!(
         s.admin(
             "PUT",
@@ -108,12 +107,13 @@ fn user_routes() {
     );
 }
 
-#[test]
-fn healthcheck_and_unknown_routes() {
-    let s = TestServer::start();
+fn healthcheck_and_unknown_routes(b: Backend) {
+    let s = TestServer::start(b);
     let h = json(&s.admin_ok("GET", "/healthcheck", None));
     assert_eq!(h["status"], "healthy");
     let r = s.admin("GET", "/nope", None);
     assert_eq!(r.status, 404);
     assert_eq!(json(&r.body)["type"], "NotFound");
 }
+
+on_both_backends!(domain_routes, user_routes, healthcheck_and_unknown_routes,);

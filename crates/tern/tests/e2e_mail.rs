@@ -1,12 +1,12 @@
 //! End to end: mail sent over real SMTP, fetched over real POP3, on a server on loopback.
 
+#[macro_use]
 mod common;
 
 use common::*;
 
-#[test]
-fn auth_plain_login_and_user_pass_succeed_and_fail() {
-    let s = TestServer::start();
+fn auth_plain_login_and_user_pass_succeed_and_fail(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     let mut c = s.pop3();
     let good = b64(format!("\0{alice}\0pw-alice").as_bytes());
@@ -47,9 +47,8 @@ fn auth_plain_login_and_user_pass_succeed_and_fail() {
     assert!(c.cmd("PASS pw-alice").starts_with("+OK"));
 }
 
-#[test]
-fn repeated_failed_logins_close_the_connection() {
-    let s = TestServer::start();
+fn repeated_failed_logins_close_the_connection(b: Backend) {
+    let s = TestServer::start(b);
     s.user("alice");
     let mut c = s.pop3();
     for _ in 0..2 {
@@ -61,9 +60,8 @@ fn repeated_failed_logins_close_the_connection() {
     assert_eq!(c.read_to_close(), "");
 }
 
-#[test]
-fn message_is_read_back_byte_exact_and_list_size_matches_retr() {
-    let s = TestServer::start();
+fn message_is_read_back_byte_exact_and_list_size_matches_retr(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     let body = message(
         "exact",
@@ -88,9 +86,8 @@ fn message_is_read_back_byte_exact_and_list_size_matches_retr() {
     c.quit();
 }
 
-#[test]
-fn fifty_messages_listed_in_order_of_receipt_and_retrieved() {
-    let s = TestServer::start();
+fn fifty_messages_listed_in_order_of_receipt_and_retrieved(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     for i in 0..50 {
         s.deliver(
@@ -114,9 +111,8 @@ fn fifty_messages_listed_in_order_of_receipt_and_retrieved() {
     c.quit();
 }
 
-#[test]
-fn attachment_survives_intact() {
-    let s = TestServer::start();
+fn attachment_survives_intact(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     let payload: Vec<u8> = (0..300_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -147,9 +143,8 @@ fn attachment_survives_intact() {
     assert!(decoded == payload, "attachment bytes differ");
 }
 
-#[test]
-fn mail_arriving_during_a_session_is_not_listed_until_the_next() {
-    let s = TestServer::start();
+fn mail_arriving_during_a_session_is_not_listed_until_the_next(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("first", "1\r\n"));
     let mut c = s.login("alice");
@@ -165,9 +160,8 @@ fn mail_arriving_during_a_session_is_not_listed_until_the_next() {
     assert_eq!(c.stat().0, 2);
 }
 
-#[test]
-fn dele_is_immediate_in_session_rset_cancels_and_quit_applies() {
-    let s = TestServer::start();
+fn dele_is_immediate_in_session_rset_cancels_and_quit_applies(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     for i in 0..3 {
         s.deliver(&[&alice], &message(&format!("m{i}"), "x\r\n"));
@@ -194,9 +188,8 @@ fn dele_is_immediate_in_session_rset_cancels_and_quit_applies() {
     assert!(left[0].contains("Subject: m1") && left[1].contains("Subject: m2"));
 }
 
-#[test]
-fn pending_deletions_are_invisible_to_a_concurrent_session() {
-    let s = TestServer::start();
+fn pending_deletions_are_invisible_to_a_concurrent_session(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("a", "x\r\n"));
     s.deliver(&[&alice], &message("b", "x\r\n"));
@@ -210,9 +203,8 @@ fn pending_deletions_are_invisible_to_a_concurrent_session() {
     assert_eq!(third.stat().0, 1);
 }
 
-#[test]
-fn dropped_connection_applies_no_deletion() {
-    let s = TestServer::start();
+fn dropped_connection_applies_no_deletion(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("a", "x\r\n"));
     {
@@ -225,9 +217,8 @@ fn dropped_connection_applies_no_deletion() {
     assert_eq!(c.stat().0, 1);
 }
 
-#[test]
-fn top_sends_headers_and_requested_lines() {
-    let s = TestServer::start();
+fn top_sends_headers_and_requested_lines(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("top", "l1\r\n.l2\r\nl3\r\n"));
     let mut c = s.login("alice");
@@ -241,9 +232,8 @@ fn top_sends_headers_and_requested_lines() {
     assert!(c.cmd("TOP 1").starts_with("-ERR"));
 }
 
-#[test]
-fn twenty_mib_message_round_trips() {
-    let s = TestServer::start();
+fn twenty_mib_message_round_trips(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     let mut body = b"Subject: big\r\n\r\n".to_vec();
     let line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-_0123456789\r\n";
@@ -259,9 +249,8 @@ fn twenty_mib_message_round_trips() {
     assert!(got.ends_with(&body), "20 MiB body differs");
 }
 
-#[test]
-fn one_mail_to_fifty_recipients_and_deleting_one_copy() {
-    let s = TestServer::start();
+fn one_mail_to_fifty_recipients_and_deleting_one_copy(b: Backend) {
+    let s = TestServer::start(b);
     let users: Vec<String> = (0..50).map(|i| s.user(&format!("u{i}"))).collect();
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
     let body = message("to fifty", "hello all\r\n");
@@ -288,9 +277,8 @@ fn one_mail_to_fifty_recipients_and_deleting_one_copy() {
     assert!(mb.contains("\"messageCount\":1"), "{mb}");
 }
 
-#[test]
-fn unknown_recipient_and_foreign_domain_are_rejected() {
-    let s = TestServer::start();
+fn unknown_recipient_and_foreign_domain_are_rejected(b: Backend) {
+    let s = TestServer::start(b);
     s.user("alice");
     let mut c = s.smtp();
     c.ehlo();
@@ -307,9 +295,8 @@ fn unknown_recipient_and_foreign_domain_are_rejected() {
     c.quit();
 }
 
-#[test]
-fn smuggling_attempt_is_rejected_and_nothing_is_delivered() {
-    let s = TestServer::start();
+fn smuggling_attempt_is_rejected_and_nothing_is_delivered(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     s.user("victim");
     let mut c = s.smtp();
@@ -331,9 +318,8 @@ fn smuggling_attempt_is_rejected_and_nothing_is_delivered() {
     assert_eq!(s.login("victim").stat().0, 0);
 }
 
-#[test]
-fn size_limit_is_enforced_at_mail_from_and_in_data() {
-    let s = TestServer::start_with(|c| c.smtp.max_message_size = 10_000);
+fn size_limit_is_enforced_at_mail_from_and_in_data(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.smtp.max_message_size = 10_000);
     let alice = s.user("alice");
     let mut c = s.smtp();
     assert!(c.ehlo().contains("SIZE 10000"));
@@ -351,9 +337,8 @@ fn size_limit_is_enforced_at_mail_from_and_in_data() {
     assert_eq!(s.login("alice").stat().0, 0);
 }
 
-#[test]
-fn pipelined_smtp_transaction() {
-    let s = TestServer::start();
+fn pipelined_smtp_transaction(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     let mut c = s.smtp();
     c.send_raw(
@@ -365,9 +350,8 @@ fn pipelined_smtp_transaction() {
     assert_eq!(s.login("alice").stat().0, 1);
 }
 
-#[test]
-fn pipelined_pop3_commands_are_answered_in_order() {
-    let s = TestServer::start();
+fn pipelined_pop3_commands_are_answered_in_order(b: Backend) {
+    let s = TestServer::start(b);
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("p", "x\r\n"));
     let mut c = s.pop3();
@@ -387,9 +371,8 @@ fn pipelined_pop3_commands_are_answered_in_order() {
     assert!(c.line().starts_with("+OK"));
 }
 
-#[test]
-fn bad_commands_get_errors_and_the_session_goes_on() {
-    let s = TestServer::start();
+fn bad_commands_get_errors_and_the_session_goes_on(b: Backend) {
+    let s = TestServer::start(b);
     s.user("alice");
     let mut c = s.login("alice");
     for bad in [
@@ -415,9 +398,8 @@ fn bad_commands_get_errors_and_the_session_goes_on() {
     assert_eq!(m.cmd("NOOP").0, 250);
 }
 
-#[test]
-fn idle_pop3_and_smtp_clients_are_logged_out() {
-    let s = TestServer::start_with(|c| {
+fn idle_pop3_and_smtp_clients_are_logged_out(b: Backend) {
+    let s = TestServer::start_with(b, |c| {
         c.pop3.idle_timeout_secs = 1;
         c.smtp.command_timeout_secs = 1;
     });
@@ -429,9 +411,8 @@ fn idle_pop3_and_smtp_clients_are_logged_out() {
     assert_eq!(m.reply().0, 421);
 }
 
-#[test]
-fn graceful_shutdown_answers_idle_sessions_and_finishes_a_message_in_flight() {
-    let mut s = TestServer::start();
+fn graceful_shutdown_answers_idle_sessions_and_finishes_a_message_in_flight(b: Backend) {
+    let mut s = TestServer::start(b);
     let alice = s.user("alice");
     let mut idle_pop = s.login("alice");
     let mut idle_smtp = s.smtp();
@@ -442,7 +423,7 @@ fn graceful_shutdown_answers_idle_sessions_and_finishes_a_message_in_flight() {
     assert_eq!(busy.cmd(&format!("RCPT TO:<{alice}>")).0, 250);
     assert_eq!(busy.cmd("DATA").0, 354);
     busy.send_raw(b"Subject: in flight\r\n\r\nfirst half\r\n");
-    let dir = s.config.server.data_dir.clone();
+    let config = s.config.clone();
     let stopper = std::thread::spawn(move || {
         s.stop();
         s
@@ -459,9 +440,30 @@ fn graceful_shutdown_answers_idle_sessions_and_finishes_a_message_in_flight() {
     );
     let stopped = stopper.join().unwrap();
     // Restart on the same data: the message accepted during shutdown is there.
-    let mut config = test_config(&dir);
-    config.server.hostname = "tern.test".into();
     let s2 = TestServer::start_config(config, None);
     assert_eq!(s2.login("alice").stat().0, 1);
     drop(stopped);
 }
+
+on_both_backends!(
+    auth_plain_login_and_user_pass_succeed_and_fail,
+    repeated_failed_logins_close_the_connection,
+    message_is_read_back_byte_exact_and_list_size_matches_retr,
+    fifty_messages_listed_in_order_of_receipt_and_retrieved,
+    attachment_survives_intact,
+    mail_arriving_during_a_session_is_not_listed_until_the_next,
+    dele_is_immediate_in_session_rset_cancels_and_quit_applies,
+    pending_deletions_are_invisible_to_a_concurrent_session,
+    dropped_connection_applies_no_deletion,
+    top_sends_headers_and_requested_lines,
+    twenty_mib_message_round_trips,
+    one_mail_to_fifty_recipients_and_deleting_one_copy,
+    unknown_recipient_and_foreign_domain_are_rejected,
+    smuggling_attempt_is_rejected_and_nothing_is_delivered,
+    size_limit_is_enforced_at_mail_from_and_in_data,
+    pipelined_smtp_transaction,
+    pipelined_pop3_commands_are_answered_in_order,
+    bad_commands_get_errors_and_the_session_goes_on,
+    idle_pop3_and_smtp_clients_are_logged_out,
+    graceful_shutdown_answers_idle_sessions_and_finishes_a_message_in_flight,
+);

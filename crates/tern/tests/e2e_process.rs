@@ -1,6 +1,7 @@
 //! End to end against the real `tern` binary: crash safety under kill -9, SIGTERM, start-up
 //! errors, the CLI, and real third-party clients (curl, Python's smtplib/poplib).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -22,19 +23,23 @@ struct Proc {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn write_config(dir: &Path) -> PathBuf {
+fn write_config(dir: &Path, backend: Backend) -> PathBuf {
     let path = dir.join("tern.toml");
     let data = dir.join("data");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nhostname = \"tern.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = \"127.0.0.1:0\"\n\n\
-             [pop3]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-             [auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let mut toml = format!(
+        "[server]\nhostname = \"tern.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = \"127.0.0.1:0\"\n\n\
+         [pop3]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n",
+        data.display()
+    );
+    if backend == Backend::Cassandra {
+        toml.push_str(&format!(
+            "\n[store]\nbackend = \"cassandra\"\n\n[cassandra]\ncontact_points = [\"{}\"]\nkeyspace = \"{}\"\n",
+            cassandra_contact(),
+            fresh_keyspace()
+        ));
+    }
+    std::fs::write(&path, toml).unwrap();
     path
 }
 
@@ -78,11 +83,13 @@ fn spawn(config: &Path) -> Proc {
             _ => {}
         }
     }
+    let admin_url = format!("http://{}", admin.unwrap());
+    wait_healthy(&admin_url);
     Proc {
         child,
         smtp: smtp.unwrap(),
         pop3: pop3.unwrap(),
-        admin_url: format!("http://{}", admin.unwrap()),
+        admin_url,
         log,
     }
 }
@@ -142,10 +149,9 @@ fn pop3_login(addr: SocketAddr, user: &str, password: &str) -> Pop3Client {
     c
 }
 
-#[test]
-fn kill_9_during_concurrent_deliveries_loses_no_acknowledged_message() {
+fn kill_9_during_concurrent_deliveries_loses_no_acknowledged_message(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), b);
     let p = spawn(&config);
     setup_user(&p, "alice@example.com", "secret");
 
@@ -223,10 +229,9 @@ fn kill_9_during_concurrent_deliveries_loses_no_acknowledged_message() {
     }
 }
 
-#[test]
-fn sigterm_stops_cleanly_and_data_survives() {
+fn sigterm_stops_cleanly_and_data_survives(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), b);
     let mut p = spawn(&config);
     setup_user(&p, "bob@example.com", "pw");
     let mut c = SmtpClient::connect(p.smtp);
@@ -298,7 +303,7 @@ fn bad_configuration_fails_at_start_naming_the_key() {
 #[test]
 fn cli_manages_domains_and_users() {
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn(&write_config(dir.path()));
+    let p = spawn(&write_config(dir.path(), Backend::Embedded));
     setup_user(&p, "carol@example.com", "pw carol");
     let out = tern_cli(&p.admin_url, &["user", "list"], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "carol@example.com\n");
@@ -330,14 +335,13 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
-fn curl_sends_over_smtp_and_fetches_over_pop3() {
+fn curl_sends_over_smtp_and_fetches_over_pop3(b: Backend) {
     assert!(
         have("curl"),
         "curl is needed for this test (apt-get install curl)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn(&write_config(dir.path()));
+    let p = spawn(&write_config(dir.path(), b));
     setup_user(&p, "erin@example.com", "pw");
     let mail = dir.path().join("mail.txt");
     std::fs::write(
@@ -393,11 +397,10 @@ fn curl_sends_over_smtp_and_fetches_over_pop3() {
     );
 }
 
-#[test]
-fn python_smtplib_and_poplib_interoperate() {
+fn python_smtplib_and_poplib_interoperate(b: Backend) {
     assert!(have("python3"), "python3 is needed for this test");
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn(&write_config(dir.path()));
+    let p = spawn(&write_config(dir.path(), b));
     setup_user(&p, "frank@example.com", "pw");
     let script = format!(
         r#"
@@ -435,3 +438,10 @@ print("ok")
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+on_both_backends!(
+    kill_9_during_concurrent_deliveries_loses_no_acknowledged_message,
+    sigterm_stops_cleanly_and_data_survives,
+    curl_sends_over_smtp_and_fetches_over_pop3,
+    python_smtplib_and_poplib_interoperate,
+);

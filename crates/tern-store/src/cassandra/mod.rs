@@ -117,11 +117,15 @@ impl CassandraStore {
                 options.keyspace
             )));
         }
+        let connecting = format!(
+            "connecting to Cassandra at {}",
+            options.contact_points.join(", ")
+        );
         let store = Self {
             inner: Arc::new(Inner {
                 options,
                 connected: OnceCell::new(),
-                last_error: Mutex::new("connecting".into()),
+                last_error: Mutex::new(connecting),
                 ids: IdGenerator::new(),
             }),
         };

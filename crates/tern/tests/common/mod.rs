@@ -12,6 +12,41 @@ use tern::server::Server;
 
 pub const DOMAIN: &str = "example.com";
 
+/// The store a test server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Cassandra,
+}
+
+/// Where the test Cassandra listens (`TERN_TEST_CASSANDRA`, default 127.0.0.1:9042).
+pub fn cassandra_contact() -> String {
+    std::env::var("TERN_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into())
+}
+
+/// A keyspace no other test uses.
+pub fn fresh_keyspace() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs each named test function (taking a [`Backend`]) once per backend. The Cassandra runs
+/// are ignored by a plain `cargo test` and run by `scripts/test`, which starts Cassandra.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name(super::Backend::Embedded) } )*
+        }
+        mod cassandra {
+            $(
+                #[test]
+                #[ignore = "needs Cassandra: run scripts/test"]
+                fn $name() { super::$name(super::Backend::Cassandra) }
+            )*
+        }
+    };
+}
+
 pub struct TestServer {
     runtime: Option<tokio::runtime::Runtime>,
     server: Option<Server>,
@@ -22,9 +57,15 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// A configuration for tests: ephemeral ports and cheap password hashing.
-pub fn test_config(data_dir: &std::path::Path) -> Config {
+/// A configuration for tests: ephemeral ports, cheap password hashing, and for Cassandra a
+/// keyspace of its own.
+pub fn test_config(data_dir: &std::path::Path, backend: Backend) -> Config {
     let mut c = Config::default();
+    if backend == Backend::Cassandra {
+        c.store.backend = tern::config::StoreBackend::Cassandra;
+        c.cassandra.contact_points = vec![cassandra_contact()];
+        c.cassandra.keyspace = fresh_keyspace();
+    }
     c.server.data_dir = data_dir.to_path_buf();
     c.server.hostname = "tern.test".into();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
@@ -36,13 +77,13 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
 }
 
 impl TestServer {
-    pub fn start() -> Self {
-        Self::start_with(|_| {})
+    pub fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {})
     }
 
-    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path());
+        let mut config = test_config(dir.path(), backend);
         adjust(&mut config);
         let s = Self::start_config(config, Some(dir));
         s.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
@@ -50,16 +91,24 @@ impl TestServer {
     }
 
     pub fn start_config(config: Config, dir: Option<tempfile::TempDir>) -> Self {
+        let s = Self::launch(config, dir);
+        wait_healthy(&s.admin_url);
+        s
+    }
+
+    /// Starts without waiting for the store to answer.
+    pub fn launch(config: Config, dir: Option<tempfile::TempDir>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let server = runtime.block_on(Server::start(config.clone())).unwrap();
+        let admin_url = format!("http://{}", server.admin_addr);
         Self {
             smtp_addr: server.smtp_addr,
             pop3_addr: server.pop3_addr,
-            admin_url: format!("http://{}", server.admin_addr),
+            admin_url,
             server: Some(server),
             runtime: Some(runtime),
             config,
@@ -129,6 +178,23 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Waits until the store answers (a Cassandra store connects in the background).
+pub fn wait_healthy(admin_url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = client::request(admin_url, "GET", "/healthcheck", None).unwrap();
+        if r.status == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store never became healthy: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

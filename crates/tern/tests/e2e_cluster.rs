@@ -1,0 +1,160 @@
+//! Distributed mode: several Tern nodes on one Cassandra keyspace, and the measured absence of
+//! lightweight transactions on the delivery and POP3 paths. Needs the test Cassandra
+//! (`scripts/test` starts it); a plain `cargo test` reports these as ignored.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn cluster_config(keyspace: &str) -> tern::config::Config {
+    let dir = std::env::temp_dir();
+    let mut c = test_config(&dir, Backend::Cassandra);
+    c.cassandra.keyspace = keyspace.to_string();
+    c
+}
+
+#[test]
+#[ignore = "needs Cassandra: run scripts/test"]
+fn two_nodes_share_one_cluster() {
+    let keyspace = fresh_keyspace();
+    let a = TestServer::start_config(cluster_config(&keyspace), None);
+    let b = TestServer::start_config(cluster_config(&keyspace), None);
+    a.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
+    let alice = a.user("alice");
+    // Directory changes made on A are seen by B.
+    assert_eq!(
+        b.admin("GET", &format!("/domains/{DOMAIN}"), None).status,
+        204
+    );
+
+    let body = message("across nodes", "sent via A, read via B\r\n");
+    a.deliver(&[&alice], &body);
+    a.deliver(&[&alice], &message("second", "x\r\n"));
+    let mut on_b = b.login("alice");
+    assert_eq!(on_b.stat().0, 2);
+    assert!(on_b.retr(1).ends_with(&body));
+    assert!(on_b.cmd("DELE 1").starts_with("+OK"));
+    assert!(on_b.quit().starts_with("+OK"));
+
+    let mut on_a = a.login("alice");
+    assert_eq!(
+        on_a.stat().0,
+        1,
+        "the deletion made through B is seen through A"
+    );
+    assert!(String::from_utf8(on_a.retr(1))
+        .unwrap()
+        .contains("Subject: second"));
+    // A mail delivered through B while A's session is open is not in A's snapshot.
+    b.deliver(&[&alice], &message("third", "x\r\n"));
+    assert_eq!(on_a.stat().0, 1);
+    on_a.quit();
+    assert_eq!(a.login("alice").stat().0, 2);
+}
+
+/// LWT counts of one keyspace (and the node-wide ones, for the log) from Cassandra's JMX metrics.
+fn lwt_count(keyspace: &str) -> u64 {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/cassandra/run.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .args(["cas-count", keyspace])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cas-count failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("keyspace "))
+        .expect("keyspace line");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+#[ignore = "needs Cassandra: run scripts/test"]
+fn no_lightweight_transaction_on_delivery_and_pop3_paths() {
+    let keyspace = fresh_keyspace();
+    let a = TestServer::start_config(cluster_config(&keyspace), None);
+    let b = TestServer::start_config(cluster_config(&keyspace), None);
+    a.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
+    let users: Vec<String> = (0..4).map(|i| a.user(&format!("u{i}"))).collect();
+    // Creating a user is the one place that uses an LWT (its INBOX): the counter must see it,
+    // or a zero below would prove nothing.
+    let before = lwt_count(&keyspace);
+    assert!(
+        before >= 4,
+        "user creation should have counted LWTs, saw {before}"
+    );
+
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.deliver(
+            &refs[i % 4..i % 4 + 1],
+            &message(&format!("m{i}"), "body\r\n"),
+        );
+    }
+    a.deliver(&refs, &message("to all", "everyone\r\n"));
+    let large: Vec<u8> = message("large", &"0123456789abcdef\r\n".repeat(40_000));
+    b.deliver(&refs[..1], &large);
+    for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let mut c = node.login(&format!("u{i}"));
+        let (n, _) = c.stat();
+        c.list();
+        c.uidl();
+        for m in 1..=n {
+            c.retr(m);
+        }
+        c.multi("TOP 1 0");
+        c.cmd("DELE 1");
+        c.cmd("RSET");
+        c.cmd("DELE 2");
+        assert!(c.quit().starts_with("+OK"));
+    }
+    let mut c = b.login("u0");
+    c.stat();
+    c.quit();
+    let after = lwt_count(&keyspace);
+    assert_eq!(
+        after, before,
+        "lightweight transactions ran during deliveries and POP3 sessions"
+    );
+}
+
+#[test]
+fn unreachable_cassandra_gives_temporary_errors_and_an_unhealthy_healthcheck() {
+    let mut config = cluster_config(&fresh_keyspace());
+    config.cassandra.contact_points = vec!["127.0.0.1:1".into()];
+    config.cassandra.connect_timeout_ms = 200;
+    let s = TestServer::launch(config, None);
+    let h = s.admin("GET", "/healthcheck", None);
+    assert_eq!(h.status, 503, "{}", h.body);
+    assert!(
+        h.body.contains("\"unhealthy\"") && h.body.contains("Cassandra"),
+        "{}",
+        h.body
+    );
+
+    let mut smtp = s.smtp();
+    smtp.ehlo();
+    assert_eq!(smtp.cmd("MAIL FROM:<a@remote.test>").0, 250);
+    let (code, text) = smtp.cmd("RCPT TO:<alice@example.com>");
+    assert_eq!(code, 451, "{text}");
+    assert!(text.contains("4.3.0"));
+
+    let mut pop = s.pop3();
+    pop.cmd("USER alice@example.com");
+    assert!(pop.cmd("PASS pw").starts_with("-ERR [SYS/TEMP]"));
+    // The admin API reports the store's state instead of hanging.
+    let r = s.admin("PUT", "/domains/example.com", None);
+    assert_eq!(r.status, 500);
+    assert!(r.body.contains("Cassandra"), "{}", r.body);
+}
