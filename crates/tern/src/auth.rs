@@ -4,7 +4,12 @@ use crate::config::AuthSection;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
+use blake2::digest::consts::U32;
+use blake2::digest::Mac;
+use blake2::Blake2bMac;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tern_store::{Directory, MailboxId, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,7 @@ pub enum AuthError {
 pub struct Authenticator {
     directory: Arc<dyn Directory>,
     argon2: Argon2<'static>,
+    cache: CredentialCache,
     /// Verified against when the user does not exist, so that a login for an unknown user costs
     /// as much as one with a wrong password and does not reveal which users exist.
     dummy_hash: String,
@@ -36,9 +42,14 @@ impl Authenticator {
         .map_err(|e| AuthError::Hash(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, "tern-dummy-password")?;
+        let cache = CredentialCache::new(
+            Duration::from_secs(cfg.cache_ttl_secs),
+            cfg.cache_max_entries,
+        );
         Ok(Self {
             directory,
             argon2,
+            cache,
             dummy_hash,
         })
     }
@@ -55,15 +66,91 @@ impl Authenticator {
             Some(u) => (u.password_hash, Some(u.inbox)),
             None => (self.dummy_hash.clone(), None),
         };
+        // The directory is read on every login, so a deleted user or a changed hash is seen at
+        // once; only the expensive argon2 step is skipped for a recently verified password.
+        let proof = self.cache.proof(&name, &hash, password);
+        if let Some(inbox) = inbox {
+            if self.cache.contains(&name, &proof) {
+                return Ok(inbox);
+            }
+        }
         let password = password.to_string();
         // Hashing is deliberately expensive: keep it off the async workers.
         let ok = tokio::task::spawn_blocking(move || verify(&hash, &password))
             .await
             .map_err(|e| AuthError::Hash(e.to_string()))?;
         match (ok, inbox) {
-            (true, Some(inbox)) => Ok(inbox),
+            (true, Some(inbox)) => {
+                self.cache.insert(name, proof);
+                Ok(inbox)
+            }
             _ => Err(AuthError::BadCredentials),
         }
+    }
+}
+
+/// A short-lived memory of verified logins, as Dovecot's auth_cache: polling clients log in every
+/// few minutes and should not pay an argon2 hash each time. It never holds a password: an entry
+/// is a BLAKE2b MAC, under a random key that lives only in this process, of the user name, the
+/// PHC string the password was verified against, and the password. A changed password changes
+/// the PHC string and so misses; a deleted user fails before the cache is consulted.
+struct CredentialCache {
+    key: [u8; 32],
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+}
+
+impl CredentialCache {
+    fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            key: rand::random(),
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.ttl.is_zero() && self.max_entries > 0
+    }
+
+    fn proof(&self, user: &str, phc: &str, password: &str) -> [u8; 32] {
+        let Ok(mut mac) = <Blake2bMac<U32> as Mac>::new_from_slice(&self.key) else {
+            return [0; 32];
+        };
+        for part in [user, phc, password] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    fn contains(&self, user: &str, proof: &[u8; 32]) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let Ok(entries) = self.entries.lock() else {
+            return false;
+        };
+        matches!(entries.get(user), Some((p, expires)) if p == proof && *expires > Instant::now())
+    }
+
+    fn insert(&self, user: String, proof: [u8; 32]) {
+        if !self.enabled() {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if entries.len() >= self.max_entries {
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(user, (proof, now + self.ttl));
     }
 }
 

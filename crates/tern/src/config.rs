@@ -202,6 +202,10 @@ pub struct AuthSection {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// How long a verified login is remembered (0 disables the cache).
+    pub cache_ttl_secs: u64,
+    /// Logins remembered at most.
+    pub cache_max_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -278,6 +282,8 @@ impl Default for AuthSection {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            cache_ttl_secs: 300,
+            cache_max_entries: 100_000,
         }
     }
 }

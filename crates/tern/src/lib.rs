@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bench;
 pub mod config;
 mod io;
 pub mod logging;

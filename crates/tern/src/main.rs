@@ -34,6 +34,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Load generator for any SMTP/LMTP and POP3 server (Tern, Dovecot, ...).
+    Bench {
+        #[command(subcommand)]
+        action: BenchAction,
+    },
     /// Cassandra tools.
     Cassandra {
         #[command(subcommand)]
@@ -77,6 +82,66 @@ struct AdminArgs {
     admin_url: String,
 }
 
+#[derive(clap::Args, Clone)]
+struct BenchUsers {
+    /// Number of bench users: {prefix}{0..users}@{domain}.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    #[arg(long, default_value = "bench.test")]
+    domain: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+}
+
+#[derive(Subcommand)]
+enum BenchAction {
+    /// Create the bench domain and users on a running Tern (admin API).
+    Setup {
+        #[command(flatten)]
+        users: BenchUsers,
+        #[arg(long, env = "TERN_ADMIN_URL", default_value = "http://127.0.0.1:8000")]
+        admin_url: String,
+    },
+    /// Deliver messages over SMTP (or LMTP) and measure.
+    Deliver {
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        server: SocketAddr,
+        #[arg(long)]
+        lmtp: bool,
+        #[arg(long, default_value_t = 10_000)]
+        messages: u64,
+        /// Message size in octets.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Reuse connections (default: one connection per message).
+        #[arg(long)]
+        reuse: bool,
+        /// Pipeline MAIL, RCPT and DATA.
+        #[arg(long)]
+        pipeline: bool,
+        #[command(flatten)]
+        users: BenchUsers,
+    },
+    /// Run POP3 sessions back to back for a duration and measure.
+    Pop3 {
+        #[arg(long, default_value = "127.0.0.1:1110")]
+        server: SocketAddr,
+        #[arg(long, value_enum, default_value = "stat")]
+        mode: tern::bench::Pop3Mode,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[command(flatten)]
+        users: BenchUsers,
+    },
+}
+
 #[derive(Subcommand)]
 enum CassandraAction {
     /// Print the CQL that creates the schema (keyspace and replication from the config), for
@@ -112,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Domain { action, admin } => domain(action, &admin.admin_url),
         Command::User { action, admin } => user(action, &admin.admin_url),
+        Command::Bench { action } => bench(action),
         Command::Cassandra {
             action: CassandraAction::Schema { config },
         } => {
@@ -183,6 +249,73 @@ async fn stop_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await;
+}
+
+fn bench(action: BenchAction) -> anyhow::Result<()> {
+    use std::time::Duration;
+    use tern::bench::{run_deliver, run_pop3, DeliverArgs, Pop3Args};
+    let timeout = Duration::from_secs(60);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = match action {
+        BenchAction::Setup { users, admin_url } => {
+            tern::bench::setup_users(
+                &admin_url,
+                &users.domain,
+                &users.prefix,
+                users.users,
+                &users.password,
+            )?;
+            println!(
+                "created {} users {}N@{}",
+                users.users, users.prefix, users.domain
+            );
+            return Ok(());
+        }
+        BenchAction::Deliver {
+            server,
+            lmtp,
+            messages,
+            size,
+            concurrency,
+            reuse,
+            pipeline,
+            users,
+        } => runtime.block_on(run_deliver(DeliverArgs {
+            server,
+            lmtp,
+            messages,
+            size,
+            users: users.users,
+            prefix: users.prefix,
+            domain: users.domain,
+            concurrency,
+            reuse,
+            pipeline,
+            timeout,
+        })),
+        BenchAction::Pop3 {
+            server,
+            mode,
+            concurrency,
+            duration,
+            users,
+        } => runtime.block_on(run_pop3(Pop3Args {
+            server,
+            users: users.users,
+            prefix: users.prefix,
+            domain: users.domain,
+            password: users.password,
+            concurrency,
+            duration: Duration::from_secs_f64(duration.max(0.1)),
+            mode,
+            timeout,
+        })),
+    };
+    report.print();
+    if report.operations == 0 {
+        bail!("no operation succeeded");
+    }
+    Ok(())
 }
 
 /// Runs one admin call and turns a non-2xx answer into an error carrying the API's message.

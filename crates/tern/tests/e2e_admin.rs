@@ -81,8 +81,13 @@ fn user_routes(b: Backend) {
             .status,
         404
     );
-    // Changing the password keeps the mailbox.
+    // Changing the password keeps the mailbox, and takes effect at once even for a password
+    // just verified (and so remembered by the login cache).
     s.deliver(&["alice@example.com"], &message("kept", "x\r\n"));
+    let mut c = s.pop3();
+    c.cmd("USER alice@example.com");
+    assert!(c.cmd("PASS p1").starts_with("+OK"));
+    c.quit();
     assert_eq!(
         s.admin(
             "PUT",
