@@ -73,6 +73,8 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// Embedded store: bodies up to this size live in the database, larger ones in files.
     pub inline_max_bytes: usize,
+    /// Embedded store: memory for redb's page cache, in MiB.
+    pub cache_mib: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -271,6 +273,7 @@ impl Default for StoreSection {
         Self {
             backend: StoreBackend::Embedded,
             inline_max_bytes: 128 * 1024,
+            cache_mib: 256,
         }
     }
 }
@@ -476,6 +479,11 @@ impl Config {
             (4096..=1024 * 1024).contains(&c.chunk_size),
             "cassandra.chunk_size",
             "must be 4096 to 1048576 octets",
+        )?;
+        check(
+            self.store.cache_mib >= 1,
+            "store.cache_mib",
+            "must be at least 1",
         )?;
         if self.store.inline_max_bytes > 16 * 1024 * 1024 {
             return Err(ConfigError::Invalid {

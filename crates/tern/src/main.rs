@@ -126,6 +126,17 @@ enum BenchAction {
         #[command(flatten)]
         users: BenchUsers,
     },
+    /// Open many connections, read their greetings and hold them idle (to measure the server's
+    /// memory per idle connection from outside).
+    Idle {
+        #[arg(long, default_value = "127.0.0.1:1110")]
+        server: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Seconds to hold them.
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+    },
     /// Run POP3 sessions back to back for a duration and measure.
     Pop3 {
         #[arg(long, default_value = "127.0.0.1:1110")]
@@ -269,6 +280,19 @@ fn bench(action: BenchAction) -> anyhow::Result<()> {
                 "created {} users {}N@{}",
                 users.users, users.prefix, users.domain
             );
+            return Ok(());
+        }
+        BenchAction::Idle {
+            server,
+            connections,
+            hold,
+        } => {
+            let held = runtime.block_on(tern::bench::hold_idle(
+                server,
+                connections,
+                Duration::from_secs_f64(hold),
+            ))?;
+            println!("held {held} connections");
             return Ok(());
         }
         BenchAction::Deliver {

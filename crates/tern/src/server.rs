@@ -50,6 +50,7 @@ pub fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<d
                 &config.server.data_dir,
                 EmbeddedOptions {
                     inline_max: config.store.inline_max_bytes,
+                    cache_bytes: config.store.cache_mib * 1024 * 1024,
                 },
             )
             .with_context(|| {
@@ -77,6 +78,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        raise_file_limit(config.server.max_connections);
         let (directory, mail) = open_stores(&config)?;
         let auth = Arc::new(Authenticator::new(directory.clone(), &config.auth)?);
         let smtp = bind(config.smtp.listen, "SMTP").await?;
@@ -163,6 +165,21 @@ impl Server {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.admin_task).await;
         tracing::info!("stopped");
+    }
+}
+
+/// Every connection is a file descriptor: raise the soft limit towards the hard one so that
+/// `max_connections` can be reached (store files and listeners need some more).
+fn raise_file_limit(max_connections: usize) {
+    let wanted = max_connections as u64 + 1024;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            limit = got,
+            wanted,
+            "the open-file limit is below server.max_connections; raise the hard limit (ulimit -Hn)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

@@ -40,12 +40,15 @@ pub struct EmbeddedOptions {
     /// Bodies up to this many octets are stored inside the database, in the delivery's own
     /// transaction; larger ones get a file.
     pub inline_max: usize,
+    /// Memory redb may use to cache pages (its own default is 1 GiB).
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
             inline_max: 128 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -74,13 +77,16 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)?;
         let blobs_dir = dir.join("blobs");
         std::fs::create_dir_all(&blobs_dir)?;
-        let db = Database::create(dir.join("tern.redb")).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                "{} is in use by another process (is another tern running on this data dir?)",
-                dir.display()
-            )),
-            other => db_err(other),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(dir.join("tern.redb"))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "{} is in use by another process (is another tern running on this data dir?)",
+                    dir.display()
+                )),
+                other => db_err(other),
+            })?;
         let db = Arc::new(db);
         init_schema(&db)?;
         let refs_db = db.clone();
@@ -467,7 +473,14 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> EmbeddedStore {
-        EmbeddedStore::open(dir, EmbeddedOptions { inline_max: 1024 }).unwrap()
+        EmbeddedStore::open(
+            dir,
+            EmbeddedOptions {
+                inline_max: 1024,
+                ..Default::default()
+            },
+        )
+        .unwrap()
     }
 
     crate::store_contract_tests!({
@@ -507,7 +520,13 @@ mod tests {
         // Let the committer thread release the database.
         let mut reopened = None;
         for _ in 0..50 {
-            match EmbeddedStore::open(dir.path(), EmbeddedOptions { inline_max: 1024 }) {
+            match EmbeddedStore::open(
+                dir.path(),
+                EmbeddedOptions {
+                    inline_max: 1024,
+                    ..Default::default()
+                },
+            ) {
                 Ok(s) => {
                     reopened = Some(s);
                     break;

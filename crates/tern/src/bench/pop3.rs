@@ -13,6 +13,8 @@ pub enum Pop3Mode {
     List,
     /// Log in, STAT, UIDL, QUIT.
     Uidl,
+    /// Log in, STAT, LIST, UIDL, QUIT: what a polling client does before fetching.
+    Listing,
     /// Log in, STAT, RETR every message, QUIT.
     RetrAll,
     /// Log in, STAT, RETR and DELE every message, QUIT.
@@ -105,15 +107,19 @@ async fn session(args: &Pop3Args, user: &str, c: &mut Collected) -> anyhow::Resu
         .unwrap_or(0);
     match args.mode {
         Pop3Mode::Stat => {}
-        Pop3Mode::List | Pop3Mode::Uidl => {
-            let cmd: &[u8] = if args.mode == Pop3Mode::List {
-                b"LIST\r\n"
-            } else {
-                b"UIDL\r\n"
-            };
-            s.w.write_all(cmd).await?;
-            s.ok().await?;
-            s.multiline().await?;
+        Pop3Mode::List | Pop3Mode::Uidl | Pop3Mode::Listing => {
+            let mut cmds: Vec<&[u8]> = Vec::new();
+            if args.mode != Pop3Mode::Uidl {
+                cmds.push(b"LIST\r\n");
+            }
+            if args.mode != Pop3Mode::List {
+                cmds.push(b"UIDL\r\n");
+            }
+            for cmd in cmds {
+                s.w.write_all(cmd).await?;
+                s.ok().await?;
+                s.multiline().await?;
+            }
         }
         Pop3Mode::RetrAll | Pop3Mode::Drain => {
             for i in 1..=count {

@@ -14,6 +14,9 @@ use tern_store::{MailboxId, MessageId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+/// Octets of a RETR response gathered before a write.
+const RETR_WRITE_CHUNK: usize = 64 * 1024;
+
 /// The maildrop a session logged in to, as listed at login.
 struct Maildrop {
     mailbox: MailboxId,
@@ -187,10 +190,12 @@ where
             Err(e) => return Err(std::io::Error::other(e.to_string())),
         };
         encoder.encode(&chunk, &mut out);
-        // Written chunk by chunk: a client that reads slowly holds back the store reads
-        // instead of making the server buffer the message.
-        write_timed(stream, &out, timeout).await?;
-        out.clear();
+        // Written in pieces: a client that reads slowly holds back the store reads instead of
+        // making the server buffer the message. A small message goes out in one write.
+        if out.len() >= RETR_WRITE_CHUNK {
+            write_timed(stream, &out, timeout).await?;
+            out.clear();
+        }
     }
     encoder.finish(&mut out);
     write_timed(stream, &out, timeout).await?;
