@@ -170,9 +170,9 @@ async fn put_user(State(s): AppState, Path(user): Path<String>, body: Bytes) -> 
         )));
     }
     let auth = s.auth.clone();
-    let hash = tokio::task::spawn_blocking(move || auth.hash_password(&req.password))
+    let hash = auth
+        .hash_password_async(req.password)
         .await
-        .map_err(|e| server_error(e.to_string()))?
         .map_err(|e| server_error(e.to_string()))?;
     let name = user.to_lowercase();
     s.directory.put_user(&name, &hash).await?;
