@@ -16,6 +16,7 @@ pub struct Config {
     pub store: StoreSection,
     pub cassandra: CassandraSection,
     pub auth: AuthSection,
+    pub tls: TlsSection,
     pub log: LogSection,
 }
 
@@ -29,6 +30,8 @@ pub struct ServerSection {
     pub shutdown_grace_secs: u64,
     /// Connections accepted at once over all listeners.
     pub max_connections: usize,
+    /// Connections at once from one client address (loopback is not capped).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +55,13 @@ pub struct Pop3Section {
     pub idle_timeout_secs: u64,
     pub max_auth_failures: u32,
     pub max_errors: u32,
+    /// A second POP3 listener speaking TLS from the first byte (the port-995 role).
+    pub tls_listen: Option<SocketAddr>,
+    /// Accept USER/PASS and AUTH before TLS on non-loopback connections.
+    pub allow_plaintext_auth: bool,
+    /// Treat loopback connections as secure for the plaintext-auth rule (a local proxy that
+    /// terminates TLS, local tools); set false when a local proxy forwards plaintext.
+    pub loopback_is_secure: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +218,15 @@ pub struct AuthSection {
     pub cache_ttl_secs: u64,
     /// Logins remembered at most.
     pub cache_max_entries: usize,
+    /// Failed logins from one address within the window before it is locked out (0: never).
+    pub max_failures_per_ip: u32,
+    /// Failed logins for one user within the window before it is locked out for addresses
+    /// that have not logged in as that user recently (0: never).
+    pub max_failures_per_user: u32,
+    pub failure_window_secs: u64,
+    pub lockout_secs: u64,
+    /// Delay before answering a failed login, times the failures from that address (max 5 s).
+    pub failure_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -215,6 +234,22 @@ pub struct AuthSection {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain (leaf first). With `key_file`, enables STLS, STARTTLS and the
+    /// implicit-TLS POP3 listener. Reloaded on SIGHUP.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSection {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +267,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./tern-data"),
             shutdown_grace_secs: 30,
             max_connections: 10_000,
+            max_connections_per_ip: 100,
         }
     }
 }
@@ -256,6 +292,9 @@ impl Default for Pop3Section {
             idle_timeout_secs: 600,
             max_auth_failures: 3,
             max_errors: 20,
+            tls_listen: None,
+            allow_plaintext_auth: false,
+            loopback_is_secure: true,
         }
     }
 }
@@ -287,6 +326,11 @@ impl Default for AuthSection {
             argon2_parallelism: 1,
             cache_ttl_secs: 300,
             cache_max_entries: 100_000,
+            max_failures_per_ip: 10,
+            max_failures_per_user: 20,
+            failure_window_secs: 900,
+            lockout_secs: 300,
+            failure_delay_ms: 250,
         }
     }
 }
@@ -430,6 +474,26 @@ impl Config {
                 .is_ok(),
             "log.level",
             "is not a valid filter (try \"info\" or \"tern=debug,info\")",
+        )?;
+        check(
+            self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
+            "tls.key_file",
+            "set both tls.cert_file and tls.key_file, or neither",
+        )?;
+        check(
+            self.pop3.tls_listen.is_none() || self.tls.enabled(),
+            "pop3.tls_listen",
+            "needs a certificate (tls.cert_file and tls.key_file)",
+        )?;
+        check(
+            self.server.max_connections_per_ip > 0,
+            "server.max_connections_per_ip",
+            "must be at least 1",
+        )?;
+        check(
+            self.auth.failure_window_secs > 0,
+            "auth.failure_window_secs",
+            "must be at least 1",
         )?;
         let c = &self.cassandra;
         check(

@@ -12,3 +12,5 @@ pub mod names;
 pub mod pop3;
 pub mod server;
 pub mod smtp;
+pub mod throttle;
+pub mod tls;

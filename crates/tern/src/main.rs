@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         action: BenchAction,
     },
+    /// Certificates.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
     /// Cassandra tools.
     Cassandra {
         #[command(subcommand)]
@@ -154,6 +159,17 @@ enum BenchAction {
 }
 
 #[derive(Subcommand)]
+enum CertAction {
+    /// Write a self-signed certificate (cert.pem) and its key (key.pem) for development.
+    SelfSigned {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum CassandraAction {
     /// Print the CQL that creates the schema (keyspace and replication from the config), for
     /// operators who apply it by hand with `cassandra.create_schema = false`.
@@ -189,6 +205,18 @@ fn main() -> anyhow::Result<()> {
         Command::Domain { action, admin } => domain(action, &admin.admin_url),
         Command::User { action, admin } => user(action, &admin.admin_url),
         Command::Bench { action } => bench(action),
+        Command::Cert {
+            action: CertAction::SelfSigned { domain, out },
+        } => {
+            let (cert, key) = tern::tls::write_self_signed(&domain, &out)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            println!(
+                "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
         Command::Cassandra {
             action: CassandraAction::Schema { config },
         } => {

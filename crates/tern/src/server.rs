@@ -4,10 +4,15 @@
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreBackend};
+use crate::throttle::LoginThrottle;
+use crate::tls::CertStore;
 use anyhow::Context;
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tern_store::cassandra::CassandraStore;
 use tern_store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -22,12 +27,17 @@ pub struct Services {
     pub directory: Arc<dyn Directory>,
     pub mail: Arc<dyn MailStore>,
     pub auth: Arc<Authenticator>,
+    /// Present when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub throttle: LoginThrottle,
 }
 
 /// A running server.
 pub struct Server {
     pub smtp_addr: SocketAddr,
     pub pop3_addr: SocketAddr,
+    /// The implicit-TLS POP3 listener, when configured.
+    pub pop3_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     /// Every connection task holds a clone; when all are gone, the receiver sees `None`.
@@ -41,6 +51,7 @@ pub struct Server {
 enum Protocol {
     Smtp,
     Pop3,
+    Pop3Tls,
 }
 
 pub fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn MailStore>)> {
@@ -84,6 +95,16 @@ impl Server {
         let smtp = bind(config.smtp.listen, "SMTP").await?;
         let pop3 = bind(config.pop3.listen, "POP3").await?;
         let admin_listener = bind(config.admin.listen, "the admin API").await?;
+        let certs = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(cert), Some(key)) => Some(CertStore::load(cert, key)?),
+            _ => None,
+        };
+        let tls = certs.clone().map(crate::tls::acceptor).transpose()?;
+        let pop3_tls = match config.pop3.tls_listen {
+            Some(addr) => Some(bind(addr, "POP3 over TLS").await?),
+            None => None,
+        };
+        let pop3_tls_addr = pop3_tls.as_ref().map(|l| l.local_addr()).transpose()?;
         let (smtp_addr, pop3_addr, admin_addr) = (
             smtp.local_addr()?,
             pop3.local_addr()?,
@@ -93,24 +114,38 @@ impl Server {
             tracing::warn!(addr = %admin_addr, "the admin API has no authentication and listens beyond loopback");
         }
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-        let limiter = Arc::new(Semaphore::new(config.server.max_connections));
+        let limits = Arc::new(ConnectionLimits {
+            total: Arc::new(Semaphore::new(config.server.max_connections)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: config.server.max_connections_per_ip,
+        });
+        let throttle = LoginThrottle::new(&config.auth);
         let services = Arc::new(Services {
             config,
             directory: directory.clone(),
             mail: mail.clone(),
             auth: auth.clone(),
+            tls,
+            throttle,
         });
+        if let Some(certs) = certs {
+            tokio::spawn(reload_on_sighup(certs));
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connection_token, connections_done) = mpsc::channel(1);
 
-        for (listener, protocol) in [(smtp, Protocol::Smtp), (pop3, Protocol::Pop3)] {
+        let mut listeners = vec![(smtp, Protocol::Smtp), (pop3, Protocol::Pop3)];
+        if let Some(l) = pop3_tls {
+            listeners.push((l, Protocol::Pop3Tls));
+        }
+        for (listener, protocol) in listeners {
             tokio::spawn(accept_loop(
                 listener,
                 protocol,
                 services.clone(),
                 shutdown_rx.clone(),
                 connection_token.clone(),
-                limiter.clone(),
+                limits.clone(),
             ));
         }
         let router = admin::router(Arc::new(AdminState {
@@ -132,10 +167,14 @@ impl Server {
         });
         tracing::info!(addr = %smtp_addr, "SMTP listening");
         tracing::info!(addr = %pop3_addr, "POP3 listening");
+        if let Some(addr) = pop3_tls_addr {
+            tracing::info!(%addr, "POP3 over TLS listening");
+        }
         tracing::info!(addr = %admin_addr, "admin API listening");
         Ok(Server {
             smtp_addr,
             pop3_addr,
+            pop3_tls_addr,
             admin_addr,
             shutdown,
             connections_done,
@@ -183,13 +222,66 @@ fn raise_file_limit(max_connections: usize) {
     }
 }
 
+/// Caps on connections: in total, and per client address (loopback is not capped per address:
+/// local proxies, monitoring and benchmarks connect from there).
+struct ConnectionLimits {
+    total: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// Holds a connection's place in the limits until dropped.
+struct ConnectionSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    limits: Arc<ConnectionLimits>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        if let Ok(mut map) = self.limits.per_ip.lock() {
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionLimits {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let permit = self.total.clone().try_acquire_owned().ok()?;
+        if ip.is_loopback() {
+            return Some(ConnectionSlot {
+                _permit: permit,
+                limits: self.clone(),
+                ip: None,
+            });
+        }
+        let mut map = self.per_ip.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            _permit: permit,
+            limits: self.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     protocol: Protocol,
     services: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
     token: mpsc::Sender<()>,
-    limiter: Arc<Semaphore>,
+    limits: Arc<ConnectionLimits>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -206,7 +298,8 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = limiter.clone().try_acquire_owned() else {
+        let Some(slot) = limits.admit(peer.ip()) else {
+            tracing::info!(%peer, ?protocol, "connection refused: too many connections");
             tokio::spawn(refuse_busy(stream, protocol));
             continue;
         };
@@ -214,18 +307,43 @@ async fn accept_loop(
         tokio::spawn(async move {
             match protocol {
                 Protocol::Smtp => crate::smtp::serve_connection(stream, peer, svc, rx).await,
-                Protocol::Pop3 => crate::pop3::serve_connection(stream, peer, svc, rx).await,
+                Protocol::Pop3 => crate::pop3::serve_connection(stream, peer, svc, rx, false).await,
+                Protocol::Pop3Tls => {
+                    crate::pop3::serve_connection(stream, peer, svc, rx, true).await
+                }
             }
-            drop(permit);
+            drop(slot);
             drop(token);
         });
     }
+}
+
+async fn reload_on_sighup(certs: Arc<CertStore>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the previous one")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = certs;
 }
 
 async fn refuse_busy(mut stream: TcpStream, protocol: Protocol) {
     let msg: &[u8] = match protocol {
         Protocol::Smtp => b"421 4.3.2 Too many connections, try again later\r\n",
         Protocol::Pop3 => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+        // No TLS handshake for a refused implicit-TLS connection: just close it.
+        Protocol::Pop3Tls => return,
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(msg)).await;
 }

@@ -61,6 +61,9 @@ pub enum Pop3Request {
     /// The client quit from TRANSACTION: remove these messages (0-based indexes), then report
     /// with [`Pop3Session::update_finished`].
     Update { deleted: Vec<usize> },
+    /// STLS was accepted: write the pending output, run the TLS handshake, then call
+    /// [`Pop3Session::tls_established`] (or drop the connection if the handshake fails).
+    StartTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +102,7 @@ enum State {
     Transaction,
     Retrieving,
     Updating,
+    StartingTls,
     Closed,
 }
 
@@ -166,8 +170,18 @@ impl Pop3Session {
     pub fn is_waiting(&self) -> bool {
         matches!(
             self.state,
-            State::Authenticating | State::Retrieving | State::Updating
+            State::Authenticating | State::Retrieving | State::Updating | State::StartingTls
         )
+    }
+
+    /// The TLS handshake after STLS completed. Whatever the client sent after STLS in plaintext
+    /// is discarded unread: a command injected before the handshake must never run inside TLS
+    /// (the STARTTLS command-injection class, CVE-2011-0411).
+    pub fn tls_established(&mut self) {
+        self.input.clear();
+        self.config.stls_available = false;
+        self.config.plaintext_auth_allowed = true;
+        self.state = State::Authorization { user: None };
     }
 
     /// Changes whether plaintext authentication is allowed (after a TLS upgrade).
@@ -428,11 +442,13 @@ impl Pop3Session {
             Command::Apop => self.error("APOP is not supported; use USER/PASS or AUTH PLAIN"),
             Command::Stls => {
                 if self.config.stls_available {
-                    // The TLS upgrade is wired by the driver in a later step; refuse cleanly.
-                    self.error("STLS not available");
-                } else {
-                    self.error("STLS not available: no certificate configured");
+                    self.reply_ok("begin TLS negotiation");
+                    self.state = State::StartingTls;
+                    return Some(Pop3Request::StartTls);
                 }
+                self.error(
+                    "STLS not available (no certificate configured, or TLS is already active)",
+                );
             }
             Command::Unknown(k) => self.error(&format!("unknown command {k}")),
             Command::Stat
@@ -812,6 +828,30 @@ mod tests {
         assert_eq!(req, None);
         assert!(!out.contains("\r\nUSER\r\n") && !out.contains("SASL"));
         assert_eq!(out.matches("-ERR [AUTH]").count(), 2);
+    }
+
+    #[test]
+    fn stls_discards_pipelined_plaintext_and_unlocks_auth() {
+        let mut s = Pop3Session::new(Pop3Config {
+            plaintext_auth_allowed: false,
+            stls_available: true,
+            ..Default::default()
+        });
+        s.take_output();
+        let (out, _) = run(&mut s, "CAPA\r\n");
+        assert!(out.contains("\r\nSTLS\r\n"));
+        let (out, req) = run(&mut s, "STLS\r\nUSER injected@x\r\nPASS evil\r\n");
+        assert_eq!(req, Some(Pop3Request::StartTls));
+        assert_eq!(out, "+OK begin TLS negotiation\r\n");
+        assert_eq!(s.poll(), None, "nothing runs before the handshake");
+        s.tls_established();
+        assert_eq!(s.poll(), None, "the injected commands were discarded");
+        assert!(s.take_output().is_empty());
+        let (out, _) = run(&mut s, "CAPA\r\nSTLS\r\n");
+        assert!(!out.contains("\r\nSTLS\r\n") && out.contains("\r\nUSER\r\n"));
+        assert!(out.contains("-ERR STLS not available"));
+        let (_, req) = run(&mut s, "USER a@x\r\nPASS pw\r\n");
+        assert!(matches!(req, Some(Pop3Request::Authenticate { .. })));
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub enum SmtpRequest<R> {
     EndMessage { recipients: Vec<R> },
     /// The body was refused (the reply is already queued): discard what was written.
     AbortMessage,
+    /// STARTTLS was accepted: write the pending output, run the TLS handshake, then call
+    /// [`SmtpSession::tls_established`] (or drop the connection if it fails).
+    StartTls,
 }
 
 #[derive(Debug)]
@@ -84,6 +87,7 @@ enum State {
     Preparing,
     Data(DataDecoder),
     Storing,
+    StartingTls,
     Closed,
 }
 
@@ -102,6 +106,7 @@ pub struct SmtpSession<R> {
     helo: Option<(String, bool)>,
     envelope: Option<Envelope<R>>,
     errors: u32,
+    tls: bool,
 }
 
 impl<R: Clone> SmtpSession<R> {
@@ -113,6 +118,7 @@ impl<R: Clone> SmtpSession<R> {
             helo: None,
             envelope: None,
             errors: 0,
+            tls: false,
             config,
         };
         let greeting = format!("220 {} ESMTP Tern\r\n", s.config.hostname);
@@ -126,6 +132,23 @@ impl<R: Clone> SmtpSession<R> {
 
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)
+    }
+
+    /// Whether the session runs over TLS (after STARTTLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The TLS handshake after STARTTLS completed. As RFC 3207 section 4.2 requires, the
+    /// session forgets everything it learnt before (the client must EHLO again), and bytes sent
+    /// in plaintext after STARTTLS are discarded unread (CVE-2011-0411).
+    pub fn tls_established(&mut self) {
+        self.input.clear();
+        self.helo = None;
+        self.envelope = None;
+        self.tls = true;
+        self.config.starttls_available = false;
+        self.state = State::Connected;
     }
 
     pub fn is_closed(&self) -> bool {
@@ -229,9 +252,11 @@ impl<R: Clone> SmtpSession<R> {
     pub fn poll(&mut self) -> Option<SmtpRequest<R>> {
         loop {
             match &mut self.state {
-                State::Closed | State::CheckingRecipient(_) | State::Preparing | State::Storing => {
-                    return None
-                }
+                State::Closed
+                | State::CheckingRecipient(_)
+                | State::Preparing
+                | State::Storing
+                | State::StartingTls => return None,
                 State::Data(decoder) => {
                     if decoder.is_ended() {
                         let violation = decoder.violation();
@@ -331,12 +356,29 @@ impl<R: Clone> SmtpSession<R> {
             "HELP" => {
                 self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY")
             }
-            "STARTTLS" => self.error("454 4.7.0 TLS not available: no certificate configured"),
+            "STARTTLS" => return self.starttls(arg),
             "BDAT" => self.error("502 5.5.1 CHUNKING not supported; use DATA"),
             "AUTH" => self
                 .error("503 5.5.1 AUTH not offered: this server only accepts mail for local users"),
             "" => self.error("500 5.5.2 Empty command"),
             _ => self.error("500 5.5.2 Syntax error, command unrecognized"),
+        }
+        None
+    }
+
+    fn starttls(&mut self, arg: &str) -> Option<SmtpRequest<R>> {
+        if !arg.is_empty() {
+            self.error("501 5.5.4 STARTTLS takes no arguments");
+        } else if self.tls {
+            self.error("503 5.5.1 TLS already active");
+        } else if !self.config.starttls_available {
+            self.error("454 4.7.0 TLS not available: no certificate configured");
+        } else if matches!(self.state, State::Connected) {
+            self.error("503 5.5.1 Send EHLO first");
+        } else {
+            self.reply("220 2.0.0 Ready to start TLS");
+            self.state = State::StartingTls;
+            return Some(SmtpRequest::StartTls);
         }
         None
     }
@@ -356,7 +398,7 @@ impl<R: Clone> SmtpSession<R> {
                 "250-{host} Hello {domain}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
                 self.config.max_message_size
             );
-            if self.config.starttls_available {
+            if self.config.starttls_available && !self.tls {
                 r.push_str("250-STARTTLS\r\n");
             }
             r.push_str("250 HELP");
@@ -520,6 +562,7 @@ mod tests {
                     s.message_stored(StoreOutcome::Stored { id: "id1".into() });
                 }
                 Some(SmtpRequest::AbortMessage) => body.clear(),
+                Some(SmtpRequest::StartTls) => s.tls_established(),
             }
         }
     }
@@ -607,6 +650,28 @@ mod tests {
         assert_eq!(out.matches("500 ").count(), 20);
         assert!(out.ends_with("Too many errors, closing connection\r\n"));
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn starttls_resets_the_session_and_drops_pipelined_plaintext() {
+        let mut s: Session = SmtpSession::new(SmtpConfig {
+            starttls_available: true,
+            ..Default::default()
+        });
+        s.take_output();
+        let (out, _) = run(&mut s, "EHLO c\r\n");
+        assert!(out.contains("250-STARTTLS\r\n"));
+        let (out, req) = run(&mut s, "STARTTLS\r\nMAIL FROM:<injected@x>\r\n");
+        assert_eq!(req, Some(SmtpRequest::StartTls));
+        assert_eq!(out, "220 2.0.0 Ready to start TLS\r\n");
+        assert_eq!(s.poll(), None);
+        s.tls_established();
+        assert_eq!(s.poll(), None, "the injected MAIL was discarded");
+        assert!(s.take_output().is_empty());
+        let (out, _) = run(&mut s, "MAIL FROM:<a@y>\r\n");
+        assert!(out.starts_with("503"), "EHLO is needed again: {out}");
+        let (out, _) = run(&mut s, "EHLO c\r\nSTARTTLS\r\n");
+        assert!(!out.contains("STARTTLS\r\n250") && out.contains("503 5.5.1 TLS already active"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tern_proto::pop3::{
     RetrieveOutcome, UpdateOutcome,
 };
 use tern_store::{MailboxId, MessageId};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// Octets of a RETR response gathered before a write.
@@ -23,48 +23,106 @@ struct Maildrop {
     messages: Vec<MessageId>,
 }
 
-pub async fn serve_connection<S>(
-    mut stream: S,
+/// Per-connection state the driver keeps beside the session.
+struct Connection {
+    peer: std::net::SocketAddr,
+    user: String,
+    maildrop: Option<Maildrop>,
+}
+
+/// Why [`run`] returned.
+enum Exit {
+    Closed,
+    /// The session accepted STLS: the caller runs the handshake and runs the session again.
+    StartTls,
+}
+
+/// Serves one POP3 connection; with `implicit_tls` (the port-995 role) TLS is negotiated first.
+pub async fn serve_connection(
+    stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     svc: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+    implicit_tls: bool,
+) {
     let cfg = &svc.config.pop3;
+    // Passwords may cross in clear only inside TLS, on loopback, or when the operator says so.
+    let plaintext_ok = implicit_tls
+        || cfg.allow_plaintext_auth
+        || (cfg.loopback_is_secure && peer.ip().is_loopback());
     let mut session = Pop3Session::new(Pop3Config {
         hostname: svc.config.server.hostname.clone(),
         implementation: format!("Tern {}", env!("CARGO_PKG_VERSION")),
         max_line: 2048,
         max_auth_failures: cfg.max_auth_failures,
         max_errors: cfg.max_errors,
-        plaintext_auth_allowed: true,
-        stls_available: false,
+        plaintext_auth_allowed: plaintext_ok,
+        stls_available: svc.tls.is_some() && !implicit_tls,
     });
+    let mut conn = Connection {
+        peer,
+        user: String::new(),
+        maildrop: None,
+    };
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
-    let mut maildrop: Option<Maildrop> = None;
-    let mut user = String::new();
+    if implicit_tls {
+        if let Some(mut tls) = crate::tls::handshake(&svc, stream, idle).await {
+            run(&mut tls, &mut session, &mut conn, &svc, &mut shutdown).await;
+            let _ = tls.shutdown().await;
+        }
+        return;
+    }
+    let mut stream = stream;
+    match run(&mut stream, &mut session, &mut conn, &svc, &mut shutdown).await {
+        Exit::Closed => {
+            let _ = stream.shutdown().await;
+        }
+        Exit::StartTls => {
+            let Some(mut tls) = crate::tls::handshake(&svc, stream, idle).await else {
+                return;
+            };
+            session.tls_established();
+            if let Exit::Closed = run(&mut tls, &mut session, &mut conn, &svc, &mut shutdown).await
+            {
+                let _ = tls.shutdown().await;
+            }
+        }
+    }
+}
+
+async fn run<S>(
+    stream: &mut S,
+    session: &mut Pop3Session,
+    conn: &mut Connection,
+    svc: &Services,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Exit
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let idle = Duration::from_secs(svc.config.pop3.idle_timeout_secs);
+    let peer = conn.peer;
     let mut buf = vec![0u8; 4096];
     loop {
         while let Some(request) = session.poll() {
-            if write_timed(&mut stream, &session.take_output(), idle)
+            if write_timed(stream, &session.take_output(), idle)
                 .await
                 .is_err()
             {
-                return;
+                return Exit::Closed;
             }
             match request {
                 Pop3Request::Authenticate { username, password } => {
-                    user = username.to_lowercase();
-                    match login(&svc, &username, &password).await {
+                    conn.user = username.to_lowercase();
+                    match login(svc, peer, &username, &password).await {
                         Ok(m) => {
                             let entries = m.1;
-                            tracing::info!(%peer, user = %user, messages = entries.len(), "pop3 login");
-                            maildrop = Some(m.0);
+                            tracing::info!(%peer, user = %conn.user, messages = entries.len(), "pop3 login");
+                            conn.maildrop = Some(m.0);
                             session.login_succeeded(entries);
                         }
                         Err(f) => {
-                            tracing::info!(%peer, user = %user, reason = ?f, "pop3 login failed");
+                            tracing::info!(%peer, user = %conn.user, reason = ?f, "pop3 login failed");
                             session.login_failed(f);
                         }
                     }
@@ -74,68 +132,84 @@ pub async fn serve_connection<S>(
                     size,
                     top_lines,
                 } => {
-                    let Some(m) = &maildrop else { return };
-                    let outcome =
-                        retrieve(&mut stream, &svc, m, index, size, top_lines, idle).await;
-                    match outcome {
+                    let Some(m) = &conn.maildrop else {
+                        return Exit::Closed;
+                    };
+                    match retrieve(stream, svc, m, index, size, top_lines, idle).await {
                         Ok(o) => session.retrieve_finished(o),
                         Err(e) => {
                             // Part of the response is out already: the only honest move left is
                             // to drop the connection, so the client sees no terminator.
-                            tracing::warn!(%peer, user = %user, error = %e, "pop3 retrieval aborted");
-                            return;
+                            tracing::warn!(%peer, user = %conn.user, error = %e, "pop3 retrieval aborted");
+                            return Exit::Closed;
                         }
                     }
                 }
                 Pop3Request::Update { deleted } => {
-                    let Some(m) = &maildrop else { return };
+                    let Some(m) = &conn.maildrop else {
+                        return Exit::Closed;
+                    };
                     let ids: Vec<MessageId> = deleted
                         .iter()
                         .filter_map(|&i| m.messages.get(i).copied())
                         .collect();
                     match svc.mail.delete_messages(m.mailbox, &ids).await {
                         Ok(()) => {
-                            tracing::info!(%peer, user = %user, deleted = ids.len(), "pop3 deletions applied");
+                            tracing::info!(%peer, user = %conn.user, deleted = ids.len(), "pop3 deletions applied");
                             session.update_finished(UpdateOutcome::Applied)
                         }
                         Err(e) => {
-                            tracing::error!(%peer, user = %user, error = %e, "pop3 deletions failed");
+                            tracing::error!(%peer, user = %conn.user, error = %e, "pop3 deletions failed");
                             session.update_finished(UpdateOutcome::Failed)
                         }
                     }
                 }
+                Pop3Request::StartTls => return Exit::StartTls,
             }
         }
-        if write_timed(&mut stream, &session.take_output(), idle)
+        if write_timed(stream, &session.take_output(), idle)
             .await
             .is_err()
         {
-            return;
+            return Exit::Closed;
         }
         if session.is_closed() {
-            break;
+            return Exit::Closed;
         }
         tokio::select! {
-            r = read_timed(&mut stream, &mut buf, idle) => match r {
+            r = read_timed(stream, &mut buf, idle) => match r {
                 ReadOutcome::Data(n) => session.feed(&buf[..n]),
                 ReadOutcome::TimedOut => session.idle_timeout(),
                 // A dropped connection applies no deletion (RFC 1939 section 6).
-                ReadOutcome::Closed => return,
+                ReadOutcome::Closed => return Exit::Closed,
             },
             _ = shutdown.changed() => session.shutdown(),
         }
     }
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
 }
 
 async fn login(
     svc: &Services,
+    peer: std::net::SocketAddr,
     username: &str,
     password: &str,
 ) -> Result<(Maildrop, Vec<MaildropEntry>), LoginFailure> {
+    let name = username.trim().to_lowercase();
+    if let Some(why) = svc.throttle.refusal(peer.ip(), &name) {
+        return Err(LoginFailure::Delayed(why));
+    }
     let mailbox = match svc.auth.login(username, password).await {
-        Ok(mb) => mb,
-        Err(crate::auth::AuthError::BadCredentials) => return Err(LoginFailure::BadCredentials),
+        Ok(mb) => {
+            svc.throttle.succeeded(peer.ip(), &name);
+            mb
+        }
+        Err(crate::auth::AuthError::BadCredentials) => {
+            // A growing pause before the answer slows guessing on one connection; the counts
+            // feed the per-address and per-user lockouts.
+            let delay = svc.throttle.failed(peer.ip(), &name);
+            tokio::time::sleep(delay).await;
+            return Err(LoginFailure::BadCredentials);
+        }
         Err(e) => {
             tracing::error!(error = %e, "pop3 login could not be checked");
             return Err(LoginFailure::Temporary);

@@ -10,7 +10,7 @@ use tern_proto::smtp::{
     trace_headers, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome, Trace,
 };
 use tern_store::{BodyWriter, MailboxId};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// The body being received, if any.
@@ -20,14 +20,26 @@ struct Incoming {
     failed: bool,
 }
 
-pub async fn serve_connection<S>(
-    mut stream: S,
+/// Why [`run`] returned.
+enum Exit {
+    Closed,
+    /// The session accepted STARTTLS: the caller runs the handshake and runs it again.
+    StartTls,
+}
+
+/// Per-connection state the driver keeps beside the session.
+struct Connection {
+    peer: std::net::SocketAddr,
+    incoming: Incoming,
+    stopping: bool,
+}
+
+pub async fn serve_connection(
+    stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     svc: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+) {
     let cfg = &svc.config.smtp;
     let mut session: SmtpSession<MailboxId> = SmtpSession::new(SmtpConfig {
         hostname: svc.config.server.hostname.clone(),
@@ -35,21 +47,54 @@ pub async fn serve_connection<S>(
         max_message_size: cfg.max_message_size,
         max_recipients: cfg.max_recipients,
         max_errors: cfg.max_errors,
-        starttls_available: false,
+        starttls_available: svc.tls.is_some(),
     });
+    let mut conn = Connection {
+        peer,
+        incoming: Incoming {
+            writer: None,
+            failed: false,
+        },
+        stopping: *shutdown.borrow(),
+    };
+    let mut stream = stream;
+    let exit = run(&mut stream, &mut session, &mut conn, &svc, &mut shutdown).await;
+    if let Exit::StartTls = exit {
+        let timeout = Duration::from_secs(cfg.command_timeout_secs);
+        if let Some(mut tls) = crate::tls::handshake(&svc, stream, timeout).await {
+            session.tls_established();
+            run(&mut tls, &mut session, &mut conn, &svc, &mut shutdown).await;
+            let _ = tls.shutdown().await;
+        }
+    } else {
+        let _ = stream.shutdown().await;
+    }
+    if let Some(w) = conn.incoming.writer.take() {
+        w.abort().await;
+    }
+}
+
+async fn run<S>(
+    stream: &mut S,
+    session: &mut SmtpSession<MailboxId>,
+    conn: &mut Connection,
+    svc: &Services,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Exit
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let cfg = &svc.config.smtp;
     let command_timeout = Duration::from_secs(cfg.command_timeout_secs);
     let data_timeout = Duration::from_secs(cfg.data_timeout_secs);
-    let mut incoming = Incoming {
-        writer: None,
-        failed: false,
-    };
-    let mut stopping = *shutdown.borrow();
+    let peer = conn.peer;
+    let incoming = &mut conn.incoming;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         while let Some(request) = session.poll() {
             match request {
                 SmtpRequest::CheckRecipient(mailbox) => {
-                    let verdict = check_recipient(&svc, &mailbox).await;
+                    let verdict = check_recipient(svc, &mailbox).await;
                     session.rcpt_verdict(verdict);
                 }
                 SmtpRequest::BeginMessage {
@@ -58,13 +103,18 @@ pub async fn serve_connection<S>(
                     esmtp,
                     recipients,
                 } => {
+                    let protocol = match (esmtp, session.is_tls()) {
+                        (true, true) => "ESMTPS",
+                        (true, false) => "ESMTP",
+                        (false, _) => "SMTP",
+                    };
                     let ok = begin_message(
-                        &svc,
-                        &mut incoming,
+                        svc,
+                        incoming,
                         peer,
                         &reverse_path,
                         &helo,
-                        esmtp,
+                        protocol,
                         &recipients,
                     )
                     .await;
@@ -82,7 +132,7 @@ pub async fn serve_connection<S>(
                     }
                 }
                 SmtpRequest::EndMessage { recipients } => {
-                    let outcome = store_message(&svc, &mut incoming, recipients, peer).await;
+                    let outcome = store_message(svc, incoming, recipients, peer).await;
                     session.message_stored(outcome);
                 }
                 SmtpRequest::AbortMessage => {
@@ -91,9 +141,18 @@ pub async fn serve_connection<S>(
                     }
                     incoming.failed = false;
                 }
+                SmtpRequest::StartTls => {
+                    if write_timed(stream, &session.take_output(), command_timeout)
+                        .await
+                        .is_err()
+                    {
+                        return Exit::Closed;
+                    }
+                    return Exit::StartTls;
+                }
             }
         }
-        if stopping && !session.in_message() && !session.is_closed() {
+        if conn.stopping && !session.in_message() && !session.is_closed() {
             session.shutdown();
         }
         let timeout = if session.in_data() {
@@ -101,33 +160,29 @@ pub async fn serve_connection<S>(
         } else {
             command_timeout
         };
-        if write_timed(&mut stream, &session.take_output(), timeout)
+        if write_timed(stream, &session.take_output(), timeout)
             .await
             .is_err()
         {
-            break;
+            return Exit::Closed;
         }
         if session.is_closed() {
-            break;
+            return Exit::Closed;
         }
-        let r = if stopping {
-            read_timed(&mut stream, &mut buf, timeout).await
+        let r = if conn.stopping {
+            read_timed(stream, &mut buf, timeout).await
         } else {
             tokio::select! {
-                r = read_timed(&mut stream, &mut buf, timeout) => r,
-                _ = shutdown.changed() => { stopping = true; continue; }
+                r = read_timed(stream, &mut buf, timeout) => r,
+                _ = shutdown.changed() => { conn.stopping = true; continue; }
             }
         };
         match r {
             ReadOutcome::Data(n) => session.feed(&buf[..n]),
             ReadOutcome::TimedOut => session.timeout(),
-            ReadOutcome::Closed => break,
+            ReadOutcome::Closed => return Exit::Closed,
         }
     }
-    if let Some(w) = incoming.writer.take() {
-        w.abort().await;
-    }
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
 }
 
 async fn check_recipient(svc: &Services, mailbox: &Mailbox) -> RcptVerdict<MailboxId> {
@@ -160,7 +215,7 @@ async fn begin_message(
     peer: std::net::SocketAddr,
     reverse_path: &str,
     helo: &str,
-    esmtp: bool,
+    protocol: &str,
     recipients: &[Mailbox],
 ) -> bool {
     incoming.failed = false;
@@ -178,7 +233,7 @@ async fn begin_message(
         helo,
         peer_ip: &peer.ip().to_string(),
         hostname: &svc.config.server.hostname,
-        protocol: if esmtp { "ESMTP" } else { "SMTP" },
+        protocol,
         id: &id,
         single_recipient: single.as_deref(),
         date: &rfc5322_now(),

@@ -1,0 +1,135 @@
+//! TLS for every listener (rustls, TLS 1.2 and 1.3 only): loading the certificate chain and key
+//! from PEM files, reloading them without a restart, and making development certificates.
+
+use anyhow::{anyhow, Context};
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio_rustls::TlsAcceptor;
+
+/// Serves whatever certificate was loaded last; [`CertStore::reload`] swaps it in place, so
+/// connections accepted afterwards use the new one and established ones are unaffected.
+#[derive(Debug)]
+pub struct CertStore {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<Self>> {
+        let key = load_certified_key(cert_file, key_file)?;
+        Ok(Arc::new(Self {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            current: RwLock::new(Arc::new(key)),
+        }))
+    }
+
+    /// Re-reads the files; on any error the current certificate stays in use.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let key = load_certified_key(&self.cert_file, &self.key_file)?;
+        let mut current = self
+            .current
+            .write()
+            .map_err(|_| anyhow!("certificate lock poisoned"))?;
+        *current = Arc::new(key);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|k| k.clone())
+    }
+}
+
+fn load_certified_key(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .with_context(|| format!("reading certificates from {}", cert_file.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing certificates in {}", cert_file.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate found in {}",
+        cert_file.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("reading the private key from {}", key_file.display()))?;
+    let signing_key = provider::sign::any_supported_type(&key)
+        .map_err(|e| anyhow!("unsupported private key in {}: {e}", key_file.display()))?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    certified.keys_match().map_err(|e| {
+        anyhow!(
+            "{} does not match {}: {e}",
+            key_file.display(),
+            cert_file.display()
+        )
+    })?;
+    Ok(certified)
+}
+
+/// A TLS acceptor (TLS 1.2+) serving the store's current certificate.
+pub fn acceptor(certs: Arc<CertStore>) -> anyhow::Result<TlsAcceptor> {
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(certs);
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Writes a self-signed certificate for `domain` (and localhost) to `out/cert.pem` and
+/// `out/key.pem`, for development and tests.
+pub fn write_self_signed(domain: &str, out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let mut names = vec![domain.to_string()];
+    if domain != "localhost" {
+        names.push("localhost".into());
+    }
+    let cert = rcgen::generate_simple_self_signed(names).context("generating the certificate")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (cert_path, key_path) = (out.join("cert.pem"), out.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem())?;
+    write_private(&key_path, cert.key_pair.serialize_pem().as_bytes())?;
+    Ok((cert_path, key_path))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+/// Runs the server side of a TLS handshake, bounded in time; `None` if it fails (logged).
+pub async fn handshake(
+    svc: &crate::server::Services,
+    stream: tokio::net::TcpStream,
+    timeout: std::time::Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let acceptor = svc.tls.as_ref()?;
+    let peer = stream.peer_addr().ok();
+    let limit = timeout.min(std::time::Duration::from_secs(30));
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::info!(?peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(?peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
