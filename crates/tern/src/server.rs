@@ -347,3 +347,35 @@ async fn refuse_busy(mut stream: TcpStream, protocol: Protocol) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(msg)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_cap_counts_and_releases_but_spares_loopback() {
+        let limits = Arc::new(ConnectionLimits {
+            total: Arc::new(Semaphore::new(100)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: 2,
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(a).unwrap();
+        assert!(
+            limits.admit(a).is_none(),
+            "third connection from one address is refused"
+        );
+        assert!(limits.admit(b).is_some(), "other addresses are unaffected");
+        drop(first);
+        assert!(
+            limits.admit(a).is_some(),
+            "a closed connection frees its place"
+        );
+        let local: Vec<_> = (0..10)
+            .map(|_| limits.admit("127.0.0.1".parse().unwrap()).unwrap())
+            .collect();
+        assert_eq!(local.len(), 10);
+    }
+}

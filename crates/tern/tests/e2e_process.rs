@@ -19,6 +19,7 @@ struct Proc {
     child: Child,
     smtp: SocketAddr,
     pop3: SocketAddr,
+    pop3_tls: Option<SocketAddr>,
     admin_url: String,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -68,7 +69,7 @@ fn spawn(config: &Path) -> Proc {
             sink.lock().unwrap().push(line);
         }
     });
-    let (mut smtp, mut pop3, mut admin) = (None, None, None);
+    let (mut smtp, mut pop3, mut admin, mut pop3_tls) = (None, None, None, None);
     let deadline = Instant::now() + Duration::from_secs(30);
     while smtp.is_none() || pop3.is_none() || admin.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -80,6 +81,7 @@ fn spawn(config: &Path) -> Proc {
             "SMTP listening" => smtp = Some(addr),
             "POP3 listening" => pop3 = Some(addr),
             "admin API listening" => admin = Some(addr),
+            "POP3 over TLS listening" => pop3_tls = Some(addr),
             _ => {}
         }
     }
@@ -89,6 +91,7 @@ fn spawn(config: &Path) -> Proc {
         child,
         smtp: smtp.unwrap(),
         pop3: pop3.unwrap(),
+        pop3_tls,
         admin_url,
         log,
     }
@@ -326,6 +329,119 @@ fn cli_manages_domains_and_users() {
     let mut c = Pop3Client::connect(p.pop3);
     c.cmd("USER carol@example.com");
     assert!(c.cmd("PASS pw carol").starts_with("-ERR"));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn slow_reader_of_a_20_mib_retr_keeps_server_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(&write_config(dir.path(), Backend::Embedded));
+    setup_user(&p, "gina@example.com", "pw");
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    while body.len() < 20 * 1024 * 1024 {
+        body.extend_from_slice(
+            b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n",
+        );
+    }
+    let mut c = SmtpClient::connect(p.smtp);
+    c.ehlo();
+    assert_eq!(
+        c.send_mail("s@remote.test", &["gina@example.com"], &body).0,
+        250
+    );
+    c.quit();
+    let mut pop = pop3_login(p.pop3, "gina@example.com", "pw");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(p.child.id());
+    // Ask for the message and read nothing for a while.
+    pop.send_raw(b"RETR 1\r\n");
+    std::thread::sleep(Duration::from_secs(2));
+    let during = rss_kib(p.child.id());
+    assert!(
+        during < before + 8 * 1024,
+        "server memory grew from {before} KiB to {during} KiB while the client did not read"
+    );
+    // The message still arrives whole once the client reads.
+    assert!(pop.line().starts_with("+OK"));
+    let got = pop.read_multiline();
+    assert!(got.ends_with(&body));
+}
+
+#[test]
+fn certificate_is_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    tern::tls::write_self_signed("localhost", &first).unwrap();
+    tern::tls::write_self_signed("localhost", &second).unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(first.join(f), live.join(f)).unwrap();
+    }
+    let config = write_config(dir.path(), Backend::Embedded);
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml = toml.replace("[pop3]\n", "[pop3]\ntls_listen = \"127.0.0.1:0\"\n");
+    toml.push_str(&format!(
+        "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        live.join("cert.pem").display(),
+        live.join("key.pem").display()
+    ));
+    std::fs::write(&config, toml).unwrap();
+    let p = spawn(&config);
+    let trusted = [first.join("cert.pem"), second.join("cert.pem")];
+    let trusted: Vec<&Path> = trusted.iter().map(PathBuf::as_path).collect();
+    let presented = |addr: SocketAddr| -> Vec<u8> {
+        let mut tls = tls_wrap(std::net::TcpStream::connect(addr).unwrap(), &trusted);
+        let mut greeting = [0u8; 3];
+        std::io::Read::read_exact(&mut tls, &mut greeting).unwrap();
+        assert_eq!(&greeting, b"+OK");
+        tls.conn.peer_certificates().unwrap()[0].to_vec()
+    };
+    let der = |dir: &Path| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(dir.join("cert.pem"))
+            .unwrap()
+            .to_vec()
+    };
+    let addr = p.pop3_tls.unwrap();
+    assert_eq!(presented(addr), der(&first));
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(second.join(f), live.join(f)).unwrap();
+    }
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while presented(addr) != der(&second) {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A broken file is refused and the current certificate stays.
+    std::fs::write(live.join("cert.pem"), "garbage").unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(presented(addr), der(&second));
+    assert!(p
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("reload failed")));
 }
 
 fn have(tool: &str) -> bool {

@@ -52,6 +52,7 @@ pub struct TestServer {
     server: Option<Server>,
     pub smtp_addr: SocketAddr,
     pub pop3_addr: SocketAddr,
+    pub pop3_tls_addr: Option<SocketAddr>,
     pub admin_url: String,
     pub config: Config,
     _dir: Option<tempfile::TempDir>,
@@ -108,6 +109,7 @@ impl TestServer {
         Self {
             smtp_addr: server.smtp_addr,
             pop3_addr: server.pop3_addr,
+            pop3_tls_addr: server.pop3_tls_addr,
             admin_url,
             server: Some(server),
             runtime: Some(runtime),
@@ -403,4 +405,26 @@ impl Pop3Client {
 pub fn b64(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client session over `tcp` for "localhost", trusting the given PEM certificates.
+pub fn tls_wrap(tcp: TcpStream, trusted: &[&std::path::Path]) -> Tls {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in trusted {
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(pem).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
 }

@@ -1,0 +1,321 @@
+//! TLS on every listener, the plaintext-auth policy, STARTTLS command injection, and abuse
+//! limits, over real sockets with a rustls client and with `openssl s_client`.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A server with a fresh self-signed certificate, STARTTLS/STLS and an implicit-TLS POP3 port.
+fn tls_server(adjust: impl FnOnce(&mut tern::config::Config)) -> (TestServer, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tern::tls::write_self_signed("localhost", certs.path()).unwrap();
+    let s = TestServer::start_with(Backend::Embedded, |c| {
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+        c.pop3.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+        adjust(c);
+    });
+    (s, certs)
+}
+
+fn wrap(tcp: TcpStream, certs: &Path) -> Tls {
+    tls_wrap(tcp, &[&certs.join("cert.pem")])
+}
+
+/// Line-oriented client over any stream (TLS or not).
+struct Lines<S: Read + Write>(BufReader<S>);
+
+impl<S: Read + Write> Lines<S> {
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.0.read_line(&mut l).unwrap();
+        l.trim_end_matches("\r\n").to_string()
+    }
+    fn send(&mut self, data: &str) {
+        let s = self.0.get_mut();
+        s.write_all(data.as_bytes()).unwrap();
+        s.flush().unwrap();
+    }
+    fn cmd(&mut self, c: &str) -> String {
+        self.send(&format!("{c}\r\n"));
+        self.line()
+    }
+    /// Reads a POP3 multi-line body, or an SMTP multi-line reply, to its end.
+    fn until(&mut self, last: impl Fn(&str) -> bool) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line();
+            all.push_str(&l);
+            all.push('\n');
+            if last(&l) {
+                return all;
+            }
+        }
+    }
+}
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+#[test]
+fn implicit_tls_pop3_serves_a_full_session() {
+    let (s, certs) = tls_server(|_| {});
+    let alice = s.user("alice");
+    s.deliver(&[&alice], &message("over tls", "secret body\r\n"));
+    let mut c = Lines(BufReader::new(wrap(
+        tcp(s.pop3_tls_addr.unwrap()),
+        certs.path(),
+    )));
+    assert!(c.line().starts_with("+OK"));
+    let capa = {
+        c.send("CAPA\r\n");
+        c.until(|l| l == ".")
+    };
+    assert!(
+        capa.contains("\nUSER\n") && !capa.contains("STLS"),
+        "{capa}"
+    );
+    assert!(c.cmd("USER alice@example.com").starts_with("+OK"));
+    assert!(c.cmd("PASS pw-alice").starts_with("+OK maildrop has 1"));
+    assert!(c.cmd("RETR 1").starts_with("+OK"));
+    assert!(c.until(|l| l == ".").contains("secret body"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let version = c.0.get_ref().conn.protocol_version().unwrap();
+    assert!(matches!(
+        version,
+        rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2
+    ));
+}
+
+#[test]
+fn stls_upgrades_and_pipelined_plaintext_is_discarded() {
+    let (s, certs) = tls_server(|c| c.pop3.loopback_is_secure = false);
+    s.user("alice");
+    let mut plain = Lines(BufReader::new(tcp(s.pop3_addr)));
+    assert!(plain.line().starts_with("+OK"));
+    plain.send("CAPA\r\n");
+    let capa = plain.until(|l| l == ".");
+    assert!(capa.contains("\nSTLS\n"), "{capa}");
+    assert!(
+        !capa.contains("\nUSER\n") && !capa.contains("SASL"),
+        "no plaintext auth before TLS: {capa}"
+    );
+    assert!(plain
+        .cmd("USER alice@example.com")
+        .starts_with("-ERR [AUTH]"));
+    assert!(plain.cmd("AUTH PLAIN").starts_with("-ERR [AUTH]"));
+    // STLS with a login pipelined behind it in the same packet: the login must never run.
+    plain.send("STLS\r\nUSER alice@example.com\r\nPASS pw-alice\r\n");
+    assert_eq!(plain.line(), "+OK begin TLS negotiation");
+    let tcp_stream = plain.0.into_inner();
+    let mut c = Lines(BufReader::new(wrap(tcp_stream, certs.path())));
+    c.send("CAPA\r\n");
+    let capa = c.until(|l| l == ".");
+    assert!(
+        capa.starts_with("+OK capability"),
+        "the first answer inside TLS is CAPA's: {capa}"
+    );
+    assert!(
+        capa.contains("\nUSER\n") && !capa.contains("STLS"),
+        "{capa}"
+    );
+    assert!(
+        c.cmd("STLS").starts_with("-ERR"),
+        "a second STLS is refused"
+    );
+    assert!(
+        c.cmd("STAT").starts_with("-ERR"),
+        "not logged in: the injected PASS did not run"
+    );
+    assert!(c.cmd("USER alice@example.com").starts_with("+OK"));
+    assert!(c.cmd("PASS pw-alice").starts_with("+OK"));
+}
+
+#[test]
+fn smtp_starttls_resets_the_session_and_marks_received() {
+    let (s, certs) = tls_server(|_| {});
+    let alice = s.user("alice");
+    let mut plain = Lines(BufReader::new(tcp(s.smtp_addr)));
+    assert!(plain.line().starts_with("220"));
+    plain.send("EHLO client.test\r\n");
+    assert!(plain.until(|l| &l[3..4] == " ").contains("250-STARTTLS"));
+    plain.send("STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n");
+    assert!(plain.line().starts_with("220 2.0.0"));
+    let mut c = Lines(BufReader::new(wrap(plain.0.into_inner(), certs.path())));
+    assert!(
+        c.cmd("MAIL FROM:<a@remote.test>").starts_with("503"),
+        "EHLO is needed again"
+    );
+    c.send("EHLO client.test\r\n");
+    let ehlo = c.until(|l| &l[3..4] == " ");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        c.cmd("MAIL FROM:<a@remote.test>").starts_with("250"),
+        "the injected MAIL did not run"
+    );
+    assert!(c.cmd(&format!("RCPT TO:<{alice}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c.cmd("Subject: tls\r\n\r\nbody\r\n.").starts_with("250"));
+    let mut p = s.login("alice");
+    let m = String::from_utf8(p.retr(1)).unwrap();
+    assert!(m.contains("with ESMTPS"), "{m}");
+}
+
+#[test]
+fn no_tls_offered_without_a_certificate() {
+    let s = TestServer::start(Backend::Embedded);
+    let mut p = Lines(BufReader::new(tcp(s.pop3_addr)));
+    p.line();
+    p.send("CAPA\r\n");
+    assert!(!p.until(|l| l == ".").contains("STLS"));
+    assert!(p.cmd("STLS").starts_with("-ERR"));
+    let mut m = Lines(BufReader::new(tcp(s.smtp_addr)));
+    m.line();
+    m.send("EHLO c\r\n");
+    assert!(!m.until(|l| &l[3..4] == " ").contains("STARTTLS"));
+    assert!(m.cmd("STARTTLS").starts_with("454"));
+}
+
+fn s_client(args: &[&str], input: &str) -> String {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is needed for this test (apt-get install openssl)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    // s_client sends stdin as soon as the handshake is done; give the server time to answer.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        let _ = stdin.write_all(input.as_bytes());
+        std::thread::sleep(Duration::from_millis(700));
+    });
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn openssl_s_client_implicit_tls_and_starttls() {
+    let (s, certs) = tls_server(|_| {});
+    s.user("alice");
+    let ca = certs.path().join("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let pop3s = s.pop3_tls_addr.unwrap().to_string();
+    let out = s_client(
+        &[
+            "-connect",
+            &pop3s,
+            "-CAfile",
+            ca,
+            "-verify_return_error",
+            "-crlf",
+        ],
+        "USER alice@example.com\nPASS pw-alice\nQUIT\n",
+    );
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(out.contains("+OK maildrop has 0 messages"), "{out}");
+    let pop3 = s.pop3_addr.to_string();
+    let out = s_client(
+        &[
+            "-starttls",
+            "pop3",
+            "-connect",
+            &pop3,
+            "-CAfile",
+            ca,
+            "-verify_return_error",
+            "-crlf",
+        ],
+        "CAPA\nQUIT\n",
+    );
+    assert!(
+        out.contains("Verify return code: 0 (ok)") && out.contains("IMPLEMENTATION Tern"),
+        "{out}"
+    );
+    let smtp = s.smtp_addr.to_string();
+    let out = s_client(
+        &[
+            "-starttls",
+            "smtp",
+            "-connect",
+            &smtp,
+            "-CAfile",
+            ca,
+            "-verify_return_error",
+            "-crlf",
+        ],
+        "EHLO c\nQUIT\n",
+    );
+    assert!(
+        out.contains("Verify return code: 0 (ok)")
+            && out.contains("250 HELP")
+            && out.contains("221 2.0.0"),
+        "{out}"
+    );
+    let protocol = out
+        .lines()
+        .find(|l| l.contains("Protocol"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        protocol.contains("TLSv1.3") || protocol.contains("TLSv1.2"),
+        "{protocol}"
+    );
+}
+
+#[test]
+fn failed_logins_are_throttled_then_recover() {
+    let s = TestServer::start_with(Backend::Embedded, |c| {
+        c.auth.max_failures_per_ip = 3;
+        c.auth.lockout_secs = 2;
+        c.auth.failure_delay_ms = 10;
+        c.pop3.max_auth_failures = 10;
+    });
+    s.user("alice");
+    let mut c = s.pop3();
+    for _ in 0..3 {
+        c.cmd("USER alice@example.com");
+        assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    }
+    // Locked out: even the right password is refused, with a code saying to wait.
+    c.cmd("USER alice@example.com");
+    let refused = c.cmd("PASS pw-alice");
+    assert!(refused.starts_with("-ERR [LOGIN-DELAY]"), "{refused}");
+    std::thread::sleep(Duration::from_millis(2200));
+    c.cmd("USER alice@example.com");
+    assert!(
+        c.cmd("PASS pw-alice").starts_with("+OK"),
+        "the lockout is temporary"
+    );
+}
+
+#[test]
+fn connection_cap_answers_busy_and_frees_up() {
+    let s = TestServer::start_with(Backend::Embedded, |c| c.server.max_connections = 3);
+    let held: Vec<Pop3Client> = (0..3).map(|_| s.pop3()).collect();
+    let mut extra = Lines(BufReader::new(tcp(s.pop3_addr)));
+    assert!(extra
+        .line()
+        .starts_with("-ERR [SYS/TEMP] too many connections"));
+    let mut smtp = Lines(BufReader::new(tcp(s.smtp_addr)));
+    assert!(smtp.line().starts_with("421 4.3.2"));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = s.pop3();
+    assert!(c.cmd("NOOP").starts_with("+OK"));
+}
