@@ -9,5 +9,5 @@ export RUSTC_BOOTSTRAP=1
 for target in pop3_session smtp_session dot_codec command_parsers; do
   mkdir -p "corpus/$target"
   echo "== $target for ${seconds}s"
-  cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=5 2>&1 | tail -n 4
+  cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=5 2>&1 | tail -n 4
 done
