@@ -3,19 +3,22 @@
 //! [`store_contract_tests!`](crate::store_contract_tests) and a factory expression (it may
 //! `.await`) that yields `(Backend, guard)`, the guard living as long as the test.
 
-use crate::{Directory, MailStore, MailboxId, MessageId, ViewEntry};
+use crate::{Directory, MailStore, MailboxId, MessageId, TaskRecord, TaskStore, ViewEntry};
 use std::sync::Arc;
 
+#[derive(Clone)]
 pub struct Backend {
     pub directory: Arc<dyn Directory>,
     pub mail: Arc<dyn MailStore>,
+    pub tasks: Arc<dyn TaskStore>,
 }
 
 impl Backend {
-    pub fn new(directory: impl Directory + 'static, mail: impl MailStore + 'static) -> Self {
+    pub fn new<S: Directory + MailStore + TaskStore + Clone + 'static>(store: S) -> Self {
         Self {
-            directory: Arc::new(directory),
-            mail: Arc::new(mail),
+            directory: Arc::new(store.clone()),
+            mail: Arc::new(store.clone()),
+            tasks: Arc::new(store),
         }
     }
 }
@@ -42,6 +45,11 @@ macro_rules! store_contract_tests {
             aborted_body_leaves_nothing,
             concurrent_deliveries_all_land,
             view_keeps_imported_uidl_room,
+            metadata_and_view_entries_read_back,
+            scans_cover_everything_across_pages,
+            uids_increase_and_list_in_order,
+            concurrent_uid_assignment_never_repeats,
+            tasks_save_and_cancellation_survives_updates,
         );
     };
     (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {
@@ -243,10 +251,7 @@ pub async fn concurrent_deliveries_all_land(b: &Backend) {
     let mb = MailboxId::random();
     let mut tasks = Vec::new();
     for i in 0..64 {
-        let backend = Backend {
-            directory: b.directory.clone(),
-            mail: b.mail.clone(),
-        };
+        let backend = b.clone();
         tasks.push(tokio::spawn(async move {
             let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
             (deliver(&backend, body.as_bytes(), &[mb]).await[0], body)
@@ -279,4 +284,162 @@ pub async fn view_keeps_imported_uidl_room(b: &Backend) {
         .unwrap()
         .iter()
         .all(|e| e.uidl.is_none()));
+}
+
+pub async fn metadata_and_view_entries_read_back(b: &Backend) {
+    let mb = MailboxId::random();
+    let body = b"Subject: m\r\n\r\nx\r\n";
+    let size = body.len() as u64;
+    let id = deliver(b, body, &[mb]).await[0];
+    let meta = b.mail.message_meta(id).await.unwrap().unwrap();
+    assert_eq!((meta.mailbox, meta.size, meta.uid), (mb, size, None));
+    let entry = b.mail.view_entry(mb, id).await.unwrap().unwrap();
+    assert_eq!(entry.size, size);
+    // Removing the view entry leaves the message (read repair of a stale entry never deletes mail).
+    b.mail.remove_view_entry(mb, id).await.unwrap();
+    assert_eq!(b.mail.view_entry(mb, id).await.unwrap(), None);
+    assert!(b.mail.pop3_view(mb).await.unwrap().is_empty());
+    assert!(b.mail.message_meta(id).await.unwrap().is_some());
+    // An imported UIDL survives a round trip.
+    let imported = ViewEntry {
+        message_id: id,
+        size,
+        uidl: Some("imported-uidl-1".into()),
+    };
+    b.mail.put_view_entry(mb, imported.clone()).await.unwrap();
+    assert_eq!(b.mail.pop3_view(mb).await.unwrap(), vec![imported]);
+    let unknown = crate::IdGenerator::new().next_id();
+    assert_eq!(b.mail.message_meta(unknown).await.unwrap(), None);
+}
+
+pub async fn scans_cover_everything_across_pages(b: &Backend) {
+    let boxes: Vec<MailboxId> = (0..3).map(|_| MailboxId::random()).collect();
+    let mut all = std::collections::HashSet::new();
+    for i in 0..9 {
+        for id in deliver(b, format!("m{i}\r\n").as_bytes(), &boxes[i % 3..i % 3 + 1]).await {
+            all.insert((id, boxes[i % 3]));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = b.mail.scan_messages(cursor, 4).await.unwrap();
+        assert!(page.items.len() <= 4);
+        for item in page.items {
+            assert!(seen.insert(item), "scan repeated {item:?}");
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all);
+    let mut seen_view = std::collections::HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = b.mail.scan_view(cursor, 4).await.unwrap();
+        for (mb, id) in page.items {
+            assert!(seen_view.insert((id, mb)));
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen_view, all);
+}
+
+pub async fn uids_increase_and_list_in_order(b: &Backend) {
+    let mb = MailboxId::random();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.extend(deliver(b, format!("m{i}\r\n").as_bytes(), &[mb]).await);
+    }
+    let first = b.mail.assign_uids(mb, &ids[..2]).await.unwrap();
+    let rest = b.mail.assign_uids(mb, &ids[2..]).await.unwrap();
+    let uids: Vec<u64> = first.iter().chain(&rest).copied().collect();
+    assert!(uids.windows(2).all(|w| w[0] < w[1]), "{uids:?}");
+    assert!(uids[0] >= 1);
+    // Assigning again keeps the same UIDs.
+    assert_eq!(b.mail.assign_uids(mb, &ids).await.unwrap(), uids);
+    let listing = b.mail.uid_listing(mb).await.unwrap();
+    assert!(listing.validity > 0);
+    assert_eq!(
+        listing.entries.iter().map(|e| e.uid).collect::<Vec<_>>(),
+        uids
+    );
+    assert_eq!(
+        listing
+            .entries
+            .iter()
+            .map(|e| e.message_id)
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(
+        b.mail.message_meta(ids[0]).await.unwrap().unwrap().uid,
+        Some(uids[0])
+    );
+    // Deletion and view repair both drop the UID entry; UIDs are never reused.
+    b.mail.delete_messages(mb, &ids[..1]).await.unwrap();
+    b.mail.remove_view_entry(mb, ids[1]).await.unwrap();
+    let left: Vec<u64> = b
+        .mail
+        .uid_listing(mb)
+        .await
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.uid)
+        .collect();
+    assert_eq!(left, uids[2..].to_vec());
+    let newer = deliver(b, b"new\r\n", &[mb]).await;
+    let new_uid = b.mail.assign_uids(mb, &newer).await.unwrap()[0];
+    assert!(new_uid > uids[4]);
+}
+
+pub async fn concurrent_uid_assignment_never_repeats(b: &Backend) {
+    let mb = MailboxId::random();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let backend = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let ids = deliver(&backend, format!("c{i}\r\n").as_bytes(), &[mb]).await;
+            backend.mail.assign_uids(mb, &ids).await.unwrap()[0]
+        }));
+    }
+    let mut uids = Vec::new();
+    for t in tasks {
+        uids.push(t.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = uids.iter().collect();
+    assert_eq!(unique.len(), 12, "{uids:?}");
+    assert_eq!(b.mail.uid_listing(mb).await.unwrap().entries.len(), 12);
+}
+
+pub async fn tasks_save_and_cancellation_survives_updates(b: &Backend) {
+    let id = uuid::Uuid::new_v4();
+    let mut t = TaskRecord {
+        id,
+        kind: "test".into(),
+        status: "inProgress".into(),
+        submitted_ms: 1,
+        started_ms: Some(2),
+        ended_ms: None,
+        node: "n1".into(),
+        heartbeat_ms: 3,
+        cancel_requested: false,
+        details: "{}".into(),
+    };
+    b.tasks.save_task(&t).await.unwrap();
+    assert_eq!(b.tasks.get_task(id).await.unwrap(), Some(t.clone()));
+    assert!(b.tasks.request_cancel(id).await.unwrap());
+    assert!(!b.tasks.request_cancel(uuid::Uuid::new_v4()).await.unwrap());
+    // The running node saves progress without knowing of the cancellation: it must survive.
+    t.heartbeat_ms = 4;
+    b.tasks.save_task(&t).await.unwrap();
+    let got = b.tasks.get_task(id).await.unwrap().unwrap();
+    assert!(got.cancel_requested);
+    assert_eq!(got.heartbeat_ms, 4);
+    assert_eq!(b.tasks.list_tasks().await.unwrap().len(), 1);
 }

@@ -115,4 +115,103 @@ pub trait MailStore: Send + Sync {
     async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
         Ok(self.pop3_view(mailbox).await?.len() as u64)
     }
+
+    /// A message's metadata, read fresh (consistency checks re-read before they fix).
+    async fn message_meta(&self, message: MessageId) -> Result<Option<MessageMeta>>;
+
+    /// One entry of the POP3 view, read fresh.
+    async fn view_entry(&self, mailbox: MailboxId, message: MessageId)
+        -> Result<Option<ViewEntry>>;
+
+    /// Writes a POP3 view entry as given (repairs, imports, tests).
+    async fn put_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()>;
+
+    /// Removes a POP3 view entry and the message's UID-index entry, leaving the message itself
+    /// alone (read repair of an entry whose message or body is gone, stale-entry fixes).
+    async fn remove_view_entry(&self, mailbox: MailboxId, message: MessageId) -> Result<()>;
+
+    /// A page of every message: `(message id, mailbox)`. Pass the returned cursor to go on.
+    async fn scan_messages(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<(MessageId, MailboxId)>>;
+
+    /// A page of every POP3 view entry: `(mailbox, message id)`.
+    async fn scan_view(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<(MailboxId, MessageId)>>;
+
+    /// Classic UID mode: gives each message the next UIDs of its mailbox (strictly increasing,
+    /// never reused) and indexes it by UID. On Cassandra the counter is advanced by
+    /// compare-and-set (a lightweight transaction); on the embedded store in a transaction.
+    /// A message that already has a UID keeps it.
+    async fn assign_uids(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<Vec<u64>>;
+
+    /// Classic UID mode: the mailbox's UID validity and its messages in UID order.
+    async fn uid_listing(&self, mailbox: MailboxId) -> Result<UidListing>;
+}
+
+/// Metadata of a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub mailbox: MailboxId,
+    pub size: u64,
+    /// Its UID, once one was assigned (UID mode).
+    pub uid: Option<u64>,
+}
+
+/// One page of a full scan.
+#[derive(Debug, Clone)]
+pub struct ScanPage<T> {
+    pub items: Vec<T>,
+    /// `None` when the scan is complete.
+    pub next: Option<Vec<u8>>,
+}
+
+/// A mailbox listed by UID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidListing {
+    /// Changes only if UIDs had to be renumbered (never, today); part of the UIDL.
+    pub validity: u64,
+    pub entries: Vec<UidEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidEntry {
+    pub uid: u64,
+    pub message_id: MessageId,
+    pub size: u64,
+}
+
+/// A task of the task manager, as stored so that any node can answer for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskRecord {
+    pub id: uuid::Uuid,
+    pub kind: String,
+    /// waiting, inProgress, completed, failed, cancelled.
+    pub status: String,
+    pub submitted_ms: i64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    /// Host name of the node that runs it.
+    pub node: String,
+    /// Last sign of life of the running node.
+    pub heartbeat_ms: i64,
+    pub cancel_requested: bool,
+    /// The task's additional information, as JSON.
+    pub details: String,
+}
+
+/// Where tasks live.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Writes the task; never clears a cancellation request made meanwhile.
+    async fn save_task(&self, task: &TaskRecord) -> Result<()>;
+    async fn get_task(&self, id: uuid::Uuid) -> Result<Option<TaskRecord>>;
+    async fn list_tasks(&self) -> Result<Vec<TaskRecord>>;
+    /// Marks the task for cancellation; returns whether it exists.
+    async fn request_cancel(&self, id: uuid::Uuid) -> Result<bool>;
 }

@@ -15,7 +15,8 @@ pub mod schema;
 
 use crate::{
     BodyReader, BodyWriter, Directory, IdGenerator, MailStore, MailboxId, MailboxInfo, MessageId,
-    Result, StagedBody, StagedPayload, StoreError, UserRecord, ViewEntry, INBOX,
+    MessageMeta, Result, ScanPage, StagedBody, StagedPayload, StoreError, TaskRecord, TaskStore,
+    UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -186,23 +187,6 @@ impl CassandraStore {
             .get()
             .ok_or_else(|| StoreError::Unavailable(self.last_error()))
     }
-
-    /// Writes a POP3 view entry as-is, bypassing delivery (tests and repair tools).
-    pub async fn insert_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()> {
-        let c = self.conn()?;
-        let uidl = entry.uidl.unwrap_or_default();
-        c.exec(
-            &c.st.insert_view,
-            (
-                mailbox.0,
-                timeuuid(entry.message_id),
-                entry.size as i64,
-                uidl,
-            ),
-        )
-        .await?;
-        Ok(())
-    }
 }
 
 async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
@@ -315,6 +299,21 @@ pub(crate) struct Statements {
     select_view: PreparedStatement,
     count_view: PreparedStatement,
     delete_view: PreparedStatement,
+    select_message_meta: PreparedStatement,
+    select_view_entry: PreparedStatement,
+    scan_messages: PreparedStatement,
+    scan_view: PreparedStatement,
+    select_uid_counter: PreparedStatement,
+    init_uid_counter: PreparedStatement,
+    advance_uid_counter: PreparedStatement,
+    set_message_uid: PreparedStatement,
+    insert_by_uid: PreparedStatement,
+    select_by_uid: PreparedStatement,
+    delete_by_uid: PreparedStatement,
+    save_task: PreparedStatement,
+    select_task: PreparedStatement,
+    list_tasks: PreparedStatement,
+    cancel_task: PreparedStatement,
 }
 
 impl Statements {
@@ -339,6 +338,13 @@ impl Statements {
             .map_err(unavailable)?;
         create_mailbox.set_consistency(o.write_consistency);
         create_mailbox.set_serial_consistency(Some(o.serial_consistency));
+        // The UID counter's compare-and-set: lightweight transactions, used in UID mode only.
+        let lwt = |cql: String| async move {
+            let mut p = session.prepare(cql).await.map_err(unavailable)?;
+            p.set_consistency(o.write_consistency);
+            p.set_serial_consistency(Some(o.serial_consistency));
+            Ok::<_, StoreError>(p)
+        };
         Ok(Self {
             insert_domain: write(format!("INSERT INTO {ks}.domains (domain) VALUES (?)")).await?,
             delete_domain: write(format!("DELETE FROM {ks}.domains WHERE domain = ?")).await?,
@@ -381,6 +387,33 @@ impl Statements {
             select_view: read(format!("SELECT message_id, size, uidl FROM {ks}.pop3_view WHERE mailbox_id = ?")).await?,
             count_view: read(format!("SELECT count(*) FROM {ks}.pop3_view WHERE mailbox_id = ?")).await?,
             delete_view: write(format!("DELETE FROM {ks}.pop3_view WHERE mailbox_id = ? AND message_id = ?")).await?,
+            select_message_meta: read(format!("SELECT mailbox_id, size, uid FROM {ks}.messages WHERE message_id = ?")).await?,
+            select_view_entry: read(format!(
+                "SELECT size, uidl FROM {ks}.pop3_view WHERE mailbox_id = ? AND message_id = ?"
+            ))
+            .await?,
+            scan_messages: read(format!("SELECT message_id, mailbox_id FROM {ks}.messages")).await?,
+            scan_view: read(format!("SELECT mailbox_id, message_id FROM {ks}.pop3_view")).await?,
+            select_uid_counter: read(format!("SELECT next_uid, validity FROM {ks}.mailbox_uids WHERE mailbox_id = ?")).await?,
+            init_uid_counter: lwt(format!(
+                "INSERT INTO {ks}.mailbox_uids (mailbox_id, next_uid, validity) VALUES (?, 1, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            advance_uid_counter: lwt(format!(
+                "UPDATE {ks}.mailbox_uids SET next_uid = ? WHERE mailbox_id = ? IF next_uid = ?"
+            ))
+            .await?,
+            set_message_uid: write(format!("UPDATE {ks}.messages SET uid = ? WHERE message_id = ?")).await?,
+            insert_by_uid: write(format!(
+                "INSERT INTO {ks}.messages_by_uid (mailbox_id, uid, message_id, size) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select_by_uid: read(format!("SELECT uid, message_id, size FROM {ks}.messages_by_uid WHERE mailbox_id = ?")).await?,
+            delete_by_uid: write(format!("DELETE FROM {ks}.messages_by_uid WHERE mailbox_id = ? AND uid = ?")).await?,
+            save_task: write(format!("UPDATE {ks}.tasks SET record = ? WHERE task_id = ?")).await?,
+            select_task: read(format!("SELECT record, cancel_requested FROM {ks}.tasks WHERE task_id = ?")).await?,
+            list_tasks: read(format!("SELECT record, cancel_requested FROM {ks}.tasks")).await?,
+            cancel_task: write(format!("UPDATE {ks}.tasks SET cancel_requested = true WHERE task_id = ?")).await?,
         })
     }
 }
@@ -412,6 +445,40 @@ impl Connected {
             .into_rows_result()
             .map_err(corrupt)?;
         rows.maybe_first_row::<R>().map_err(corrupt)
+    }
+
+    /// One page of a scan; the cursor is the driver's paging state.
+    async fn page<R>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<R>, Option<Vec<u8>>)>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let mut st = st.clone();
+        st.set_page_size(limit.clamp(1, 5000) as i32);
+        let paging = match cursor {
+            Some(bytes) => PagingState::new_from_raw_bytes(bytes),
+            None => PagingState::start(),
+        };
+        let (result, next) = self
+            .session
+            .execute_single_page(&st, values, paging)
+            .await
+            .map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let mut out = Vec::new();
+        for row in rows.rows::<R>().map_err(corrupt)? {
+            out.push(row.map_err(corrupt)?);
+        }
+        let next = match next.into_paging_control_flow() {
+            ControlFlow::Break(()) => None,
+            ControlFlow::Continue(p) => p.as_bytes_slice().map(|b| b.to_vec()),
+        };
+        Ok((out, next))
     }
 
     /// Every row, page by page.
@@ -648,14 +715,221 @@ impl MailStore for CassandraStore {
             .unwrap_or(0);
         Ok(n.max(0) as u64)
     }
+
+    async fn message_meta(&self, message: MessageId) -> Result<Option<MessageMeta>> {
+        let c = self.conn()?;
+        let row = c
+            .first_row::<(Option<Uuid>, Option<i64>, Option<i64>)>(
+                &c.st.select_message_meta,
+                (timeuuid(message),),
+            )
+            .await?;
+        // A row without a mailbox is the remnant of a UID written after a deletion: no message.
+        Ok(match row {
+            Some((Some(mailbox), size, uid)) => Some(MessageMeta {
+                mailbox: MailboxId(mailbox),
+                size: size.unwrap_or(0).max(0) as u64,
+                uid: uid.map(|u| u as u64),
+            }),
+            _ => None,
+        })
+    }
+
+    async fn view_entry(
+        &self,
+        mailbox: MailboxId,
+        message: MessageId,
+    ) -> Result<Option<ViewEntry>> {
+        let c = self.conn()?;
+        let row = c
+            .first_row::<(Option<i64>, Option<String>)>(
+                &c.st.select_view_entry,
+                (mailbox.0, timeuuid(message)),
+            )
+            .await?;
+        Ok(row.map(|(size, uidl)| ViewEntry {
+            message_id: message,
+            size: size.unwrap_or(0).max(0) as u64,
+            uidl: uidl.filter(|u| !u.is_empty()),
+        }))
+    }
+
+    async fn put_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()> {
+        let c = self.conn()?;
+        let uidl = entry.uidl.unwrap_or_default();
+        c.exec(
+            &c.st.insert_view,
+            (
+                mailbox.0,
+                timeuuid(entry.message_id),
+                entry.size as i64,
+                uidl,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_view_entry(&self, mailbox: MailboxId, message: MessageId) -> Result<()> {
+        let c = self.conn()?;
+        let t = timeuuid(message);
+        c.exec(&c.st.delete_view, (mailbox.0, t)).await?;
+        self.remove_uid_entry(c, mailbox, t).await
+    }
+
+    async fn scan_messages(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<(MessageId, MailboxId)>> {
+        let c = self.conn()?;
+        let (rows, next) = c
+            .page::<(CqlTimeuuid, Option<Uuid>)>(&c.st.scan_messages, (), cursor, limit)
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (id, mailbox) in rows {
+            if let Some(mailbox) = mailbox {
+                items.push((message_id(id)?, MailboxId(mailbox)));
+            }
+        }
+        Ok(ScanPage { items, next })
+    }
+
+    async fn scan_view(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<(MailboxId, MessageId)>> {
+        let c = self.conn()?;
+        let (rows, next) = c
+            .page::<(Uuid, CqlTimeuuid)>(&c.st.scan_view, (), cursor, limit)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(|(mb, id)| Ok((MailboxId(mb), message_id(id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScanPage { items, next })
+    }
+
+    async fn assign_uids(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<Vec<u64>> {
+        let c = self.conn()?;
+        let mut out = vec![0u64; messages.len()];
+        let mut missing = Vec::new();
+        for (i, id) in messages.iter().enumerate() {
+            match self.message_meta(*id).await? {
+                Some(MessageMeta { uid: Some(uid), .. }) => out[i] = uid,
+                Some(meta) => missing.push((i, *id, meta.size)),
+                None => return Err(StoreError::Invalid(format!("message {id} does not exist"))),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let first = self
+            .advance_uid_counter(c, mailbox, missing.len() as i64)
+            .await?;
+        for (k, (i, id, size)) in missing.into_iter().enumerate() {
+            let uid = first + k as u64;
+            c.exec(&c.st.set_message_uid, (uid as i64, timeuuid(id)))
+                .await?;
+            c.exec(
+                &c.st.insert_by_uid,
+                (mailbox.0, uid as i64, timeuuid(id), size as i64),
+            )
+            .await?;
+            out[i] = uid;
+        }
+        Ok(out)
+    }
+
+    async fn uid_listing(&self, mailbox: MailboxId) -> Result<UidListing> {
+        let c = self.conn()?;
+        let validity = c
+            .first_row::<(Option<i64>, Option<i64>)>(&c.st.select_uid_counter, (mailbox.0,))
+            .await?
+            .and_then(|r| r.1)
+            .unwrap_or(0)
+            .max(0) as u64;
+        let rows = c
+            .all_rows::<(i64, CqlTimeuuid, i64)>(&c.st.select_by_uid, (mailbox.0,))
+            .await?;
+        let entries = rows
+            .into_iter()
+            .map(|(uid, id, size)| {
+                Ok(UidEntry {
+                    uid: uid.max(0) as u64,
+                    message_id: message_id(id)?,
+                    size: size.max(0) as u64,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(UidListing { validity, entries })
+    }
 }
 
 impl CassandraStore {
+    async fn remove_uid_entry(
+        &self,
+        c: &Connected,
+        mailbox: MailboxId,
+        t: CqlTimeuuid,
+    ) -> Result<()> {
+        let uid = c
+            .first_row::<(Option<Uuid>, Option<i64>, Option<i64>)>(&c.st.select_message_meta, (t,))
+            .await?;
+        if let Some((_, _, Some(uid))) = uid {
+            c.exec(&c.st.delete_by_uid, (mailbox.0, uid)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reserves `n` UIDs of a mailbox by compare-and-set on its counter; returns the first.
+    async fn advance_uid_counter(&self, c: &Connected, mailbox: MailboxId, n: i64) -> Result<u64> {
+        let validity = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(1);
+        for attempt in 0..100u32 {
+            let current = c
+                .first_row::<(Option<i64>, Option<i64>)>(&c.st.select_uid_counter, (mailbox.0,))
+                .await?;
+            let Some((Some(next), _)) = current else {
+                c.exec(&c.st.init_uid_counter, (mailbox.0, validity))
+                    .await?;
+                continue;
+            };
+            let result = c
+                .exec(&c.st.advance_uid_counter, (next + n, mailbox.0, next))
+                .await?;
+            let rows = result.into_rows_result().map_err(corrupt)?;
+            let applied = rows
+                .maybe_first_row::<scylla::value::Row>()
+                .map_err(corrupt)?
+                .and_then(|r| r.columns.into_iter().next().flatten())
+                .and_then(|v| v.as_boolean())
+                .unwrap_or(false);
+            if applied {
+                return Ok(next.max(1) as u64);
+            }
+            // Contention: another delivery took these UIDs; back off a little and retry.
+            let jitter = rand::random::<u64>() % (2 + u64::from(attempt.min(10)) * 4);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        Err(StoreError::Unavailable(
+            "UID counter contention: gave up after 100 attempts".into(),
+        ))
+    }
+
     async fn delete_one(&self, c: &Connected, mailbox: MailboxId, id: MessageId) -> Result<()> {
         let t = timeuuid(id);
         let meta = c
             .first_row::<(Uuid, Uuid)>(&c.st.select_message, (t,))
             .await?;
+        if let Some((owner, _)) = meta {
+            if owner == mailbox.0 {
+                self.remove_uid_entry(c, mailbox, t).await?;
+            }
+        }
         let blob = match meta {
             Some((owner, blob)) if owner == mailbox.0 => {
                 c.exec(&c.st.delete_message, (t,)).await?;
@@ -676,6 +950,60 @@ impl CassandraStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl TaskStore for CassandraStore {
+    async fn save_task(&self, task: &TaskRecord) -> Result<()> {
+        let c = self.conn()?;
+        let json = serde_json::to_string(task).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        c.exec(&c.st.save_task, (json, task.id)).await?;
+        if task.cancel_requested {
+            c.exec(&c.st.cancel_task, (task.id,)).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
+        let c = self.conn()?;
+        let row = c
+            .first_row::<(Option<String>, Option<bool>)>(&c.st.select_task, (id,))
+            .await?;
+        match row {
+            Some((Some(json), cancel)) => {
+                let mut t: TaskRecord =
+                    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                t.cancel_requested |= cancel.unwrap_or(false);
+                Ok(Some(t))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
+        let c = self.conn()?;
+        let rows = c
+            .all_rows::<(Option<String>, Option<bool>)>(&c.st.list_tasks, ())
+            .await?;
+        let mut out = Vec::new();
+        for (json, cancel) in rows {
+            let Some(json) = json else { continue };
+            let mut t: TaskRecord =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            t.cancel_requested |= cancel.unwrap_or(false);
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    async fn request_cancel(&self, id: Uuid) -> Result<bool> {
+        if self.get_task(id).await?.is_none() {
+            return Ok(false);
+        }
+        let c = self.conn()?;
+        c.exec(&c.st.cancel_task, (id,)).await?;
+        Ok(true)
     }
 }
 
@@ -704,7 +1032,7 @@ mod tests {
         #[ignore = "needs Cassandra: run scripts/test"]
         {
             let store = test_store().await;
-            (crate::contract::Backend::new(store.clone(), store), ())
+            (crate::contract::Backend::new(store), ())
         }
     );
 

@@ -56,12 +56,25 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "messages",
-        "(message_id timeuuid PRIMARY KEY, mailbox_id uuid, blob_id uuid, size bigint)",
+        "(message_id timeuuid PRIMARY KEY, mailbox_id uuid, blob_id uuid, size bigint, uid bigint)",
     ),
     (
         "pop3_view",
         "(mailbox_id uuid, message_id timeuuid, size bigint, uidl text, \
          PRIMARY KEY ((mailbox_id), message_id)) WITH CLUSTERING ORDER BY (message_id ASC)",
+    ),
+    (
+        "messages_by_uid",
+        "(mailbox_id uuid, uid bigint, message_id timeuuid, size bigint, \
+         PRIMARY KEY ((mailbox_id), uid)) WITH CLUSTERING ORDER BY (uid ASC)",
+    ),
+    (
+        "mailbox_uids",
+        "(mailbox_id uuid PRIMARY KEY, next_uid bigint, validity bigint)",
+    ),
+    (
+        "tasks",
+        "(task_id uuid PRIMARY KEY, record text, cancel_requested boolean)",
     ),
 ];
 

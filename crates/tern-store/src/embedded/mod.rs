@@ -6,7 +6,8 @@ mod committer;
 
 use crate::{
     BlobId, BodyReader, BodyWriter, Directory, IdGenerator, MailStore, MailboxId, MailboxInfo,
-    MessageId, Result, StagedBody, StagedPayload, StoreError, UserRecord, ViewEntry, INBOX,
+    MessageId, MessageMeta, Result, ScanPage, StagedBody, StagedPayload, StoreError, TaskRecord,
+    TaskStore, UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
 };
 use async_trait::async_trait;
 use blobs::{blob_path, EmbeddedBodyWriter, FileReader, InlineReader};
@@ -31,6 +32,15 @@ const BLOB_REFS: TableDefinition<u128, u64> = TableDefinition::new("blob_refs");
 /// blob id -> body, for bodies small enough to live in the database
 const BLOB_INLINE: TableDefinition<u128, &[u8]> = TableDefinition::new("blob_inline");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// UID mode: message sort key -> UID
+const MESSAGE_UIDS: TableDefinition<u128, u64> = TableDefinition::new("message_uids");
+/// UID mode: (mailbox id, UID) -> (message sort key, size)
+const MESSAGES_BY_UID: TableDefinition<(u128, u64), (u128, u64)> =
+    TableDefinition::new("messages_by_uid");
+/// UID mode: mailbox id -> (next UID, UID validity)
+const MAILBOX_UIDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("mailbox_uids");
+/// task id -> task record (JSON)
+const TASKS: TableDefinition<u128, &str> = TableDefinition::new("tasks");
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -121,24 +131,6 @@ impl EmbeddedStore {
     fn read(&self) -> Result<redb::ReadTransaction> {
         self.inner.db.begin_read().map_err(db_err)
     }
-
-    /// Writes a POP3 view entry as-is, bypassing delivery. For tests and repair tools that
-    /// need to create drift between the view and the messages.
-    pub async fn insert_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()> {
-        self.inner
-            .committer
-            .write(move |txn| {
-                let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
-                let uidl = entry.uidl.as_deref().unwrap_or("");
-                view.insert(
-                    (mailbox.0.as_u128(), entry.message_id.sort_key()),
-                    (entry.size, uidl),
-                )
-                .map_err(db_err)?;
-                Ok(())
-            })
-            .await
-    }
 }
 
 fn init_schema(db: &Database) -> Result<()> {
@@ -152,6 +144,10 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(POP3_VIEW).map_err(db_err)?;
         txn.open_table(BLOB_REFS).map_err(db_err)?;
         txn.open_table(BLOB_INLINE).map_err(db_err)?;
+        txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
+        txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
+        txn.open_table(MAILBOX_UIDS).map_err(db_err)?;
+        txn.open_table(TASKS).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
         let found = meta
             .get("schema_version")
@@ -430,6 +426,8 @@ impl MailStore for EmbeddedStore {
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
                 let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+                let mut uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
+                let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
                 for &key in &keys {
                     view.remove((m, key)).map_err(db_err)?;
                     let owned = match msgs.get(key).map_err(db_err)? {
@@ -438,6 +436,10 @@ impl MailStore for EmbeddedStore {
                     };
                     let Some(blob) = owned else { continue };
                     msgs.remove(key).map_err(db_err)?;
+                    let uid = uids.remove(key).map_err(db_err)?.map(|u| u.value());
+                    if let Some(uid) = uid {
+                        by_uid.remove((m, uid)).map_err(db_err)?;
+                    }
                     let count = refs
                         .get(blob)
                         .map_err(db_err)?
@@ -466,6 +468,316 @@ impl MailStore for EmbeddedStore {
         }
         Ok(())
     }
+
+    async fn message_meta(&self, message: MessageId) -> Result<Option<MessageMeta>> {
+        let txn = self.read()?;
+        let msgs = txn.open_table(MESSAGES).map_err(db_err)?;
+        let Some(meta) = msgs.get(message.sort_key()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let (mailbox, _blob, size) = meta.value();
+        let uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
+        let uid = uids
+            .get(message.sort_key())
+            .map_err(db_err)?
+            .map(|u| u.value());
+        Ok(Some(MessageMeta {
+            mailbox: MailboxId(Uuid::from_u128(mailbox)),
+            size,
+            uid,
+        }))
+    }
+
+    async fn view_entry(
+        &self,
+        mailbox: MailboxId,
+        message: MessageId,
+    ) -> Result<Option<ViewEntry>> {
+        let txn = self.read()?;
+        let view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+        let row = view
+            .get((mailbox.0.as_u128(), message.sort_key()))
+            .map_err(db_err)?;
+        Ok(row.map(|v| {
+            let (size, uidl) = v.value();
+            ViewEntry {
+                message_id: message,
+                size,
+                uidl: (!uidl.is_empty()).then(|| uidl.to_string()),
+            }
+        }))
+    }
+
+    async fn put_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()> {
+        self.inner
+            .committer
+            .write(move |txn| {
+                let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+                let uidl = entry.uidl.as_deref().unwrap_or("");
+                view.insert(
+                    (mailbox.0.as_u128(), entry.message_id.sort_key()),
+                    (entry.size, uidl),
+                )
+                .map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_view_entry(&self, mailbox: MailboxId, message: MessageId) -> Result<()> {
+        let (m, key) = (mailbox.0.as_u128(), message.sort_key());
+        self.inner
+            .committer
+            .write(move |txn| {
+                txn.open_table(POP3_VIEW)
+                    .map_err(db_err)?
+                    .remove((m, key))
+                    .map_err(db_err)?;
+                let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
+                let uid = txn
+                    .open_table(MESSAGE_UIDS)
+                    .map_err(db_err)?
+                    .get(key)
+                    .map_err(db_err)?
+                    .map(|u| u.value());
+                if let Some(uid) = uid {
+                    by_uid.remove((m, uid)).map_err(db_err)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn scan_messages(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<(MessageId, MailboxId)>> {
+        let after = match cursor.as_deref().map(<[u8; 16]>::try_from) {
+            None => None,
+            Some(Ok(b)) => Some(u128::from_be_bytes(b)),
+            Some(Err(_)) => return Err(StoreError::Invalid("bad scan cursor".into())),
+        };
+        let txn = self.read()?;
+        let msgs = txn.open_table(MESSAGES).map_err(db_err)?;
+        let range = match after {
+            Some(k) if k == u128::MAX => {
+                return Ok(ScanPage {
+                    items: vec![],
+                    next: None,
+                })
+            }
+            Some(k) => msgs.range(k + 1..).map_err(db_err)?,
+            None => msgs.range(0u128..).map_err(db_err)?,
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for row in range.take(limit) {
+            let (k, v) = row.map_err(db_err)?;
+            items.push((
+                MessageId::from_sort_key(k.value()),
+                MailboxId(Uuid::from_u128(v.value().0)),
+            ));
+            last = Some(k.value());
+        }
+        let next = if items.len() == limit {
+            last.map(|k| k.to_be_bytes().to_vec())
+        } else {
+            None
+        };
+        Ok(ScanPage { items, next })
+    }
+
+    async fn scan_view(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<(MailboxId, MessageId)>> {
+        let after = match cursor.as_deref() {
+            None => None,
+            Some(b) if b.len() == 32 => {
+                let (a, c) = b.split_at(16);
+                let a = u128::from_be_bytes(
+                    a.try_into()
+                        .map_err(|_| StoreError::Invalid("bad scan cursor".into()))?,
+                );
+                let c = u128::from_be_bytes(
+                    c.try_into()
+                        .map_err(|_| StoreError::Invalid("bad scan cursor".into()))?,
+                );
+                Some((a, c))
+            }
+            Some(_) => return Err(StoreError::Invalid("bad scan cursor".into())),
+        };
+        let txn = self.read()?;
+        let view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        let iter = match after {
+            Some(k) => view.range(k..).map_err(db_err)?,
+            None => view.range((0u128, 0u128)..).map_err(db_err)?,
+        };
+        for row in iter {
+            let (k, _) = row.map_err(db_err)?;
+            let key = k.value();
+            if Some(key) == after {
+                continue;
+            }
+            items.push((
+                MailboxId(Uuid::from_u128(key.0)),
+                MessageId::from_sort_key(key.1),
+            ));
+            last = Some(key);
+            if items.len() == limit {
+                break;
+            }
+        }
+        let next = if items.len() == limit {
+            last.map(|(a, c)| [a.to_be_bytes(), c.to_be_bytes()].concat())
+        } else {
+            None
+        };
+        Ok(ScanPage { items, next })
+    }
+
+    async fn assign_uids(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<Vec<u64>> {
+        let m = mailbox.0.as_u128();
+        let keys: Vec<u128> = messages.iter().map(|id| id.sort_key()).collect();
+        let validity_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        self.inner
+            .committer
+            .write(move |txn| {
+                let mut counters = txn.open_table(MAILBOX_UIDS).map_err(db_err)?;
+                let (mut next, validity) = counters
+                    .get(m)
+                    .map_err(db_err)?
+                    .map(|v| v.value())
+                    .unwrap_or((1, validity_now));
+                let mut uids_t = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
+                let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
+                let msgs = txn.open_table(MESSAGES).map_err(db_err)?;
+                let mut out = Vec::with_capacity(keys.len());
+                for &key in &keys {
+                    if let Some(uid) = uids_t.get(key).map_err(db_err)?.map(|u| u.value()) {
+                        out.push(uid);
+                        continue;
+                    }
+                    let size = msgs
+                        .get(key)
+                        .map_err(db_err)?
+                        .map(|v| v.value().2)
+                        .unwrap_or(0);
+                    let uid = next;
+                    next += 1;
+                    uids_t.insert(key, uid).map_err(db_err)?;
+                    by_uid.insert((m, uid), (key, size)).map_err(db_err)?;
+                    out.push(uid);
+                }
+                counters.insert(m, (next, validity)).map_err(db_err)?;
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn uid_listing(&self, mailbox: MailboxId) -> Result<UidListing> {
+        let m = mailbox.0.as_u128();
+        let txn = self.read()?;
+        let counters = txn.open_table(MAILBOX_UIDS).map_err(db_err)?;
+        let validity = counters
+            .get(m)
+            .map_err(db_err)?
+            .map(|v| v.value().1)
+            .unwrap_or(0);
+        let by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
+        let mut entries = Vec::new();
+        for row in by_uid.range((m, 0u64)..=(m, u64::MAX)).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (key, size) = v.value();
+            entries.push(UidEntry {
+                uid: k.value().1,
+                message_id: MessageId::from_sort_key(key),
+                size,
+            });
+        }
+        Ok(UidListing { validity, entries })
+    }
+}
+
+#[async_trait]
+impl TaskStore for EmbeddedStore {
+    async fn save_task(&self, task: &TaskRecord) -> Result<()> {
+        let task = task.clone();
+        self.inner
+            .committer
+            .write(move |txn| {
+                let mut t = txn.open_table(TASKS).map_err(db_err)?;
+                let key = task.id.as_u128();
+                let cancelled_before = match t.get(key).map_err(db_err)? {
+                    Some(v) => serde_json::from_str::<TaskRecord>(v.value())
+                        .map(|r| r.cancel_requested)
+                        .unwrap_or(false),
+                    None => false,
+                };
+                let mut record = task.clone();
+                record.cancel_requested |= cancelled_before;
+                let json = serde_json::to_string(&record)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                t.insert(key, json.as_str()).map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
+        let txn = self.read()?;
+        let t = txn.open_table(TASKS).map_err(db_err)?;
+        let Some(v) = t.get(id.as_u128()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
+        let txn = self.read()?;
+        let t = txn.open_table(TASKS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(
+                serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn request_cancel(&self, id: Uuid) -> Result<bool> {
+        self.inner
+            .committer
+            .write(move |txn| {
+                let mut t = txn.open_table(TASKS).map_err(db_err)?;
+                let current = match t.get(id.as_u128()).map_err(db_err)? {
+                    Some(v) => Some(
+                        serde_json::from_str::<TaskRecord>(v.value())
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                let Some(mut record) = current else {
+                    return Ok(false);
+                };
+                record.cancel_requested = true;
+                let json = serde_json::to_string(&record)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                t.insert(id.as_u128(), json.as_str()).map_err(db_err)?;
+                Ok(true)
+            })
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -486,7 +798,7 @@ mod tests {
     crate::store_contract_tests!({
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        (crate::contract::Backend::new(store.clone(), store), dir)
+        (crate::contract::Backend::new(store), dir)
     });
 
     #[tokio::test]
