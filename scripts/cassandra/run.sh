@@ -17,7 +17,7 @@ lib="$home/lib"
 run="$home/run"
 cql_port="${TERN_CASSANDRA_PORT:-9042}"
 jmx_port="${TERN_CASSANDRA_JMX_PORT:-7199}"
-heap="${TERN_CASSANDRA_HEAP:-1G}"
+heap="${TERN_CASSANDRA_HEAP:-2G}"
 wait_secs="${TERN_CASSANDRA_WAIT:-180}"
 
 # Flags Cassandra 5.0 needs on Java 17 (its jvm17-server.options), plus a small G1 heap.
@@ -93,6 +93,8 @@ snapshot_on_duplicate_row_detection: false
 concurrent_reads: 8
 concurrent_writes: 8
 concurrent_counter_writes: 8
+# Tests create a keyspace per test: unslabbed memtables cost no 1 MiB slab per table.
+memtable_allocation_type: unslabbed_heap_buffers
 memtable_heap_space: 128MiB
 memtable_offheap_space: 128MiB
 key_cache_size: 16MiB

@@ -59,9 +59,18 @@ pub struct Pop3Section {
     pub tls_listen: Option<SocketAddr>,
     /// Accept USER/PASS and AUTH before TLS on non-loopback connections.
     pub allow_plaintext_auth: bool,
+    /// How POP3 numbers messages: by message id (default, no coordination) or by classic UID.
+    pub listing: Pop3ListingMode,
     /// Treat loopback connections as secure for the plaintext-auth rule (a local proxy that
     /// terminates TLS, local tools); set false when a local proxy forwards plaintext.
     pub loopback_is_secure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pop3ListingMode {
+    MessageId,
+    Uid,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +304,7 @@ impl Default for Pop3Section {
             tls_listen: None,
             allow_plaintext_auth: false,
             loopback_is_secure: true,
+            listing: Pop3ListingMode::MessageId,
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod names;
 pub mod pop3;
 pub mod server;
 pub mod smtp;
+pub mod tasks;
 pub mod throttle;
 pub mod tls;

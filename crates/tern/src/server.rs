@@ -3,7 +3,10 @@
 
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
+use crate::config::Pop3ListingMode;
 use crate::config::{Config, StoreBackend};
+use crate::pop3::listing::{MessageIdListing, Pop3Listing, UidListing};
+use crate::tasks::TaskManager;
 use crate::throttle::LoginThrottle;
 use crate::tls::CertStore;
 use anyhow::Context;
@@ -16,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tern_store::cassandra::CassandraStore;
 use tern_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use tern_store::{Directory, MailStore};
+use tern_store::{Directory, MailStore, TaskStore};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -30,6 +33,8 @@ pub struct Services {
     /// Present when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub throttle: LoginThrottle,
+    /// How POP3 numbers a maildrop (`pop3.listing`).
+    pub listing: Arc<dyn Pop3Listing>,
 }
 
 /// A running server.
@@ -38,6 +43,9 @@ pub struct Server {
     pub pop3_addr: SocketAddr,
     /// The implicit-TLS POP3 listener, when configured.
     pub pop3_tls_addr: Option<SocketAddr>,
+    /// The stores, for tools and tests that work on them directly.
+    pub mail: Arc<dyn MailStore>,
+    pub task_store: Arc<dyn TaskStore>,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     /// Every connection task holds a clone; when all are gone, the receiver sees `None`.
@@ -54,7 +62,22 @@ enum Protocol {
     Pop3Tls,
 }
 
-pub fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn MailStore>)> {
+/// The stores of the configured backend.
+pub struct Stores {
+    pub directory: Arc<dyn Directory>,
+    pub mail: Arc<dyn MailStore>,
+    pub tasks: Arc<dyn TaskStore>,
+}
+
+fn stores<S: Directory + MailStore + TaskStore + Clone + 'static>(s: S) -> Stores {
+    Stores {
+        directory: Arc::new(s.clone()),
+        mail: Arc::new(s.clone()),
+        tasks: Arc::new(s),
+    }
+}
+
+pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     match config.store.backend {
         StoreBackend::Embedded => {
             let store = EmbeddedStore::open(
@@ -70,13 +93,13 @@ pub fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<d
                     config.server.data_dir.display()
                 )
             })?;
-            Ok((Arc::new(store.clone()), Arc::new(store)))
+            Ok(stores(store))
         }
         StoreBackend::Cassandra => {
             // Connects in the background: the listeners start at once and answer with
             // temporary errors until the cluster is reachable.
             let store = CassandraStore::start(config.cassandra.options())?;
-            Ok((Arc::new(store.clone()), Arc::new(store)))
+            Ok(stores(store))
         }
     }
 }
@@ -90,7 +113,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         raise_file_limit(config.server.max_connections);
-        let (directory, mail) = open_stores(&config)?;
+        let Stores {
+            directory,
+            mail,
+            tasks,
+        } = open_stores(&config)?;
+        let listing: Arc<dyn Pop3Listing> = match config.pop3.listing {
+            Pop3ListingMode::MessageId => Arc::new(MessageIdListing(mail.clone())),
+            Pop3ListingMode::Uid => Arc::new(UidListing(mail.clone())),
+        };
+        let task_manager = TaskManager::new(tasks.clone(), config.server.hostname.clone());
+        let (mail_handle, task_handle) = (mail.clone(), tasks);
         let auth = Arc::new(Authenticator::new(directory.clone(), &config.auth)?);
         let smtp = bind(config.smtp.listen, "SMTP").await?;
         let pop3 = bind(config.pop3.listen, "POP3").await?;
@@ -127,6 +160,7 @@ impl Server {
             auth: auth.clone(),
             tls,
             throttle,
+            listing,
         });
         if let Some(certs) = certs {
             tokio::spawn(reload_on_sighup(certs));
@@ -152,6 +186,7 @@ impl Server {
             directory,
             mail,
             auth,
+            tasks: task_manager,
         }));
         let mut admin_shutdown = shutdown_rx.clone();
         let admin_task = tokio::spawn(async move {
@@ -175,6 +210,8 @@ impl Server {
             smtp_addr,
             pop3_addr,
             pop3_tls_addr,
+            mail: mail_handle,
+            task_store: task_handle,
             admin_addr,
             shutdown,
             connections_done,

@@ -33,7 +33,7 @@ fn write_config(dir: &Path, backend: Backend) -> PathBuf {
          [auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n",
         data.display()
     );
-    if backend == Backend::Cassandra {
+    if backend.is_cassandra() {
         toml.push_str(&format!(
             "\n[store]\nbackend = \"cassandra\"\n\n[cassandra]\ncontact_points = [\"{}\"]\nkeyspace = \"{}\"\n",
             cassandra_contact(),

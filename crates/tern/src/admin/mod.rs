@@ -6,7 +6,9 @@ pub mod client;
 
 use crate::auth::Authenticator;
 use crate::names;
+use crate::tasks::{fix_pop3, is_final, TaskManager};
 use axum::body::Bytes;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tern_store::{Directory, MailStore};
 
@@ -21,6 +24,7 @@ pub struct AdminState {
     pub directory: Arc<dyn Directory>,
     pub mail: Arc<dyn MailStore>,
     pub auth: Arc<Authenticator>,
+    pub tasks: Arc<TaskManager>,
 }
 
 type AppState = State<Arc<AdminState>>;
@@ -41,6 +45,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/users/{user}/mailboxes", get(user_mailboxes))
         .route("/healthcheck", get(healthcheck))
+        .route("/mailboxes", axum::routing::post(mailbox_task))
+        .route("/tasks", get(list_tasks))
+        .route("/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/tasks/{id}/await", get(await_task))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such route") })
         .with_state(state)
 }
@@ -223,4 +231,114 @@ async fn healthcheck(State(s): AppState) -> ApiResult {
         "checks": [{ "componentName": "Store", "escapedComponentName": "Store", "status": status, "cause": cause }],
     });
     Ok((code, Json(body)).into_response())
+}
+
+/// `POST /mailboxes?task=fixPop3Inconsistencies[&messagesPerSecond=N]`
+async fn mailbox_task(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    match q.get("task").map(String::as_str) {
+        Some("fixPop3Inconsistencies") => {}
+        Some(other) => return Err(bad_request(&format!("Invalid value supplied for query parameter 'task': {other}; supported: fixPop3Inconsistencies"))),
+        None => return Err(bad_request("'task' query parameter is compulsory; supported: fixPop3Inconsistencies")),
+    }
+    let rate = match q.get("messagesPerSecond") {
+        None => 100,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(bad_request(&format!(
+                    "messagesPerSecond must be a strictly positive integer, got {v}"
+                )))
+            }
+        },
+    };
+    let mail = s.mail.clone();
+    let id = s
+        .tasks
+        .submit(fix_pop3::TYPE, fix_pop3::initial(rate), move |ctx| {
+            Box::pin(fix_pop3::run(mail, rate, ctx))
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "taskId": id.to_string() })),
+    )
+        .into_response())
+}
+
+fn task_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| bad_request(&format!("Invalid task id: {id}")))
+}
+
+async fn list_tasks(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let status = q.get("status").map(String::as_str);
+    if let Some(st) = status {
+        if !["waiting", "inProgress", "completed", "failed", "cancelled"].contains(&st) {
+            return Err(bad_request(&format!(
+                "Invalid status query parameter: {st}"
+            )));
+        }
+    }
+    Ok(Json(s.tasks.list(status).await?).into_response())
+}
+
+async fn get_task(State(s): AppState, Path(id): Path<String>) -> ApiResult {
+    let id = task_id(&id)?;
+    match s.tasks.get(id).await? {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(not_found(&format!("{id} can not be found"))),
+    }
+}
+
+async fn cancel_task(State(s): AppState, Path(id): Path<String>) -> ApiResult {
+    let id = task_id(&id)?;
+    if s.tasks.cancel(id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found(&format!("{id} can not be found")))
+    }
+}
+
+/// Parses James-style durations: "30", "30s", "500ms", "5m", "1h", "2d".
+fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v[..digits].parse().ok()?;
+    let secs = match v[digits..].trim() {
+        "" | "s" | "second" | "seconds" => n,
+        "ms" => return Some(std::time::Duration::from_millis(n)),
+        "m" | "minute" | "minutes" => n * 60,
+        "h" | "hour" | "hours" => n * 3600,
+        "d" | "day" | "days" => n * 86400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
+async fn await_task(
+    State(s): AppState,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let id = task_id(&id)?;
+    let timeout = match q.get("timeout") {
+        None => std::time::Duration::from_secs(365 * 86400),
+        Some(v) => parse_timeout(v).ok_or_else(|| bad_request(&format!("Invalid timeout: {v}")))?,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Some(t) = s.tasks.get(id).await? else {
+            return Err(not_found(&format!("{id} can not be found")));
+        };
+        if t["status"].as_str().is_some_and(is_final) {
+            return Ok(Json(t).into_response());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                kind: "InvalidArgument",
+                message: "The timeout has been reached".into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

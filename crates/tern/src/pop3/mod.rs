@@ -1,6 +1,8 @@
 //! The POP3 listener: drives a sans-IO [`Pop3Session`] over a byte stream and does what it asks
 //! (log in, stream a body, apply deletions) against the stores.
 
+pub mod listing;
+
 use crate::io::{read_timed, write_timed, ReadOutcome};
 use crate::server::Services;
 use std::sync::Arc;
@@ -215,16 +217,18 @@ async fn login(
             return Err(LoginFailure::Temporary);
         }
     };
-    let view = svc.mail.pop3_view(mailbox).await.map_err(|e| {
-        tracing::error!(error = %e, "pop3 view could not be read");
+    let listed = svc.listing.snapshot(mailbox).await.map_err(|e| {
+        tracing::error!(error = %e, "pop3 maildrop could not be listed");
         LoginFailure::Temporary
     })?;
-    let mut messages = Vec::with_capacity(view.len());
-    let mut entries = Vec::with_capacity(view.len());
-    for e in view {
+    let mut messages = Vec::with_capacity(listed.len());
+    let mut entries = Vec::with_capacity(listed.len());
+    for e in listed {
         messages.push(e.message_id);
-        let uidl = e.uidl.unwrap_or_else(|| e.message_id.to_string());
-        entries.push(MaildropEntry { size: e.size, uidl });
+        entries.push(MaildropEntry {
+            size: e.size,
+            uidl: e.uidl,
+        });
     }
     Ok((Maildrop { mailbox, messages }, entries))
 }
@@ -246,7 +250,18 @@ where
     };
     let mut reader = match svc.mail.open_body(maildrop.mailbox, id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Ok(RetrieveOutcome::Missing),
+        Ok(None) => {
+            // Read repair: the view listed a message whose message or body is gone (a deletion
+            // by another session, or a deletion that stopped half-way). Drop the entry so the
+            // next session no longer lists it.
+            match svc.mail.remove_view_entry(maildrop.mailbox, id).await {
+                Ok(()) => {
+                    tracing::info!(mailbox = %maildrop.mailbox, message = %id, "read repair: stale POP3 view entry removed")
+                }
+                Err(e) => tracing::warn!(message = %id, error = %e, "read repair failed"),
+            }
+            return Ok(RetrieveOutcome::Missing);
+        }
         Err(e) => {
             tracing::error!(message = %id, error = %e, "cannot open body");
             return Ok(RetrieveOutcome::Temporary);

@@ -270,6 +270,14 @@ async fn store_message(
     let (blob, size) = (staged.blob_id, staged.size);
     match svc.mail.deliver(staged, &recipients).await {
         Ok(ids) => {
+            for (mailbox, id) in recipients.iter().zip(&ids) {
+                // The message is durable and in the POP3 view already; in UID mode it also
+                // needs its UID. If that fails, the next UID-mode login numbers it, so the
+                // message is still acknowledged (a 451 would only make the client send it twice).
+                if let Err(e) = svc.listing.delivered(*mailbox, &[*id]).await {
+                    tracing::warn!(%peer, message = %id, error = %e, "UID assignment deferred to the next login");
+                }
+            }
             tracing::info!(%peer, blob = %blob, size, recipients = ids.len(), "message stored");
             StoreOutcome::Stored {
                 id: blob.to_string(),

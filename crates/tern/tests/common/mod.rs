@@ -12,11 +12,43 @@ use tern::server::Server;
 
 pub const DOMAIN: &str = "example.com";
 
-/// The store a test server runs on.
+/// The store a test server runs on, and how its POP3 lists messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
     Cassandra,
+    /// The embedded store with `pop3.listing = "uid"`.
+    EmbeddedUid,
+    /// Cassandra with `pop3.listing = "uid"`.
+    CassandraUid,
+}
+
+impl Backend {
+    pub fn is_cassandra(self) -> bool {
+        matches!(self, Backend::Cassandra | Backend::CassandraUid)
+    }
+
+    pub fn is_uid(self) -> bool {
+        matches!(self, Backend::EmbeddedUid | Backend::CassandraUid)
+    }
+}
+
+/// Like [`on_both_backends!`], and again with the classic UID listing on each backend.
+#[macro_export]
+macro_rules! on_every_backend_and_listing {
+    ($($name:ident),* $(,)?) => {
+        $crate::on_both_backends!($($name),*);
+        mod embedded_uid {
+            $( #[test] fn $name() { super::$name(super::Backend::EmbeddedUid) } )*
+        }
+        mod cassandra_uid {
+            $(
+                #[test]
+                #[ignore = "needs Cassandra: run scripts/test"]
+                fn $name() { super::$name(super::Backend::CassandraUid) }
+            )*
+        }
+    };
 }
 
 /// Where the test Cassandra listens (`TERN_TEST_CASSANDRA`, default 127.0.0.1:9042).
@@ -49,7 +81,7 @@ macro_rules! on_both_backends {
 
 pub struct TestServer {
     runtime: Option<tokio::runtime::Runtime>,
-    server: Option<Server>,
+    pub server: Option<Server>,
     pub smtp_addr: SocketAddr,
     pub pop3_addr: SocketAddr,
     pub pop3_tls_addr: Option<SocketAddr>,
@@ -62,7 +94,10 @@ pub struct TestServer {
 /// keyspace of its own.
 pub fn test_config(data_dir: &std::path::Path, backend: Backend) -> Config {
     let mut c = Config::default();
-    if backend == Backend::Cassandra {
+    if backend.is_uid() {
+        c.pop3.listing = tern::config::Pop3ListingMode::Uid;
+    }
+    if backend.is_cassandra() {
         c.store.backend = tern::config::StoreBackend::Cassandra;
         c.cassandra.contact_points = vec![cassandra_contact()];
         c.cassandra.keyspace = fresh_keyspace();
@@ -165,6 +200,22 @@ impl TestServer {
         let (code, text) = c.send_mail("sender@remote.test", to, body);
         assert_eq!(code, 250, "{text}");
         c.quit();
+    }
+
+    /// Runs a future on the server's runtime (to work on its stores directly).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.as_ref().unwrap().block_on(f)
+    }
+
+    pub fn mail_store(&self) -> std::sync::Arc<dyn tern_store::MailStore> {
+        self.server.as_ref().unwrap().mail.clone()
+    }
+
+    /// The INBOX id of `name@example.com`.
+    pub fn inbox(&self, name: &str) -> tern_store::MailboxId {
+        let body = self.admin_ok("GET", &format!("/users/{name}@{DOMAIN}/mailboxes"), None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        tern_store::MailboxId(uuid::Uuid::parse_str(v[0]["mailboxId"].as_str().unwrap()).unwrap())
     }
 
     pub fn stop(&mut self) {

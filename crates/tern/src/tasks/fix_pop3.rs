@@ -1,0 +1,219 @@
+//! `fixPop3Inconsistencies`: finds and repairs drift between the messages and the POP3 view,
+//! as Apache James's task of the same name does. The view is written without transactions, so
+//! a crash can leave a view entry whose message is gone (stale) or a message without its view
+//! entry (missing). Deliveries and deletions run concurrently with the task, so every finding is
+//! re-read before it is fixed.
+
+use super::{now_ms, TaskContext, TaskOutcome};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_store::{MailStore, MailboxId, MessageId, ViewEntry};
+
+pub const TYPE: &str = "Pop3MetaDataFixInconsistenciesTask";
+/// Entries listed per report list at most (the counts stay exact).
+const MAX_LISTED: usize = 10_000;
+const PAGE: usize = 100;
+
+#[derive(Default)]
+struct Report {
+    messages_per_second: u32,
+    processed_messages: u64,
+    processed_view: u64,
+    stale: Vec<(MailboxId, MessageId)>,
+    missing: Vec<(MailboxId, MessageId)>,
+    fixed: Vec<(MailboxId, MessageId)>,
+    errors: Vec<(MailboxId, MessageId)>,
+}
+
+fn push(list: &mut Vec<(MailboxId, MessageId)>, item: (MailboxId, MessageId)) {
+    if list.len() < MAX_LISTED {
+        list.push(item);
+    }
+}
+
+impl Report {
+    fn json(&self) -> Value {
+        let entries = |l: &[(MailboxId, MessageId)]| -> Value {
+            l.iter()
+                .map(|(mb, id)| json!({ "mailboxId": mb.to_string(), "messageId": id.to_string() }))
+                .collect()
+        };
+        let timestamp = super::iso8601(now_ms());
+        json!({
+            "type": TYPE,
+            "runningOptions": { "messagesPerSecond": self.messages_per_second },
+            "processedImapUidEntries": self.processed_messages,
+            "processedPop3MetaDataStoreEntries": self.processed_view,
+            "stalePOP3Entries": entries(&self.stale),
+            "missingPOP3Entries": entries(&self.missing),
+            "fixedInconsistencies": entries(&self.fixed),
+            "errors": entries(&self.errors),
+            "timestamp": timestamp,
+        })
+    }
+}
+
+/// Paces work to at most `per_second` entries per second.
+struct Rate {
+    start: Instant,
+    per_second: u32,
+    done: u64,
+}
+
+impl Rate {
+    async fn wait(&mut self) {
+        let due = self.start
+            + Duration::from_secs_f64(self.done as f64 / f64::from(self.per_second.max(1)));
+        tokio::time::sleep_until(due.into()).await;
+        self.done += 1;
+    }
+}
+
+pub fn initial(messages_per_second: u32) -> Value {
+    Report {
+        messages_per_second,
+        ..Default::default()
+    }
+    .json()
+}
+
+pub async fn run(
+    mail: Arc<dyn MailStore>,
+    messages_per_second: u32,
+    ctx: Arc<TaskContext>,
+) -> TaskOutcome {
+    let mut report = Report {
+        messages_per_second,
+        ..Default::default()
+    };
+    let mut rate = Rate {
+        start: Instant::now(),
+        per_second: messages_per_second,
+        done: 0,
+    };
+
+    // 1. Every message must have its view entry.
+    let mut cursor = None;
+    loop {
+        let page = match mail.scan_messages(cursor.take(), PAGE).await {
+            Ok(p) => p,
+            Err(e) => return TaskOutcome::Failed(format!("scanning messages: {e}")),
+        };
+        for (id, mb) in page.items {
+            if ctx.is_cancelled() {
+                ctx.report(report.json());
+                return TaskOutcome::Cancelled;
+            }
+            rate.wait().await;
+            report.processed_messages += 1;
+            match check_message(&*mail, mb, id).await {
+                Ok(Fix::Nothing) => {}
+                Ok(Fix::Fixed) => {
+                    push(&mut report.missing, (mb, id));
+                    push(&mut report.fixed, (mb, id));
+                }
+                Err(e) => {
+                    tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
+                    push(&mut report.errors, (mb, id));
+                }
+            }
+            ctx.report(report.json());
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+
+    // 2. Every view entry must have its message.
+    let mut cursor = None;
+    loop {
+        let page = match mail.scan_view(cursor.take(), PAGE).await {
+            Ok(p) => p,
+            Err(e) => return TaskOutcome::Failed(format!("scanning the POP3 view: {e}")),
+        };
+        for (mb, id) in page.items {
+            if ctx.is_cancelled() {
+                ctx.report(report.json());
+                return TaskOutcome::Cancelled;
+            }
+            rate.wait().await;
+            report.processed_view += 1;
+            match check_view_entry(&*mail, mb, id).await {
+                Ok(Fix::Nothing) => {}
+                Ok(Fix::Fixed) => {
+                    push(&mut report.stale, (mb, id));
+                    push(&mut report.fixed, (mb, id));
+                }
+                Err(e) => {
+                    tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
+                    push(&mut report.errors, (mb, id));
+                }
+            }
+            ctx.report(report.json());
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ctx.report(report.json());
+    if report.errors.is_empty() {
+        TaskOutcome::Completed
+    } else {
+        TaskOutcome::Failed(format!(
+            "{} entries could not be checked",
+            report.errors.len()
+        ))
+    }
+}
+
+enum Fix {
+    Nothing,
+    Fixed,
+}
+
+/// A message without a view entry: re-read both, then add the entry.
+async fn check_message(
+    mail: &dyn MailStore,
+    mb: MailboxId,
+    id: MessageId,
+) -> Result<Fix, tern_store::StoreError> {
+    if mail.view_entry(mb, id).await?.is_some() {
+        return Ok(Fix::Nothing);
+    }
+    let Some(meta) = mail.message_meta(id).await? else {
+        return Ok(Fix::Nothing);
+    };
+    if meta.mailbox != mb || mail.view_entry(mb, id).await?.is_some() {
+        return Ok(Fix::Nothing);
+    }
+    mail.put_view_entry(
+        mb,
+        ViewEntry {
+            message_id: id,
+            size: meta.size,
+            uidl: None,
+        },
+    )
+    .await?;
+    Ok(Fix::Fixed)
+}
+
+/// A view entry without its message: re-read both, then remove the entry.
+async fn check_view_entry(
+    mail: &dyn MailStore,
+    mb: MailboxId,
+    id: MessageId,
+) -> Result<Fix, tern_store::StoreError> {
+    let owned = |m: Option<tern_store::MessageMeta>| m.is_some_and(|m| m.mailbox == mb);
+    if owned(mail.message_meta(id).await?) {
+        return Ok(Fix::Nothing);
+    }
+    if mail.view_entry(mb, id).await?.is_none() || owned(mail.message_meta(id).await?) {
+        return Ok(Fix::Nothing);
+    }
+    mail.remove_view_entry(mb, id).await?;
+    Ok(Fix::Fixed)
+}

@@ -1,0 +1,206 @@
+//! The task manager, compatible with Apache James webadmin's `/tasks` routes. Task state lives
+//! in the store, so any node answers for any task. The node running a task refreshes a
+//! heartbeat; a task whose heartbeat stopped (its node died) is reported as failed rather than
+//! "inProgress" forever. Cancellation is a flag in the store, so it can be asked of any node.
+
+pub mod fix_pop3;
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tern_store::{StoreError, TaskRecord, TaskStore};
+use uuid::Uuid;
+
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A running task not heard of for this long is considered dead.
+const STALE_AFTER_MS: i64 = 15_000;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn iso8601(ms: i64) -> Value {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
+    match t.ok().and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
+        Some(s) => Value::String(s),
+        None => Value::Null,
+    }
+}
+
+/// What a running task can see and report.
+pub struct TaskContext {
+    cancelled: AtomicBool,
+    details: Mutex<Value>,
+}
+
+impl TaskContext {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the task's additional information (shown while it runs and after).
+    pub fn report(&self, details: Value) {
+        if let Ok(mut d) = self.details.lock() {
+            *d = details;
+        }
+    }
+
+    fn details(&self) -> Value {
+        self.details
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or(Value::Null)
+    }
+}
+
+pub enum TaskOutcome {
+    Completed,
+    Cancelled,
+    Failed(String),
+}
+
+pub type TaskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = TaskOutcome> + Send>>;
+
+pub struct TaskManager {
+    store: Arc<dyn TaskStore>,
+    node: String,
+}
+
+impl TaskManager {
+    pub fn new(store: Arc<dyn TaskStore>, node: String) -> Arc<Self> {
+        Arc::new(Self { store, node })
+    }
+
+    /// Records the task and starts it on this node; returns its id.
+    pub async fn submit(
+        self: &Arc<Self>,
+        kind: &str,
+        initial: Value,
+        start: impl FnOnce(Arc<TaskContext>) -> TaskFuture,
+    ) -> Result<Uuid, StoreError> {
+        let now = now_ms();
+        let mut record = TaskRecord {
+            id: Uuid::new_v4(),
+            kind: kind.to_string(),
+            status: "waiting".into(),
+            submitted_ms: now,
+            started_ms: None,
+            ended_ms: None,
+            node: self.node.clone(),
+            heartbeat_ms: now,
+            cancel_requested: false,
+            details: initial.to_string(),
+        };
+        self.store.save_task(&record).await?;
+        let id = record.id;
+        let ctx = Arc::new(TaskContext {
+            cancelled: AtomicBool::new(false),
+            details: Mutex::new(initial),
+        });
+        let work = start(ctx.clone());
+        let manager = self.clone();
+        tokio::spawn(async move {
+            record.status = "inProgress".into();
+            record.started_ms = Some(now_ms());
+            manager.save(&mut record, &ctx).await;
+            let mut work = work;
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    _ = tokio::time::sleep(HEARTBEAT) => {
+                        manager.save(&mut record, &ctx).await;
+                        if let Ok(Some(stored)) = manager.store.get_task(record.id).await {
+                            if stored.cancel_requested {
+                                ctx.cancelled.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            };
+            record.status = match &outcome {
+                TaskOutcome::Completed => "completed".into(),
+                TaskOutcome::Cancelled => "cancelled".into(),
+                TaskOutcome::Failed(why) => {
+                    tracing::error!(task = %record.id, error = %why, "task failed");
+                    "failed".into()
+                }
+            };
+            record.ended_ms = Some(now_ms());
+            manager.save(&mut record, &ctx).await;
+            tracing::info!(task = %record.id, kind = %record.kind, status = %record.status, "task finished");
+        });
+        Ok(id)
+    }
+
+    async fn save(&self, record: &mut TaskRecord, ctx: &TaskContext) {
+        record.heartbeat_ms = now_ms();
+        record.details = ctx.details().to_string();
+        if let Err(e) = self.store.save_task(record).await {
+            tracing::warn!(task = %record.id, error = %e, "could not save task state");
+        }
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Value>, StoreError> {
+        Ok(self.store.get_task(id).await?.map(|t| to_json(&t)))
+    }
+
+    pub async fn list(&self, status: Option<&str>) -> Result<Vec<Value>, StoreError> {
+        let mut tasks = self.store.list_tasks().await?;
+        tasks.sort_by_key(|t| t.submitted_ms);
+        Ok(tasks
+            .iter()
+            .map(to_json)
+            .filter(|t| status.is_none_or(|s| t["status"].as_str() == Some(s)))
+            .collect())
+    }
+
+    /// Asks for cancellation; returns whether the task exists.
+    pub async fn cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.store.request_cancel(id).await
+    }
+}
+
+/// The James webadmin representation of a task. A task whose node stopped refreshing its
+/// heartbeat is shown as failed.
+fn to_json(t: &TaskRecord) -> Value {
+    let mut status = t.status.as_str();
+    let mut failed_ms = (status == "failed").then_some(t.ended_ms).flatten();
+    let running = status == "inProgress" || status == "waiting";
+    if running && now_ms() - t.heartbeat_ms > STALE_AFTER_MS {
+        status = "failed";
+        failed_ms = Some(t.heartbeat_ms);
+    }
+    let ended = |s: &str| {
+        if status == s {
+            t.ended_ms.map(iso8601).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        }
+    };
+    let details: Value = serde_json::from_str(&t.details).unwrap_or(Value::Null);
+    json!({
+        "taskId": t.id.to_string(),
+        "type": t.kind,
+        "status": status,
+        "submitDate": iso8601(t.submitted_ms),
+        "startedDate": t.started_ms.map(iso8601).unwrap_or(Value::Null),
+        "completedDate": ended("completed"),
+        "cancelledDate": ended("cancelled"),
+        "failedDate": failed_ms.map(iso8601).unwrap_or(Value::Null),
+        "submittedFrom": t.node,
+        "executedOn": t.node,
+        "cancelRequested": t.cancel_requested,
+        "additionalInformation": details,
+    })
+}
+
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled")
+}
