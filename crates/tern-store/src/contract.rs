@@ -393,6 +393,20 @@ pub async fn uids_increase_and_list_in_order(b: &Backend) {
         .map(|e| e.uid)
         .collect();
     assert_eq!(left, uids[2..].to_vec());
+    // A repaired entry gets its old UID back, in place.
+    assert_eq!(
+        b.mail.assign_uids(mb, &ids[1..2]).await.unwrap(),
+        vec![uids[1]]
+    );
+    let listing = b.mail.uid_listing(mb).await.unwrap();
+    let left: Vec<u64> = listing.entries.iter().map(|e| e.uid).collect();
+    assert_eq!(left, uids[1..].to_vec());
+    let ghost = crate::IdGenerator::new().next_id();
+    assert_eq!(
+        b.mail.assign_uids(mb, &[ghost]).await.unwrap(),
+        vec![0],
+        "no UID for a missing message"
+    );
     let newer = deliver(b, b"new\r\n", &[mb]).await;
     let new_uid = b.mail.assign_uids(mb, &newer).await.unwrap()[0];
     assert!(new_uid > uids[4]);

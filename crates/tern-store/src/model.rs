@@ -147,7 +147,8 @@ pub trait MailStore: Send + Sync {
     /// Classic UID mode: gives each message the next UIDs of its mailbox (strictly increasing,
     /// never reused) and indexes it by UID. On Cassandra the counter is advanced by
     /// compare-and-set (a lightweight transaction); on the embedded store in a transaction.
-    /// A message that already has a UID keeps it.
+    /// A message that already has a UID keeps it; one that does not exist gets none (0 is
+    /// returned in its place).
     async fn assign_uids(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<Vec<u64>>;
 
     /// Classic UID mode: the mailbox's UID validity and its messages in UID order.

@@ -817,9 +817,21 @@ impl MailStore for CassandraStore {
         let mut missing = Vec::new();
         for (i, id) in messages.iter().enumerate() {
             match self.message_meta(*id).await? {
-                Some(MessageMeta { uid: Some(uid), .. }) => out[i] = uid,
+                Some(MessageMeta {
+                    uid: Some(uid),
+                    size,
+                    ..
+                }) => {
+                    // Keeps its UID; its index entry may have been dropped by a view repair.
+                    c.exec(
+                        &c.st.insert_by_uid,
+                        (mailbox.0, uid as i64, timeuuid(*id), size as i64),
+                    )
+                    .await?;
+                    out[i] = uid;
+                }
                 Some(meta) => missing.push((i, *id, meta.size)),
-                None => return Err(StoreError::Invalid(format!("message {id} does not exist"))),
+                None => {} // no such message: no UID (stays 0)
             }
         }
         if missing.is_empty() {

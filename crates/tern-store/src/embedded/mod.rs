@@ -661,15 +661,16 @@ impl MailStore for EmbeddedStore {
                 let msgs = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut out = Vec::with_capacity(keys.len());
                 for &key in &keys {
+                    let Some(size) = msgs.get(key).map_err(db_err)?.map(|v| v.value().2) else {
+                        out.push(0);
+                        continue;
+                    };
                     if let Some(uid) = uids_t.get(key).map_err(db_err)?.map(|u| u.value()) {
+                        // Keeps its UID; its index entry may have been dropped by a view repair.
+                        by_uid.insert((m, uid), (key, size)).map_err(db_err)?;
                         out.push(uid);
                         continue;
                     }
-                    let size = msgs
-                        .get(key)
-                        .map_err(db_err)?
-                        .map(|v| v.value().2)
-                        .unwrap_or(0);
                     let uid = next;
                     next += 1;
                     uids_t.insert(key, uid).map_err(db_err)?;
