@@ -78,6 +78,13 @@ pub fn initial(messages_per_second: u32) -> Value {
     .json()
 }
 
+/// The two sweeps: every message must have its view entry; every view entry its message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Messages,
+    View,
+}
+
 pub async fn run(
     mail: Arc<dyn MailStore>,
     messages_per_second: u32,
@@ -92,70 +99,66 @@ pub async fn run(
         per_second: messages_per_second,
         done: 0,
     };
-
-    // 1. Every message must have its view entry.
-    let mut cursor = None;
-    loop {
-        let page = match mail.scan_messages(cursor.take(), PAGE).await {
-            Ok(p) => p,
-            Err(e) => return TaskOutcome::Failed(format!("scanning messages: {e}")),
-        };
-        for (id, mb) in page.items {
-            if ctx.is_cancelled() {
+    for pass in [Pass::Messages, Pass::View] {
+        let mut cursor = None;
+        loop {
+            let page = match pass {
+                Pass::Messages => mail.scan_messages(cursor.take(), PAGE).await.map(|p| {
+                    (
+                        p.items
+                            .into_iter()
+                            .map(|(id, mb)| (mb, id))
+                            .collect::<Vec<_>>(),
+                        p.next,
+                    )
+                }),
+                Pass::View => mail
+                    .scan_view(cursor.take(), PAGE)
+                    .await
+                    .map(|p| (p.items, p.next)),
+            };
+            let (items, next) = match page {
+                Ok(p) => p,
+                Err(e) => return TaskOutcome::Failed(format!("scanning: {e}")),
+            };
+            for (mb, id) in items {
+                if ctx.is_cancelled() {
+                    ctx.report(report.json());
+                    return TaskOutcome::Cancelled;
+                }
+                rate.wait().await;
+                let checked = match pass {
+                    Pass::Messages => {
+                        report.processed_messages += 1;
+                        check_message(&*mail, mb, id).await
+                    }
+                    Pass::View => {
+                        report.processed_view += 1;
+                        check_view_entry(&*mail, mb, id).await
+                    }
+                };
+                match checked {
+                    Ok(Fix::Nothing) => {}
+                    Ok(Fix::Fixed) => {
+                        let found = if pass == Pass::Messages {
+                            &mut report.missing
+                        } else {
+                            &mut report.stale
+                        };
+                        push(found, (mb, id));
+                        push(&mut report.fixed, (mb, id));
+                    }
+                    Err(e) => {
+                        tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
+                        push(&mut report.errors, (mb, id));
+                    }
+                }
                 ctx.report(report.json());
-                return TaskOutcome::Cancelled;
             }
-            rate.wait().await;
-            report.processed_messages += 1;
-            match check_message(&*mail, mb, id).await {
-                Ok(Fix::Nothing) => {}
-                Ok(Fix::Fixed) => {
-                    push(&mut report.missing, (mb, id));
-                    push(&mut report.fixed, (mb, id));
-                }
-                Err(e) => {
-                    tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
-                    push(&mut report.errors, (mb, id));
-                }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
-            ctx.report(report.json());
-        }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-
-    // 2. Every view entry must have its message.
-    let mut cursor = None;
-    loop {
-        let page = match mail.scan_view(cursor.take(), PAGE).await {
-            Ok(p) => p,
-            Err(e) => return TaskOutcome::Failed(format!("scanning the POP3 view: {e}")),
-        };
-        for (mb, id) in page.items {
-            if ctx.is_cancelled() {
-                ctx.report(report.json());
-                return TaskOutcome::Cancelled;
-            }
-            rate.wait().await;
-            report.processed_view += 1;
-            match check_view_entry(&*mail, mb, id).await {
-                Ok(Fix::Nothing) => {}
-                Ok(Fix::Fixed) => {
-                    push(&mut report.stale, (mb, id));
-                    push(&mut report.fixed, (mb, id));
-                }
-                Err(e) => {
-                    tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
-                    push(&mut report.errors, (mb, id));
-                }
-            }
-            ctx.report(report.json());
-        }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
         }
     }
     ctx.report(report.json());
