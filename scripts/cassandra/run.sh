@@ -62,7 +62,19 @@ resolve() {
 
 configure() {
   rm -rf "$run"
-  mkdir -p "$run"/{data,commitlog,saved_caches,hints,cdc_raw,logs}
+  mkdir -p "$run"/{data,commitlog,saved_caches,hints,cdc_raw,logs,tls}
+  # CQL over TLS (the port accepts TLS and plaintext): a throw-away CA and a node certificate it
+  # signs. Tests that connect with TLS trust $run/tls/ca.pem; the driver checks the node's IP
+  # address against the certificate's SAN.
+  local tls="$run/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tern-test-ca" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=tern-test-cassandra" \
+    -keyout "$tls/key.pem" -out "$tls/node.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$tls/ext.cnf"
+  openssl x509 -req -in "$tls/node.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 30 -extfile "$tls/ext.cnf" -out "$tls/cert.pem" 2>/dev/null
+  cat "$tls/key.pem" "$tls/cert.pem" "$tls/ca.pem" > "$tls/keystore.pem"
   cat > "$run/cassandra.yaml" <<YAML
 cluster_name: tern-test
 num_tokens: 1
@@ -99,6 +111,13 @@ memtable_heap_space: 128MiB
 memtable_offheap_space: 128MiB
 key_cache_size: 16MiB
 user_defined_functions_enabled: false
+client_encryption_options:
+  enabled: true
+  optional: true
+  require_client_auth: false
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: $run/tls/keystore.pem
 materialized_views_enabled: false
 YAML
   cat > "$run/logback.xml" <<XML

@@ -145,6 +145,11 @@ pub struct CassandraSection {
     pub connect_timeout_ms: u64,
     pub create_schema: bool,
     pub chunk_size: usize,
+    /// CQL over TLS: the CA certificates (PEM) to trust; setting it turns TLS on.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), for clusters that require client certificates.
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 impl Default for CassandraSection {
@@ -165,6 +170,9 @@ impl Default for CassandraSection {
             connect_timeout_ms: 5000,
             create_schema: true,
             chunk_size: 256 * 1024,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 }
@@ -212,6 +220,9 @@ impl CassandraSection {
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
             create_schema: self.create_schema,
             chunk_size: self.chunk_size,
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_client_cert_file: self.tls_client_cert_file.clone(),
+            tls_client_key_file: self.tls_client_key_file.clone(),
         }
     }
 }
@@ -538,6 +549,16 @@ impl Config {
             c.username.is_some() == c.password.is_some(),
             "cassandra.password",
             "set both username and password, or neither",
+        )?;
+        check(
+            c.tls_client_cert_file.is_some() == c.tls_client_key_file.is_some(),
+            "cassandra.tls_client_key_file",
+            "set both tls_client_cert_file and tls_client_key_file, or neither",
+        )?;
+        check(
+            c.tls_client_cert_file.is_none() || c.tls_ca_file.is_some(),
+            "cassandra.tls_ca_file",
+            "client certificates need TLS: set tls_ca_file",
         )?;
         check(
             c.request_timeout_ms >= 10,

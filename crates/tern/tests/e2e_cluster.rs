@@ -158,3 +158,34 @@ fn unreachable_cassandra_gives_temporary_errors_and_an_unhealthy_healthcheck() {
     assert_eq!(r.status, 500);
     assert!(r.body.contains("Cassandra"), "{}", r.body);
 }
+
+#[test]
+#[ignore = "needs Cassandra: run scripts/test"]
+fn cql_over_tls_verifies_the_cluster_certificate() {
+    // Trusting the cluster's certificate: everything works over TLS.
+    let mut config = cluster_config(&fresh_keyspace());
+    config.cassandra.tls_ca_file = Some(cassandra_ca());
+    let s = TestServer::start_config(config, None);
+    s.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
+    let alice = s.user("alice");
+    s.deliver(&[&alice], &message("over cql tls", "x\r\n"));
+    assert_eq!(s.login("alice").stat().0, 1);
+
+    // Trusting another certificate: the handshake is refused, the node says so and stays
+    // unhealthy rather than falling back to plaintext.
+    let other = tempfile::tempdir().unwrap();
+    let (wrong_ca, _) = tern::tls::write_self_signed("localhost", other.path()).unwrap();
+    let mut config = cluster_config(&fresh_keyspace());
+    config.cassandra.tls_ca_file = Some(wrong_ca);
+    config.cassandra.connect_timeout_ms = 1000;
+    let bad = TestServer::launch(config, None);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let h = bad.admin("GET", "/healthcheck", None);
+    assert_eq!(h.status, 503, "{}", h.body);
+    let cause = h.body.to_lowercase();
+    assert!(
+        cause.contains("cassandra") && (cause.contains("certificate") || cause.contains("tls")),
+        "{}",
+        h.body
+    );
+}

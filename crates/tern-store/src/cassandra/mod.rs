@@ -58,6 +58,12 @@ pub struct CassandraOptions {
     pub create_schema: bool,
     /// Largest body chunk per cell.
     pub chunk_size: usize,
+    /// CQL over TLS: PEM file of the certificate authorities to trust. The driver checks each
+    /// node's IP address against its certificate.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain and key (PEM) when the cluster requires client authentication.
+    pub tls_client_cert_file: Option<std::path::PathBuf>,
+    pub tls_client_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for CassandraOptions {
@@ -76,8 +82,48 @@ impl Default for CassandraOptions {
             connect_timeout: Duration::from_secs(5),
             create_schema: true,
             chunk_size: 256 * 1024,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
+}
+
+/// The rustls client configuration for CQL over TLS (ring provider, TLS 1.2+).
+fn tls_config(o: &CassandraOptions) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(ca) = &o.tls_ca_file else {
+        return Ok(None);
+    };
+    let invalid = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        StoreError::Invalid(format!("{what} {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| invalid("reading", ca, &e))? {
+        let cert = cert.map_err(|e| invalid("parsing", ca, &e))?;
+        roots.add(cert).map_err(|e| invalid("trusting", ca, &e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match (&o.tls_client_cert_file, &o.tls_client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| invalid("reading", cert, &e))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| invalid("parsing", cert, &e))?;
+            let key_der =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| invalid("reading", key, &e))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| invalid("using", key, &e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Some(Arc::new(config)))
 }
 
 /// The Cassandra store; cheap to clone. It connects in the background: until it is connected
@@ -207,6 +253,9 @@ async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
         .default_execution_profile_handle(profile.into_handle());
     if let (Some(u), Some(p)) = (&o.username, &o.password) {
         builder = builder.user(u, p);
+    }
+    if let Some(tls) = tls_config(o)? {
+        builder = builder.tls_context(Some(tls));
     }
     let session = builder.build().await.map_err(unavailable)?;
     if o.create_schema {

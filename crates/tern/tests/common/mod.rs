@@ -56,6 +56,21 @@ pub fn cassandra_contact() -> String {
     std::env::var("TERN_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into())
 }
 
+/// The CA of the certificate the test Cassandra presents for CQL over TLS (written by
+/// scripts/cassandra/run.sh; `TERN_TEST_CASSANDRA_CA` overrides).
+pub fn cassandra_ca() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("TERN_TEST_CASSANDRA_CA") {
+        return p.into();
+    }
+    let home = std::env::var("TERN_CASSANDRA_HOME").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/tern-cassandra",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    std::path::Path::new(&home).join("run/tls/ca.pem")
+}
+
 /// A keyspace no other test uses.
 pub fn fresh_keyspace() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
