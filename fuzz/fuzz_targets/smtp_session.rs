@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         while let Some(req) = s.poll() {
             match req {
                 SmtpRequest::CheckRecipient(m) => {
-                    assert!(!m.domain.is_empty() && !m.local.is_empty());
+                    assert!((!m.domain.is_empty() || m.is_bare_postmaster()) && !m.local.is_empty());
                     s.rcpt_verdict(match n % 4 {
                         0 => RcptVerdict::UnknownUser,
                         1 => RcptVerdict::RelayDenied,

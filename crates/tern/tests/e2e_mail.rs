@@ -300,6 +300,14 @@ fn unknown_recipient_and_foreign_domain_are_rejected(b: Backend) {
     let (code, _) = c.cmd("DATA");
     assert_eq!(code, 554);
     assert_eq!(c.cmd("RCPT TO:<Alice@EXAMPLE.com>").0, 250);
+    // RFC 5321 4.5.1: the bare <postmaster> goes to a served domain's postmaster user.
+    assert_eq!(
+        c.cmd("RCPT TO:<Postmaster>").0,
+        550,
+        "no postmaster user yet"
+    );
+    s.user("postmaster");
+    assert_eq!(c.cmd("RCPT TO:<Postmaster>").0, 250);
     c.quit();
 }
 

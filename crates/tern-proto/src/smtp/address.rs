@@ -6,6 +6,12 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// The bare `<postmaster>` recipient that RFC 5321 section 4.5.1 requires every server to
+    /// accept, with no domain.
+    pub fn is_bare_postmaster(&self) -> bool {
+        self.domain.is_empty() && self.local.eq_ignore_ascii_case("postmaster")
+    }
+
     /// The address as Tern names users: lower-cased `local@domain`.
     pub fn user_name(&self) -> String {
         format!("{}@{}", self.local.to_lowercase(), self.domain)
@@ -14,6 +20,9 @@ impl Mailbox {
 
 impl std::fmt::Display for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.domain.is_empty() {
+            return write!(f, "{}", self.local);
+        }
         write!(f, "{}@{}", self.local, self.domain)
     }
 }
@@ -84,6 +93,12 @@ fn parse_mailbox(s: &str) -> Result<Mailbox, PathError> {
     if s.chars().any(|c| c.is_control()) {
         return Err(PathError("control characters in address"));
     }
+    if s.eq_ignore_ascii_case("postmaster") {
+        return Ok(Mailbox {
+            local: "postmaster".into(),
+            domain: String::new(),
+        });
+    }
     let at = s.rfind('@').ok_or(PathError("address needs user@domain"))?;
     let (local, domain) = (&s[..at], &s[at + 1..]);
     if local.is_empty() || local.len() > 64 {
@@ -145,6 +160,11 @@ mod tests {
             "\"a b\""
         );
         assert_eq!(parse_path("bob@x").unwrap().0.unwrap().user_name(), "bob@x");
+        assert!(parse_path("<PostMaster>")
+            .unwrap()
+            .0
+            .unwrap()
+            .is_bare_postmaster());
     }
 
     #[test]

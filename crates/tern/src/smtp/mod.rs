@@ -186,6 +186,9 @@ where
 }
 
 async fn check_recipient(svc: &Services, mailbox: &Mailbox) -> RcptVerdict<MailboxId> {
+    if mailbox.is_bare_postmaster() {
+        return postmaster(svc).await;
+    }
     match svc.directory.domain_exists(&mailbox.domain).await {
         Ok(true) => {}
         Ok(false) => return RcptVerdict::RelayDenied,
@@ -202,6 +205,36 @@ async fn check_recipient(svc: &Services, mailbox: &Mailbox) -> RcptVerdict<Mailb
             RcptVerdict::Temporary
         }
     }
+}
+
+/// `RCPT TO:<postmaster>` (no domain) goes to the `postmaster@` user of the served domains, the
+/// first in alphabetical order that has one.
+async fn postmaster(svc: &Services) -> RcptVerdict<MailboxId> {
+    let domains = match svc.directory.list_domains().await {
+        Ok(mut d) => {
+            d.sort();
+            d
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "domain list failed");
+            return RcptVerdict::Temporary;
+        }
+    };
+    for domain in domains {
+        match svc
+            .directory
+            .get_user(&format!("postmaster@{domain}"))
+            .await
+        {
+            Ok(Some(user)) => return RcptVerdict::Accept(user.inbox),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "postmaster lookup failed");
+                return RcptVerdict::Temporary;
+            }
+        }
+    }
+    RcptVerdict::UnknownUser
 }
 
 /// RFC 5322 date-time of now, in UTC.
