@@ -77,6 +77,8 @@ pub enum Pop3ListingMode {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     pub listen: SocketAddr,
+    /// When set, every route but /healthcheck requires `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -324,6 +326,7 @@ impl Default for AdminSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            token: None,
         }
     }
 }
@@ -515,6 +518,14 @@ impl Config {
             self.auth.failure_window_secs > 0,
             "auth.failure_window_secs",
             "must be at least 1",
+        )?;
+        check(
+            self.admin
+                .token
+                .as_ref()
+                .is_none_or(|t| t.len() >= 16 && !t.contains(char::is_whitespace)),
+            "admin.token",
+            "must be at least 16 characters, without spaces",
         )?;
         let c = &self.cassandra;
         check(

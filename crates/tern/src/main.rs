@@ -85,6 +85,9 @@ struct AdminArgs {
         global = true
     )]
     admin_url: String,
+    /// Bearer token of the admin API (admin.token), if it has one.
+    #[arg(long, env = "TERN_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -202,8 +205,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Domain { action, admin } => domain(action, &admin.admin_url),
-        Command::User { action, admin } => user(action, &admin.admin_url),
+        Command::Domain { action, admin } => domain(action, &admin),
+        Command::User { action, admin } => user(action, &admin),
         Command::Bench { action } => bench(action),
         Command::Cert {
             action: CertAction::SelfSigned { domain, out },
@@ -385,8 +388,14 @@ fn bench(action: BenchAction) -> anyhow::Result<()> {
 }
 
 /// Runs one admin call and turns a non-2xx answer into an error carrying the API's message.
-fn call(base: &str, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
-    let r = client::request(base, method, path, body)?;
+fn call(base: &AdminArgs, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+    let r = client::request_with_token(
+        &base.admin_url,
+        base.admin_token.as_deref(),
+        method,
+        path,
+        body,
+    )?;
     if !(200..300).contains(&r.status) {
         let message = serde_json::from_str::<serde_json::Value>(&r.body)
             .ok()
@@ -401,7 +410,7 @@ fn call(base: &str, method: &str, path: &str, body: Option<&str>) -> anyhow::Res
     Ok(r.body)
 }
 
-fn domain(action: DomainAction, base: &str) -> anyhow::Result<()> {
+fn domain(action: DomainAction, base: &AdminArgs) -> anyhow::Result<()> {
     match action {
         DomainAction::Add { domain } => {
             call(
@@ -446,7 +455,7 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn user(action: UserAction, base: &str) -> anyhow::Result<()> {
+fn user(action: UserAction, base: &AdminArgs) -> anyhow::Result<()> {
     match action {
         UserAction::Add { user } => {
             let password = read_password()?;

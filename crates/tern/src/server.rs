@@ -143,8 +143,8 @@ impl Server {
             pop3.local_addr()?,
             admin_listener.local_addr()?,
         );
-        if !config.admin.listen.ip().is_loopback() {
-            tracing::warn!(addr = %admin_addr, "the admin API has no authentication and listens beyond loopback");
+        if !config.admin.listen.ip().is_loopback() && config.admin.token.is_none() {
+            tracing::warn!(addr = %admin_addr, "the admin API listens beyond loopback without admin.token: anyone who reaches it can manage users");
         }
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let limits = Arc::new(ConnectionLimits {
@@ -187,6 +187,7 @@ impl Server {
             mail,
             auth,
             tasks: task_manager,
+            token: services.config.admin.token.clone(),
         }));
         let mut admin_shutdown = shutdown_rx.clone();
         let admin_task = tokio::spawn(async move {

@@ -121,4 +121,55 @@ fn healthcheck_and_unknown_routes(b: Backend) {
     assert_eq!(json(&r.body)["type"], "NotFound");
 }
 
+#[test]
+fn admin_token_is_required_when_configured() {
+    let token = "s3cret-admin-token-0123456789";
+    let s = TestServer::start_with(Backend::Embedded, |c| c.admin.token = Some(token.into()));
+    let no_token =
+        tern::admin::client::request(&s.admin_url, "PUT", "/domains/other.test", None).unwrap();
+    assert_eq!(no_token.status, 401);
+    assert_eq!(json(&no_token.body)["type"], "Unauthorized");
+    let wrong = tern::admin::client::request_with_token(
+        &s.admin_url,
+        Some("wrong-token-0123456789abc"),
+        "GET",
+        "/users",
+        None,
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 401);
+    let right = tern::admin::client::request_with_token(
+        &s.admin_url,
+        Some(token),
+        "PUT",
+        "/domains/other.test",
+        None,
+    )
+    .unwrap();
+    assert_eq!(right.status, 204);
+    // Load balancers probe without credentials.
+    let health = tern::admin::client::request(&s.admin_url, "GET", "/healthcheck", None).unwrap();
+    assert_eq!(health.status, 200);
+    // The CLI passes the token from --admin-token / TERN_ADMIN_TOKEN.
+    let cli = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.args(["domain", "list", "--admin-url", &s.admin_url]);
+        match token {
+            Some(t) => cmd.env("TERN_ADMIN_TOKEN", t),
+            None => cmd.env_remove("TERN_ADMIN_TOKEN"),
+        };
+        cmd.output().unwrap()
+    };
+    let out = cli(Some(token));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("other.test"));
+    let out = cli(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
+}
+
 on_both_backends!(domain_routes, user_routes, healthcheck_and_unknown_routes,);

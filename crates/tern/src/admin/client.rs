@@ -20,6 +20,30 @@ pub fn request(
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<Response> {
+    request_with_token(base, None, method, path, body)
+}
+
+/// The same, with the admin API's bearer token.
+pub fn request_with_token(
+    base: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Response> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    send(base, &auth, method, path, body)
+}
+
+fn send(
+    base: &str,
+    auth: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Response> {
     let Some(authority) = base.strip_prefix("http://") else {
         bail!("admin URL must start with http:// (got {base})");
     };
@@ -30,7 +54,7 @@ pub fn request(
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(req.as_bytes())?;

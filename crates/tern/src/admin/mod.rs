@@ -25,9 +25,47 @@ pub struct AdminState {
     pub mail: Arc<dyn MailStore>,
     pub auth: Arc<Authenticator>,
     pub tasks: Arc<TaskManager>,
+    /// Bearer token required on every route but /healthcheck, if set.
+    pub token: Option<String>,
 }
 
 type AppState = State<Arc<AdminState>>;
+
+/// Rejects requests without the configured bearer token (health checks stay open for load
+/// balancers). The comparison does not stop at the first differing byte.
+async fn require_token(
+    State(s): AppState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthcheck" {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        next.run(request).await
+    } else {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a valid admin token is required (Authorization: Bearer ...)",
+        )
+    }
+}
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
@@ -50,6 +88,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/await", get(await_task))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .with_state(state)
 }
 

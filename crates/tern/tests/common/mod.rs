@@ -168,8 +168,10 @@ impl TestServer {
         }
     }
 
+    /// An admin API call, with the admin token when the server has one.
     pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> client::Response {
-        client::request(&self.admin_url, method, path, body).unwrap()
+        let token = self.config.admin.token.as_deref();
+        client::request_with_token(&self.admin_url, token, method, path, body).unwrap()
     }
 
     pub fn admin_ok(&self, method: &str, path: &str, body: Option<&str>) -> String {
