@@ -189,3 +189,42 @@ fn cql_over_tls_verifies_the_cluster_certificate() {
         h.body
     );
 }
+
+#[test]
+#[ignore = "needs Cassandra: run scripts/test"]
+fn any_node_answers_for_and_cancels_any_task() {
+    let keyspace = fresh_keyspace();
+    let a = TestServer::start_config(cluster_config(&keyspace), None);
+    let b = TestServer::start_config(cluster_config(&keyspace), None);
+    a.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
+    let alice = a.user("alice");
+    for i in 0..5 {
+        a.deliver(&[&alice], &message(&format!("m{i}"), "x\r\n"));
+    }
+    // Submitted on A at one entry per second: still running when B is asked about it.
+    let r = a.admin(
+        "POST",
+        "/mailboxes?task=fixPop3Inconsistencies&messagesPerSecond=1",
+        None,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let id = v["taskId"].as_str().unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let seen: serde_json::Value =
+        serde_json::from_str(&b.admin_ok("GET", &format!("/tasks/{id}"), None)).unwrap();
+    assert_eq!(seen["status"], "inProgress", "{seen}");
+    assert!(
+        seen["additionalInformation"]["processedImapUidEntries"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{seen}"
+    );
+    // Cancelled through B, stopped by A.
+    assert_eq!(b.admin("DELETE", &format!("/tasks/{id}"), None).status, 204);
+    let done: serde_json::Value =
+        serde_json::from_str(&a.admin_ok("GET", &format!("/tasks/{id}/await?timeout=30s"), None))
+            .unwrap();
+    assert_eq!(done["status"], "cancelled", "{done}");
+}
