@@ -50,6 +50,7 @@ macro_rules! store_contract_tests {
             uids_increase_and_list_in_order,
             concurrent_uid_assignment_never_repeats,
             tasks_save_and_cancellation_survives_updates,
+            unreferenced_bodies_are_collected_and_referenced_ones_kept,
         );
     };
     (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {
@@ -456,4 +457,40 @@ pub async fn tasks_save_and_cancellation_survives_updates(b: &Backend) {
     assert!(got.cancel_requested);
     assert_eq!(got.heartbeat_ms, 4);
     assert_eq!(b.tasks.list_tasks().await.unwrap().len(), 1);
+}
+
+pub async fn unreferenced_bodies_are_collected_and_referenced_ones_kept(b: &Backend) {
+    let mb = MailboxId::random();
+    let kept_body = vec![b'k'; 600_000];
+    let kept = deliver(b, &kept_body, &[mb]).await[0];
+    // A body written but never delivered, as after a crash in the middle of a delivery.
+    let mut w = b.mail.begin_body().await.unwrap();
+    w.write(&vec![b'o'; 600_000]).await.unwrap();
+    let orphan = w.finish().await.unwrap().blob_id;
+    assert!(orphan
+        .created()
+        .is_some_and(|t| t <= std::time::SystemTime::now()));
+    let mut bodies = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = b.mail.scan_bodies(cursor, 1).await.unwrap();
+        bodies.extend(page.items);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(bodies.contains(&orphan), "{bodies:?}");
+    let mut removed = Vec::new();
+    for blob in bodies {
+        if b.mail.remove_body_if_unreferenced(blob).await.unwrap() {
+            removed.push(blob);
+        }
+    }
+    assert_eq!(removed, vec![orphan]);
+    assert_eq!(read(b, mb, kept).await.as_deref(), Some(&kept_body[..]));
+    assert!(
+        !b.mail.remove_body_if_unreferenced(orphan).await.unwrap(),
+        "already gone"
+    );
 }

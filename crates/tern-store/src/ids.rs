@@ -30,6 +30,15 @@ impl std::fmt::Display for MailboxId {
     }
 }
 
+impl BlobId {
+    /// When the body was started, for ids made by [`IdGenerator`] (version-1 UUIDs).
+    pub fn created(&self) -> Option<std::time::SystemTime> {
+        let id = MessageId::from_uuid(self.0)?;
+        let ticks = id.timestamp().checked_sub(UUID_EPOCH_OFFSET)?;
+        Some(UNIX_EPOCH + std::time::Duration::from_nanos(ticks.saturating_mul(100)))
+    }
+}
+
 impl std::fmt::Display for BlobId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

@@ -153,6 +153,16 @@ pub trait MailStore: Send + Sync {
 
     /// Classic UID mode: the mailbox's UID validity and its messages in UID order.
     async fn uid_listing(&self, mailbox: MailboxId) -> Result<UidListing>;
+
+    /// A page of every stored body that is not held inline with its metadata (the candidates
+    /// for collection: bodies of deliveries that never completed, or whose deletion stopped
+    /// before removing them).
+    async fn scan_bodies(&self, cursor: Option<Vec<u8>>, limit: usize) -> Result<ScanPage<BlobId>>;
+
+    /// Removes the body if no message references it (read fresh); returns whether it did.
+    /// Callers must leave recent bodies alone: a delivery writes its body before the messages
+    /// that reference it.
+    async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool>;
 }
 
 /// Metadata of a stored message.

@@ -254,7 +254,46 @@ fn read_repair_removes_an_entry_whose_message_is_gone(b: Backend) {
     assert_eq!(second.stat().0, 1, "the next session no longer lists it");
 }
 
+fn unreferenced_bodies_are_collected_by_the_gc_task(b: Backend) {
+    let s = TestServer::start(b);
+    let alice = s.user("alice");
+    let big = message("big", &"0123456789abcdefghij\r\n".repeat(30_000));
+    s.deliver(&[&alice], &big);
+    // A body left by a delivery that never completed.
+    let mail = s.mail_store();
+    s.block_on(async {
+        let mut w = mail.begin_body().await.unwrap();
+        w.write(&vec![b'z'; 700_000]).await.unwrap();
+        w.finish().await.unwrap();
+    });
+    let run = |query: &str| {
+        let r = s.admin("DELETE", &format!("/blobs?scope=unreferenced{query}"), None);
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = json(&r.body)["taskId"].as_str().unwrap().to_string();
+        json(&s.admin_ok("GET", &format!("/tasks/{id}/await?timeout=60s"), None))
+    };
+    // Within the grace period (default 60 minutes) nothing is touched.
+    let first = run("");
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first["type"], "BlobGCTask");
+    assert_eq!(first["additionalInformation"]["gcedBlobCount"], 0);
+    assert!(
+        first["additionalInformation"]["skippedRecentBlobCount"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let done = run("&graceMinutes=0");
+    assert_eq!(done["additionalInformation"]["gcedBlobCount"], 1, "{done}");
+    assert_eq!(done["additionalInformation"]["errorCount"], 0);
+    // The delivered message is untouched.
+    assert!(s.login("alice").retr(1).ends_with(&big));
+    assert_eq!(s.admin("DELETE", "/blobs", None).status, 400);
+    assert_eq!(s.admin("DELETE", "/blobs?scope=all", None).status, 400);
+}
+
 on_every_backend_and_listing!(
+    unreferenced_bodies_are_collected_by_the_gc_task,
     fix_task_repairs_stale_and_missing_entries,
     task_api_errors,
     rate_limit_holds_and_cancellation_stops_the_task,

@@ -184,11 +184,6 @@ impl Pop3Session {
         self.state = State::Authorization { user: None };
     }
 
-    /// Changes whether plaintext authentication is allowed (after a TLS upgrade).
-    pub fn set_plaintext_auth_allowed(&mut self, allowed: bool) {
-        self.config.plaintext_auth_allowed = allowed;
-    }
-
     /// Processes buffered input until a request for the driver comes up or input runs out.
     pub fn poll(&mut self) -> Option<Pop3Request> {
         loop {

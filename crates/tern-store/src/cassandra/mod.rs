@@ -14,9 +14,9 @@ mod body;
 pub mod schema;
 
 use crate::{
-    BodyReader, BodyWriter, Directory, IdGenerator, MailStore, MailboxId, MailboxInfo, MessageId,
-    MessageMeta, Result, ScanPage, StagedBody, StagedPayload, StoreError, TaskRecord, TaskStore,
-    UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
+    BlobId, BodyReader, BodyWriter, Directory, IdGenerator, MailStore, MailboxId, MailboxInfo,
+    MessageId, MessageMeta, Result, ScanPage, StagedBody, StagedPayload, StoreError, TaskRecord,
+    TaskStore, UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -363,6 +363,7 @@ pub(crate) struct Statements {
     select_task: PreparedStatement,
     list_tasks: PreparedStatement,
     cancel_task: PreparedStatement,
+    scan_bodies: PreparedStatement,
 }
 
 impl Statements {
@@ -463,6 +464,7 @@ impl Statements {
             select_task: read(format!("SELECT record, cancel_requested FROM {ks}.tasks WHERE task_id = ?")).await?,
             list_tasks: read(format!("SELECT record, cancel_requested FROM {ks}.tasks")).await?,
             cancel_task: write(format!("UPDATE {ks}.tasks SET cancel_requested = true WHERE task_id = ?")).await?,
+            scan_bodies: read(format!("SELECT DISTINCT blob_id FROM {ks}.blobs")).await?,
         })
     }
 }
@@ -925,6 +927,32 @@ impl MailStore for CassandraStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(UidListing { validity, entries })
+    }
+
+    async fn scan_bodies(&self, cursor: Option<Vec<u8>>, limit: usize) -> Result<ScanPage<BlobId>> {
+        let c = self.conn()?;
+        let (rows, next) = c
+            .page::<(Uuid,)>(&c.st.scan_bodies, (), cursor, limit)
+            .await?;
+        Ok(ScanPage {
+            items: rows.into_iter().map(|r| BlobId(r.0)).collect(),
+            next,
+        })
+    }
+
+    async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool> {
+        let c = self.conn()?;
+        let refs = c
+            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob.0,))
+            .await?;
+        let Some((refs,)) = refs else {
+            return Ok(false);
+        };
+        if refs.is_some_and(|r| !r.is_empty()) {
+            return Ok(false);
+        }
+        c.exec(&c.st.delete_blob, (blob.0,)).await?;
+        Ok(true)
     }
 }
 

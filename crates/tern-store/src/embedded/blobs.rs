@@ -147,6 +147,29 @@ impl BodyReader for FileReader {
     }
 }
 
+/// The ids of every body file.
+pub(crate) fn list_body_files(blobs_dir: &Path) -> std::io::Result<Vec<uuid::Uuid>> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(blobs_dir) else {
+        return Ok(out);
+    };
+    for dir in dirs.flatten() {
+        let Ok(files) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            if let Some(id) = file
+                .file_name()
+                .to_str()
+                .and_then(|n| uuid::Uuid::parse_str(n).ok())
+            {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Removes blob files that no committed message references. Runs at start-up, when no delivery
 /// is in flight (redb's lock keeps other processes out), so every unreferenced file is an orphan.
 pub(crate) fn sweep_orphans(blobs_dir: &Path, is_referenced: impl Fn(BlobId) -> bool) -> usize {

@@ -6,7 +6,7 @@ pub mod client;
 
 use crate::auth::Authenticator;
 use crate::names;
-use crate::tasks::{fix_pop3, is_final, TaskManager};
+use crate::tasks::{body_gc, fix_pop3, is_final, TaskManager};
 use axum::body::Bytes;
 use axum::extract::Query;
 use axum::extract::{Path, State};
@@ -84,6 +84,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/users/{user}/mailboxes", get(user_mailboxes))
         .route("/healthcheck", get(healthcheck))
         .route("/mailboxes", axum::routing::post(mailbox_task))
+        .route("/blobs", axum::routing::delete(blobs_task))
         .route("/tasks", get(list_tasks))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/await", get(await_task))
@@ -298,6 +299,39 @@ async fn mailbox_task(State(s): AppState, Query(q): Query<HashMap<String, String
         .tasks
         .submit(fix_pop3::TYPE, fix_pop3::initial(rate), move |ctx| {
             Box::pin(fix_pop3::run(mail, rate, ctx))
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "taskId": id.to_string() })),
+    )
+        .into_response())
+}
+
+/// `DELETE /blobs?scope=unreferenced[&graceMinutes=60]`: collect bodies no message references.
+async fn blobs_task(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    match q.get("scope").map(String::as_str) {
+        Some("unreferenced") => {}
+        Some(other) => return Err(bad_request(&format!(
+            "Invalid value supplied for query parameter 'scope': {other}; supported: unreferenced"
+        ))),
+        None => {
+            return Err(bad_request(
+                "'scope' query parameter is compulsory; supported: unreferenced",
+            ))
+        }
+    }
+    let grace = match q.get("graceMinutes") {
+        None => 60,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| bad_request(&format!("graceMinutes must be a whole number, got {v}")))?,
+    };
+    let mail = s.mail.clone();
+    let id = s
+        .tasks
+        .submit(body_gc::TYPE, body_gc::initial(grace), move |ctx| {
+            Box::pin(body_gc::run(mail, grace, ctx))
         })
         .await?;
     Ok((

@@ -3,6 +3,7 @@
 //! heartbeat; a task whose heartbeat stopped (its node died) is reported as failed rather than
 //! "inProgress" forever. Cancellation is a flag in the store, so it can be asked of any node.
 
+pub mod body_gc;
 pub mod fix_pop3;
 
 use serde_json::{json, Value};
