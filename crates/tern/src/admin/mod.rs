@@ -312,9 +312,11 @@ async fn mailbox_task(State(s): AppState, Query(q): Query<HashMap<String, String
 async fn blobs_task(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     match q.get("scope").map(String::as_str) {
         Some("unreferenced") => {}
-        Some(other) => return Err(bad_request(&format!(
+        Some(other) => {
+            return Err(bad_request(&format!(
             "Invalid value supplied for query parameter 'scope': {other}; supported: unreferenced"
-        ))),
+        )))
+        }
         None => {
             return Err(bad_request(
                 "'scope' query parameter is compulsory; supported: unreferenced",
