@@ -14,9 +14,15 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 home="${TERN_CASSANDRA_HOME:-$HOME/.cache/tern-cassandra}"
 lib="$home/lib"
-run="$home/run"
+run="${TERN_CASSANDRA_RUN:-$home/run}"
 cql_port="${TERN_CASSANDRA_PORT:-9042}"
 jmx_port="${TERN_CASSANDRA_JMX_PORT:-7199}"
+# For a multi-datacenter cluster on one machine (bench/two-datacenters.sh): each node on its own
+# loopback address, with its datacenter name, token and the first node as seed.
+address="${TERN_CASSANDRA_ADDRESS:-127.0.0.1}"
+datacenter="${TERN_CASSANDRA_DC:-}"
+token="${TERN_CASSANDRA_TOKEN:-0}"
+seed="${TERN_CASSANDRA_SEED:-127.0.0.1}"
 heap="${TERN_CASSANDRA_HEAP:-2G}"
 wait_secs="${TERN_CASSANDRA_WAIT:-180}"
 
@@ -71,14 +77,14 @@ configure() {
     -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj "/CN=tern-test-cassandra" \
     -keyout "$tls/key.pem" -out "$tls/node.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$tls/ext.cnf"
+  printf 'subjectAltName=IP:'"$address"',DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$tls/ext.cnf"
   openssl x509 -req -in "$tls/node.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
     -days 30 -extfile "$tls/ext.cnf" -out "$tls/cert.pem" 2>/dev/null
   cat "$tls/key.pem" "$tls/cert.pem" "$tls/ca.pem" > "$tls/keystore.pem"
   cat > "$run/cassandra.yaml" <<YAML
 cluster_name: tern-test
 num_tokens: 1
-initial_token: 0
+initial_token: $token
 auto_bootstrap: false
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 data_file_directories: [$run/data]
@@ -91,13 +97,13 @@ commitlog_sync_period: 10000ms
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:7000"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "$seed:7000"
+listen_address: $address
+rpc_address: $address
 storage_port: 7000
 native_transport_port: $cql_port
 start_native_transport: true
-endpoint_snitch: SimpleSnitch
+endpoint_snitch: $( [ -n "$datacenter" ] && echo GossipingPropertyFileSnitch || echo SimpleSnitch )
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
 auto_snapshot: false
@@ -120,6 +126,9 @@ client_encryption_options:
   keystore: $run/tls/keystore.pem
 materialized_views_enabled: false
 YAML
+  if [ -n "$datacenter" ]; then
+    printf 'dc=%s\nrack=rack1\n' "$datacenter" > "$run/cassandra-rackdc.properties"
+  fi
   cat > "$run/logback.xml" <<XML
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -133,7 +142,7 @@ XML
 
 cql_up() {
   # The native protocol port accepting connections and the log saying so.
-  (exec 3<>"/dev/tcp/127.0.0.1/$cql_port") 2>/dev/null &&
+  (exec 3<>"/dev/tcp/$address/$cql_port") 2>/dev/null &&
     grep -q "Startup complete" "$run/logs/system.log" 2>/dev/null
 }
 
@@ -153,6 +162,7 @@ start() {
     -Dlogback.configurationFile="$run/logback.xml" \
     -Dcassandra-foreground=yes \
     -Dcassandra.jmx.local.port="$jmx_port" \
+    -Dcassandra-rackdc.properties="file://$run/cassandra-rackdc.properties" \
     -Dcassandra.skip_wait_for_gossip_to_settle=0 \
     -Dcassandra.ring_delay_ms=0 \
     -Dcassandra.superuser_setup_delay_ms=0 \
@@ -175,7 +185,7 @@ start() {
     fi
     sleep 1
   done
-  echo "cassandra: CQL up on 127.0.0.1:$cql_port after $((SECONDS - started))s (pid $pid)" >&2
+  echo "cassandra: CQL up on $address:$cql_port after $((SECONDS - started))s (pid $pid)" >&2
 }
 
 stop() {
