@@ -14,6 +14,19 @@ fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
+/// Writes a POP3 view entry whose message does not exist (a stale entry) and returns its id.
+fn inject_ghost(s: &TestServer, inbox: tern_store::MailboxId) -> tern_store::MessageId {
+    let ghost = IdGenerator::new().next_id();
+    let entry = ViewEntry {
+        message_id: ghost,
+        size: 42,
+        uidl: None,
+    };
+    s.block_on(s.mail_store().put_view_entry(inbox, entry))
+        .unwrap();
+    ghost
+}
+
 fn submit(s: &TestServer, query: &str) -> String {
     let r = s.admin(
         "POST",
@@ -49,16 +62,7 @@ fn fix_task_repairs_stale_and_missing_entries(b: Backend) {
     // Missing: a message whose view entry is gone. Stale: a view entry with no message.
     let missing = view[1].message_id;
     s.block_on(mail.remove_view_entry(inbox, missing)).unwrap();
-    let ghost = IdGenerator::new().next_id();
-    s.block_on(mail.put_view_entry(
-        inbox,
-        ViewEntry {
-            message_id: ghost,
-            size: 42,
-            uidl: None,
-        },
-    ))
-    .unwrap();
+    let ghost = inject_ghost(&s, inbox);
     // Before the fix: in message-id mode the view lists the ghost; in UID mode a ghost can get
     // no UID and is not listed. Either way the missing message is not listed.
     let before = if b.is_uid() { 2 } else { 3 };
@@ -227,17 +231,7 @@ fn read_repair_removes_an_entry_whose_message_is_gone(b: Backend) {
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("real", "x\r\n"));
     let inbox = s.inbox("alice");
-    let ghost = IdGenerator::new().next_id();
-    let mail = s.mail_store();
-    s.block_on(mail.put_view_entry(
-        inbox,
-        ViewEntry {
-            message_id: ghost,
-            size: 42,
-            uidl: None,
-        },
-    ))
-    .unwrap();
+    inject_ghost(&s, inbox);
     let mut first = s.login("alice");
     if b.is_uid() {
         // A view entry whose message does not exist gets no UID: never listed in UID mode.
