@@ -19,6 +19,24 @@ pub enum SaslError {
     /// An authorization identity different from the authentication identity (proxy login is not
     /// offered).
     AuthzidMismatch,
+    /// A user name with a control character: no account has one, and it could forge log lines.
+    ControlInIdentity,
+}
+
+/// Checks a user name a client sent (USER, SASL PLAIN authcid, SASL LOGIN user name): no
+/// control characters (CR, LF, NUL, ESC, DEL and the C1 range).
+pub fn check_identity(name: &str) -> Result<(), SaslError> {
+    if name.chars().any(char::is_control) {
+        return Err(SaslError::ControlInIdentity);
+    }
+    Ok(())
+}
+
+/// Decodes a SASL LOGIN user name response.
+pub fn login_username(line: &[u8]) -> Result<String, SaslError> {
+    let name = utf8(&decode_response(line)?)?;
+    check_identity(&name)?;
+    Ok(name)
 }
 
 /// Decodes one base64 client response. "=" is the empty response (RFC 5034 section 4).
@@ -52,6 +70,7 @@ pub fn parse_plain(msg: &[u8]) -> Result<Credentials, SaslError> {
     if username.is_empty() {
         return Err(SaslError::Malformed("empty user name"));
     }
+    check_identity(&username)?;
     Ok(Credentials {
         username,
         password: utf8(passwd)?,

@@ -16,8 +16,9 @@ mod model;
 pub use error::StoreError;
 pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
 pub use model::{
-    BodyReader, BodyWriter, Directory, MailStore, MailboxInfo, MessageMeta, ScanPage, StagedBody,
-    StagedPayload, TaskRecord, TaskStore, UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
+    BodyReader, BodyWriter, Directory, InFlight, MailStore, MailboxInfo, MessageMeta, ScanPage,
+    StagedBody, StagedPayload, TaskRecord, TaskStore, UidEntry, UidListing, UserRecord, ViewEntry,
+    INBOX,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

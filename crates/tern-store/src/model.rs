@@ -38,6 +38,33 @@ pub struct StagedBody {
     pub blob_id: BlobId,
     pub size: u64,
     pub payload: StagedPayload,
+    /// Keeps the body out of the collector's reach until the delivery has committed.
+    pub in_flight: InFlight,
+}
+
+/// Marks a body as in flight for as long as it lives: from the writer's creation until the
+/// delivery that references it has committed, or the body is given up. The unreferenced-body
+/// collector never removes a body in flight, whatever its age, so that a slow DATA or a
+/// delivery racing a collection cannot lose an acknowledged message. Backends whose marker
+/// lives in the database (Cassandra) clear it themselves and leave this empty.
+#[derive(Default)]
+pub struct InFlight(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl InFlight {
+    /// Holds `guard` (whose `Drop` ends the protection) until this is dropped.
+    pub fn holding(guard: impl std::any::Any + Send + Sync) -> Self {
+        Self(Some(Box::new(guard)))
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "InFlight(held)"
+        } else {
+            "InFlight(none)"
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -159,8 +186,9 @@ pub trait MailStore: Send + Sync {
     /// before removing them).
     async fn scan_bodies(&self, cursor: Option<Vec<u8>>, limit: usize) -> Result<ScanPage<BlobId>>;
 
-    /// Removes the body if no message references it (read fresh); returns whether it did.
-    /// Callers must leave recent bodies alone: a delivery writes its body before the messages
+    /// Removes the body if no message references it (read fresh) and it is not in flight (see
+    /// [`InFlight`]); returns whether it did. A body being received, or received and not yet
+    /// delivered, is never removed, however old: a delivery writes its body before the messages
     /// that reference it.
     async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool>;
 }
@@ -202,7 +230,7 @@ pub struct UidEntry {
 pub struct TaskRecord {
     pub id: uuid::Uuid,
     pub kind: String,
-    /// waiting, inProgress, completed, failed, cancelled.
+    /// waiting, inProgress, completed, failed, canceled (James's spelling).
     pub status: String,
     pub submitted_ms: i64,
     pub started_ms: Option<i64>,
@@ -225,4 +253,6 @@ pub trait TaskStore: Send + Sync {
     async fn list_tasks(&self) -> Result<Vec<TaskRecord>>;
     /// Marks the task for cancellation; returns whether it exists.
     async fn request_cancel(&self, id: uuid::Uuid) -> Result<bool>;
+    /// Forgets the task (cleanup of old tasks); returns whether it existed.
+    async fn delete_task(&self, id: uuid::Uuid) -> Result<bool>;
 }

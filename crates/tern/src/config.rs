@@ -32,6 +32,9 @@ pub struct ServerSection {
     pub max_connections: usize,
     /// Connections at once from one client address (loopback is not capped).
     pub max_connections_per_ip: usize,
+    /// Peers (load balancers) that must open every SMTP and POP3 connection with a PROXY
+    /// protocol header (v1 or v2) naming the real client. Nobody else may send one.
+    pub proxy_trusted_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,17 +44,22 @@ pub struct SmtpSection {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_errors: u32,
-    /// RFC 5321 section 4.5.3.2 suggests 5 minutes for commands.
+    /// Time allowed for a whole command line to arrive, from when the server starts waiting
+    /// for it (RFC 5321 section 4.5.3.2 suggests 5 minutes). A deadline, not a per-read
+    /// timeout: trickling a byte at a time does not extend it.
     pub command_timeout_secs: u64,
-    /// ... and 10 minutes between data blocks.
+    /// Idle time allowed between data blocks inside DATA (RFC 5321: 3 to 10 minutes).
     pub data_timeout_secs: u64,
+    /// Time allowed for a whole DATA, from 354 to the final dot.
+    pub data_deadline_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3Section {
     pub listen: SocketAddr,
-    /// RFC 1939 section 3: an autologout timer of at least 10 minutes.
+    /// RFC 1939 section 3: an autologout timer of at least 10 minutes. It bounds the wait for
+    /// a whole command, so trickling bytes does not extend it.
     pub idle_timeout_secs: u64,
     pub max_auth_failures: u32,
     pub max_errors: u32,
@@ -77,8 +85,16 @@ pub enum Pop3ListingMode {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     pub listen: SocketAddr,
-    /// When set, every route but /healthcheck requires `Authorization: Bearer <token>`.
+    /// When set, every route but the health checks requires `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Time allowed to send a request's headers (slow clients are dropped).
+    pub header_timeout_secs: u64,
+    /// Time allowed to send the body and get the answer (the await route waits as asked).
+    pub request_timeout_secs: u64,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest password accepted by `PUT /users`, in octets.
+    pub max_password_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -290,6 +306,7 @@ impl Default for ServerSection {
             shutdown_grace_secs: 30,
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            proxy_trusted_networks: Vec::new(),
         }
     }
 }
@@ -303,6 +320,7 @@ impl Default for SmtpSection {
             max_errors: 20,
             command_timeout_secs: 300,
             data_timeout_secs: 600,
+            data_deadline_secs: 3600,
         }
     }
 }
@@ -327,6 +345,10 @@ impl Default for AdminSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             token: None,
+            header_timeout_secs: 10,
+            request_timeout_secs: 60,
+            max_connections: 64,
+            max_password_bytes: 1024,
         }
     }
 }
@@ -379,6 +401,19 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// `Ok` for no problem, the problem itself for one, [`ConfigError::Several`] for more.
+    pub fn from_list(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
+        }
+    }
 }
 
 fn system_hostname() -> String {
@@ -413,84 +448,88 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what the types alone do not.
+    /// Checks what the types alone do not; reports every problem, not only the first.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid {
+        ConfigError::from_list(self.problems())
+    }
+
+    /// Every value the types accept but Tern does not.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &'static str, message: &str| {
+            if !ok {
+                errors.push(ConfigError::Invalid {
                     key,
                     message: message.to_string(),
-                })
+                });
             }
-        }
+        };
         let s = &self.server;
         check(
             !s.hostname.trim().is_empty() && !s.hostname.contains(char::is_whitespace),
             "server.hostname",
             "must be a host name without spaces",
-        )?;
+        );
         check(
             !s.data_dir.as_os_str().is_empty(),
             "server.data_dir",
             "must not be empty",
-        )?;
+        );
         check(
             s.max_connections > 0,
             "server.max_connections",
             "must be at least 1",
-        )?;
+        );
         let m = &self.smtp;
         check(
             m.max_message_size >= 1024,
             "smtp.max_message_size",
             "must be at least 1024 octets",
-        )?;
+        );
         check(
             m.max_recipients > 0,
             "smtp.max_recipients",
             "must be at least 1",
-        )?;
-        check(m.max_errors > 0, "smtp.max_errors", "must be at least 1")?;
+        );
+        check(m.max_errors > 0, "smtp.max_errors", "must be at least 1");
         check(
             m.command_timeout_secs > 0,
             "smtp.command_timeout_secs",
             "must be at least 1",
-        )?;
+        );
         check(
             m.data_timeout_secs > 0,
             "smtp.data_timeout_secs",
             "must be at least 1",
-        )?;
+        );
         let p = &self.pop3;
         check(
             p.idle_timeout_secs > 0,
             "pop3.idle_timeout_secs",
             "must be at least 1",
-        )?;
+        );
         check(
             p.max_auth_failures > 0,
             "pop3.max_auth_failures",
             "must be at least 1",
-        )?;
-        check(p.max_errors > 0, "pop3.max_errors", "must be at least 1")?;
+        );
+        check(p.max_errors > 0, "pop3.max_errors", "must be at least 1");
         let a = &self.auth;
         check(
             a.argon2_memory_kib >= 8 * a.argon2_parallelism.max(1),
             "auth.argon2_memory_kib",
             "must be at least 8 KiB per lane",
-        )?;
+        );
         check(
             a.argon2_iterations >= 1,
             "auth.argon2_iterations",
             "must be at least 1",
-        )?;
+        );
         check(
             (1..=255).contains(&a.argon2_parallelism),
             "auth.argon2_parallelism",
             "must be 1 to 255",
-        )?;
+        );
         check(
             self.log
                 .level
@@ -498,27 +537,27 @@ impl Config {
                 .is_ok(),
             "log.level",
             "is not a valid filter (try \"info\" or \"tern=debug,info\")",
-        )?;
+        );
         check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.key_file",
             "set both tls.cert_file and tls.key_file, or neither",
-        )?;
+        );
         check(
             self.pop3.tls_listen.is_none() || self.tls.enabled(),
             "pop3.tls_listen",
             "needs a certificate (tls.cert_file and tls.key_file)",
-        )?;
+        );
         check(
             self.server.max_connections_per_ip > 0,
             "server.max_connections_per_ip",
             "must be at least 1",
-        )?;
+        );
         check(
             self.auth.failure_window_secs > 0,
             "auth.failure_window_secs",
             "must be at least 1",
-        )?;
+        );
         check(
             self.admin
                 .token
@@ -526,26 +565,26 @@ impl Config {
                 .is_none_or(|t| t.len() >= 16 && !t.contains(char::is_whitespace)),
             "admin.token",
             "must be at least 16 characters, without spaces",
-        )?;
+        );
         let c = &self.cassandra;
         check(
             !c.contact_points.is_empty(),
             "cassandra.contact_points",
             "needs at least one host:port",
-        )?;
+        );
         check(tern_store::cassandra::schema::valid_keyspace(&c.keyspace), "cassandra.keyspace",
-            "must be lower-case letters, digits and _, starting with a letter, at most 48 characters")?;
+            "must be lower-case letters, digits and _, starting with a letter, at most 48 characters");
         check(
             c.replication_factor >= 1,
             "cassandra.replication_factor",
             "must be at least 1",
-        )?;
+        );
         check(
             c.replication_strategy == ReplicationStrategy::Simple
                 || !c.datacenter_replication.is_empty(),
             "cassandra.datacenter_replication",
             "must name at least one datacenter with network-topology",
-        )?;
+        );
         check(
             c.datacenter_replication.keys().all(|dc| {
                 !dc.is_empty()
@@ -555,49 +594,91 @@ impl Config {
             }),
             "cassandra.datacenter_replication",
             "datacenter names may hold letters, digits, _ and -",
-        )?;
+        );
         check(
             c.username.is_some() == c.password.is_some(),
             "cassandra.password",
             "set both username and password, or neither",
-        )?;
+        );
         check(
             c.tls_client_cert_file.is_some() == c.tls_client_key_file.is_some(),
             "cassandra.tls_client_key_file",
             "set both tls_client_cert_file and tls_client_key_file, or neither",
-        )?;
+        );
         check(
             c.tls_client_cert_file.is_none() || c.tls_ca_file.is_some(),
             "cassandra.tls_ca_file",
             "client certificates need TLS: set tls_ca_file",
-        )?;
+        );
         check(
             c.request_timeout_ms >= 10,
             "cassandra.request_timeout_ms",
             "must be at least 10",
-        )?;
+        );
         check(
             c.connect_timeout_ms >= 10,
             "cassandra.connect_timeout_ms",
             "must be at least 10",
-        )?;
+        );
         check(
             (4096..=1024 * 1024).contains(&c.chunk_size),
             "cassandra.chunk_size",
             "must be 4096 to 1048576 octets",
-        )?;
+        );
         check(
             self.store.cache_mib >= 1,
             "store.cache_mib",
             "must be at least 1",
-        )?;
-        if self.store.inline_max_bytes > 16 * 1024 * 1024 {
-            return Err(ConfigError::Invalid {
-                key: "store.inline_max_bytes",
-                message: "must be at most 16 MiB".into(),
-            });
+        );
+        check(
+            self.store.inline_max_bytes <= 16 * 1024 * 1024,
+            "store.inline_max_bytes",
+            "must be at most 16 MiB",
+        );
+        let ad = &self.admin;
+        check(
+            ad.header_timeout_secs > 0,
+            "admin.header_timeout_secs",
+            "must be at least 1",
+        );
+        check(
+            ad.request_timeout_secs > 0,
+            "admin.request_timeout_secs",
+            "must be at least 1",
+        );
+        check(
+            ad.max_connections > 0,
+            "admin.max_connections",
+            "must be at least 1",
+        );
+        check(
+            ad.max_password_bytes >= 8,
+            "admin.max_password_bytes",
+            "must be at least 8",
+        );
+        check(
+            m.data_deadline_secs >= m.data_timeout_secs,
+            "smtp.data_deadline_secs",
+            "must be at least smtp.data_timeout_secs",
+        );
+        let mut addresses = vec![
+            ("smtp.listen", self.smtp.listen),
+            ("pop3.listen", self.pop3.listen),
+            ("admin.listen", self.admin.listen),
+        ];
+        if let Some(a) = self.pop3.tls_listen {
+            addresses.push(("pop3.tls_listen", a));
         }
-        Ok(())
+        for (i, (key, addr)) in addresses.iter().enumerate() {
+            // Port 0 asks the system for a free port: never a clash.
+            let clash = addr.port() != 0 && addresses[..i].iter().any(|(_, other)| other == addr);
+            check(
+                !clash,
+                key,
+                &format!("{addr} is already used by another listener"),
+            );
+        }
+        errors
     }
 }
 

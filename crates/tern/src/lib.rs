@@ -10,6 +10,7 @@ mod io;
 pub mod logging;
 pub mod names;
 pub mod pop3;
+pub mod proxy;
 pub mod server;
 pub mod smtp;
 pub mod tasks;

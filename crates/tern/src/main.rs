@@ -191,8 +191,12 @@ enum DomainAction {
 
 #[derive(Subcommand)]
 enum UserAction {
-    /// Create a user or change its password; the password is read from standard input.
+    /// Create a user (an error if it exists); the password is read from standard input.
     Add {
+        user: String,
+    },
+    /// Change a user's password (or create the user); the password is read from standard input.
+    Password {
         user: String,
     },
     Remove {
@@ -466,7 +470,18 @@ fn user(action: UserAction, base: &AdminArgs) -> anyhow::Result<()> {
                 &format!("/users/{}", encode_segment(&user)),
                 Some(&body),
             )?;
-            println!("user {user} saved");
+            println!("user {user} created");
+        }
+        UserAction::Password { user } => {
+            let password = read_password()?;
+            let body = serde_json::json!({ "password": password }).to_string();
+            call(
+                base,
+                "PUT",
+                &format!("/users/{}?force", encode_segment(&user)),
+                Some(&body),
+            )?;
+            println!("password of {user} set");
         }
         UserAction::Remove { user } => {
             call(

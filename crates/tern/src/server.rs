@@ -35,6 +35,8 @@ pub struct Services {
     pub throttle: LoginThrottle,
     /// How POP3 numbers a maildrop (`pop3.listing`).
     pub listing: Arc<dyn Pop3Listing>,
+    /// Load balancers whose PROXY headers name the real client.
+    pub proxies: crate::proxy::TrustedProxies,
 }
 
 /// A running server.
@@ -153,6 +155,8 @@ impl Server {
             max_per_ip: config.server.max_connections_per_ip,
         });
         let throttle = LoginThrottle::new(&config.auth);
+        let proxies =
+            crate::proxy::TrustedProxies::new(config.server.proxy_trusted_networks.clone());
         let services = Arc::new(Services {
             config,
             directory: directory.clone(),
@@ -161,6 +165,7 @@ impl Server {
             tls,
             throttle,
             listing,
+            proxies,
         });
         if let Some(certs) = certs {
             tokio::spawn(reload_on_sighup(certs));
@@ -182,25 +187,30 @@ impl Server {
                 limits.clone(),
             ));
         }
+        let admin_config = &services.config.admin;
         let router = admin::router(Arc::new(AdminState {
             directory,
             mail,
             auth,
             tasks: task_manager,
-            token: services.config.admin.token.clone(),
+            token: admin_config.token.clone(),
+            store_component: match services.config.store.backend {
+                StoreBackend::Embedded => "Embedded backend",
+                StoreBackend::Cassandra => "Cassandra backend",
+            },
+            max_password_bytes: admin_config.max_password_bytes,
         }));
-        let mut admin_shutdown = shutdown_rx.clone();
-        let admin_task = tokio::spawn(async move {
-            let stop = async move {
-                let _ = admin_shutdown.changed().await;
-            };
-            if let Err(e) = axum::serve(admin_listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
+        let limits = admin::listener::AdminLimits {
+            header_timeout: Duration::from_secs(admin_config.header_timeout_secs),
+            request_timeout: Duration::from_secs(admin_config.request_timeout_secs),
+            max_connections: admin_config.max_connections,
+        };
+        let admin_task = tokio::spawn(admin::listener::serve(
+            admin_listener,
+            router,
+            limits,
+            shutdown_rx.clone(),
+        ));
         tracing::info!(addr = %smtp_addr, "SMTP listening");
         tracing::info!(addr = %pop3_addr, "POP3 listening");
         if let Some(addr) = pop3_tls_addr {
@@ -336,13 +346,27 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Some(slot) = limits.admit(peer.ip()) else {
-            tracing::info!(%peer, ?protocol, "connection refused: too many connections");
-            tokio::spawn(refuse_busy(stream, protocol));
-            continue;
-        };
         let (svc, rx, token) = (services.clone(), shutdown.clone(), token.clone());
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // Behind a trusted load balancer, the client is the one its PROXY header names.
+            let peer = if svc.proxies.trusts(peer) {
+                match crate::proxy::read_header(&mut stream, peer).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::warn!(%peer, ?protocol, error = %e, "connection from a trusted proxy dropped");
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let Some(slot) = limits.admit(peer.ip()) else {
+                tracing::info!(%peer, ?protocol, "connection refused: too many connections");
+                refuse_busy(stream, protocol).await;
+                return;
+            };
             match protocol {
                 Protocol::Smtp => crate::smtp::serve_connection(stream, peer, svc, rx).await,
                 Protocol::Pop3 => crate::pop3::serve_connection(stream, peer, svc, rx, false).await,

@@ -3,6 +3,10 @@
 //! or the user, is locked out for a while (answered with `-ERR [LOGIN-DELAY]`). A user lockout
 //! never applies to an address that logged in as that user successfully recently, so an
 //! attacker guessing passwords cannot lock the real user out.
+//!
+//! Loopback is not counted per address: everything behind a local proxy shares it, so one
+//! guesser would lock every user out. Behind a load balancer speaking the PROXY protocol the
+//! address counted is the real client's; per-user counting applies everywhere.
 
 use crate::config::AuthSection;
 use std::collections::HashMap;
@@ -82,7 +86,10 @@ impl LoginThrottle {
     pub fn refusal(&self, ip: IpAddr, user: &str) -> Option<String> {
         let now = Instant::now();
         let state = self.state.lock().ok()?;
-        if let Some(left) = state.addresses.get(&ip).and_then(|c| c.locked(now)) {
+        let address_lock = counted_per_address(ip)
+            .then(|| state.addresses.get(&ip).and_then(|c| c.locked(now)))
+            .flatten();
+        if let Some(left) = address_lock {
             return Some(format!(
                 "too many failed logins from your address; try again in {} seconds",
                 left.as_secs() + 1
@@ -118,12 +125,15 @@ impl LoginThrottle {
             }
         }
         let (window, lockout) = (self.window, self.lockout);
-        let ip_failures =
+        let ip_failures = if counted_per_address(ip) {
             state
                 .addresses
                 .entry(ip)
                 .or_default()
-                .fail(now, window, self.max_per_ip, lockout);
+                .fail(now, window, self.max_per_ip, lockout)
+        } else {
+            1
+        };
         if !user.is_empty() && user.len() <= 320 {
             state
                 .users
@@ -149,6 +159,11 @@ impl LoginThrottle {
         }
         u.good.push((ip, now));
     }
+}
+
+/// Whether failures from this address are counted against it (see the module docs).
+fn counted_per_address(ip: IpAddr) -> bool {
+    !ip.to_canonical().is_loopback()
 }
 
 #[cfg(test)]
@@ -194,6 +209,25 @@ mod tests {
             t.refusal(home, "victim@x").is_none(),
             "the victim's own address still gets in"
         );
+    }
+
+    #[test]
+    fn loopback_is_not_locked_out_per_address_but_users_still_are() {
+        let t = throttle(3, 5);
+        for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let ip: IpAddr = local.parse().unwrap();
+            for i in 0..4 {
+                t.failed(ip, &format!("guess{i}@x"));
+            }
+            assert!(t.refusal(ip, "someone-else@x").is_none(), "{local}");
+        }
+        // The 12 failures above spread over 4 users; 5 for one user locks that user.
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..5 {
+            t.failed(ip, "victim@x");
+        }
+        assert!(t.refusal(ip, "victim@x").unwrap().contains("this user"));
+        assert!(t.refusal(ip, "other@x").is_none());
     }
 
     #[test]

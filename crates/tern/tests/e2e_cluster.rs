@@ -226,5 +226,5 @@ fn any_node_answers_for_and_cancels_any_task() {
     let done: serde_json::Value =
         serde_json::from_str(&a.admin_ok("GET", &format!("/tasks/{id}/await?timeout=30s"), None))
             .unwrap();
-    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["status"], "canceled", "{done}");
 }

@@ -81,19 +81,31 @@ fn fix_task_repairs_stale_and_missing_entries(b: Backend) {
         "3 real entries (one re-added) and the ghost"
     );
     let mb = inbox.to_string();
-    assert_eq!(
-        entry_list(&info["missingPOP3Entries"]),
-        vec![(mb.clone(), missing.to_string())]
-    );
-    assert_eq!(
-        entry_list(&info["stalePOP3Entries"]),
-        vec![(mb.clone(), ghost.to_string())]
-    );
-    assert_eq!(entry_list(&info["fixedInconsistencies"]).len(), 2);
+    // James reports these two as counts, the entries themselves in fixedInconsistencies.
+    assert_eq!(info["missingPOP3Entries"], serde_json::json!(1), "{info}");
+    assert_eq!(info["stalePOP3Entries"], serde_json::json!(1), "{info}");
+    let mut fixed = entry_list(&info["fixedInconsistencies"]);
+    fixed.sort();
+    let mut expected = vec![
+        (mb.clone(), missing.to_string()),
+        (mb.clone(), ghost.to_string()),
+    ];
+    expected.sort();
+    assert_eq!(fixed, expected);
     assert!(entry_list(&info["errors"]).is_empty());
-    assert!(info["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_james_date(info["timestamp"].as_str().unwrap());
     for field in ["submitDate", "startedDate", "completedDate"] {
-        assert!(done[field].is_string(), "{field}: {done}");
+        assert_james_date(
+            done[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field}: {done}")),
+        );
+    }
+    for absent in ["canceledDate", "failedDate", "cancelledDate"] {
+        assert!(
+            done.get(absent).is_none(),
+            "{absent} should be left out: {done}"
+        );
     }
 
     // The repaired state: the missing message is back, the ghost is gone.
@@ -150,7 +162,7 @@ fn task_api_errors(b: Backend) {
     let unknown = uuid::Uuid::new_v4();
     let r = s.admin("GET", &format!("/tasks/{unknown}"), None);
     assert_eq!(r.status, 404);
-    assert_eq!(json(&r.body)["type"], "NotFound");
+    assert_eq!(json(&r.body)["type"], "notFound");
     assert_eq!(
         s.admin("DELETE", &format!("/tasks/{unknown}"), None).status,
         404
@@ -186,8 +198,9 @@ fn rate_limit_holds_and_cancellation_stops_the_task(b: Backend) {
     assert_eq!(running["status"], "inProgress");
     assert_eq!(s.admin("DELETE", &format!("/tasks/{id}"), None).status, 204);
     let done = json(&s.admin_ok("GET", &format!("/tasks/{id}/await?timeout=30s"), None));
-    assert_eq!(done["status"], "cancelled", "{done}");
-    assert!(done["cancelledDate"].is_string());
+    assert_eq!(done["status"], "canceled", "{done}");
+    assert_james_date(done["canceledDate"].as_str().unwrap());
+    assert!(done.get("completedDate").is_none(), "{done}");
     let processed = done["additionalInformation"]["processedImapUidEntries"]
         .as_u64()
         .unwrap();
@@ -277,9 +290,22 @@ fn unreferenced_bodies_are_collected_by_the_gc_task(b: Backend) {
             .unwrap()
             >= 1
     );
-    let done = run("&graceMinutes=0");
-    assert_eq!(done["additionalInformation"]["gcedBlobCount"], 1, "{done}");
-    assert_eq!(done["additionalInformation"]["errorCount"], 0);
+    // On Cassandra the abandoned body's in-flight marker is cleared in the background: run
+    // until it has been collected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let done = run("&graceMinutes=0");
+        assert_eq!(done["additionalInformation"]["errorCount"], 0, "{done}");
+        if done["additionalInformation"]["gcedBlobCount"] == 1 {
+            break done;
+        }
+        assert_eq!(done["additionalInformation"]["gcedBlobCount"], 0, "{done}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never collected: {done}"
+        );
+    };
+    assert_eq!(done["status"], "completed");
     // The delivered message is untouched.
     assert!(s.login("alice").retr(1).ends_with(&big));
     assert_eq!(s.admin("DELETE", "/blobs", None).status, 400);

@@ -279,32 +279,6 @@ fn openssl_s_client_implicit_tls_and_starttls() {
 }
 
 #[test]
-fn failed_logins_are_throttled_then_recover() {
-    let s = TestServer::start_with(Backend::Embedded, |c| {
-        c.auth.max_failures_per_ip = 3;
-        c.auth.lockout_secs = 2;
-        c.auth.failure_delay_ms = 10;
-        c.pop3.max_auth_failures = 10;
-    });
-    s.user("alice");
-    let mut c = s.pop3();
-    for _ in 0..3 {
-        c.cmd("USER alice@example.com");
-        assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
-    }
-    // Locked out: even the right password is refused, with a code saying to wait.
-    c.cmd("USER alice@example.com");
-    let refused = c.cmd("PASS pw-alice");
-    assert!(refused.starts_with("-ERR [LOGIN-DELAY]"), "{refused}");
-    std::thread::sleep(Duration::from_millis(2200));
-    c.cmd("USER alice@example.com");
-    assert!(
-        c.cmd("PASS pw-alice").starts_with("+OK"),
-        "the lockout is temporary"
-    );
-}
-
-#[test]
 fn connection_cap_answers_busy_and_frees_up() {
     let s = TestServer::start_with(Backend::Embedded, |c| c.server.max_connections = 3);
     let held: Vec<Pop3Client> = (0..3).map(|_| s.pop3()).collect();
@@ -315,7 +289,13 @@ fn connection_cap_answers_busy_and_frees_up() {
     let mut smtp = Lines(BufReader::new(tcp(s.smtp_addr)));
     assert!(smtp.line().starts_with("421 4.3.2"));
     drop(held);
-    std::thread::sleep(Duration::from_millis(200));
-    let mut c = s.pop3();
-    assert!(c.cmd("NOOP").starts_with("+OK"));
+    // Places come back once the server has seen the connections close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut again = Lines(BufReader::new(tcp(s.pop3_addr)));
+        if again.line().starts_with("+OK") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "places never freed");
+    }
 }

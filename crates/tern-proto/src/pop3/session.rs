@@ -246,7 +246,17 @@ impl Pop3Session {
             LoginFailure::Temporary => {
                 self.reply_err("[SYS/TEMP] mail store temporarily unavailable, try again later")
             }
-            LoginFailure::Delayed(why) => self.reply_err(&format!("[LOGIN-DELAY] {why}")),
+            LoginFailure::Delayed(why) => {
+                // A refused attempt is still an attempt: it counts towards closing, so a
+                // client cannot keep probing a locked-out account on one connection.
+                self.auth_failures += 1;
+                if self.auth_failures >= self.config.max_auth_failures {
+                    self.reply_err(&format!("[LOGIN-DELAY] {why}; too many failures, closing"));
+                    self.state = State::Closed;
+                } else {
+                    self.reply_err(&format!("[LOGIN-DELAY] {why}"));
+                }
+            }
         }
     }
 
@@ -308,7 +318,7 @@ impl Pop3Session {
             }
             State::SaslLoginUser => {
                 self.state = State::Authorization { user: None };
-                match sasl::decode_response(line).and_then(|u| sasl::utf8(&u)) {
+                match sasl::login_username(line) {
                     Ok(username) => {
                         self.output.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
                         self.state = State::SaslLoginPass { username };
@@ -368,13 +378,16 @@ impl Pop3Session {
     fn authorization(&mut self, cmd: Command) -> Option<Pop3Request> {
         match cmd {
             Command::Capa => self.capa(),
-            Command::Noop => self.reply_ok(""),
+            // RFC 1939 defines NOOP in the TRANSACTION state only.
+            Command::Noop => self.error("NOOP is valid only after login"),
             Command::Quit => {
                 self.reply_ok(&format!("{} signing off", self.config.hostname));
                 self.state = State::Closed;
             }
             Command::User(name) => {
-                if !self.plaintext_refused() {
+                if let Err(e) = sasl::check_identity(&name) {
+                    self.sasl_error(e);
+                } else if !self.plaintext_refused() {
                     self.reply_ok("send PASS");
                     self.state = State::Authorization { user: Some(name) };
                 }
@@ -420,15 +433,13 @@ impl Pop3Session {
                         self.output.extend_from_slice(b"+ VXNlcm5hbWU6\r\n");
                         self.state = State::SaslLoginUser;
                     }
-                    ("LOGIN", Some(ir)) => {
-                        match sasl::decode_response(&ir).and_then(|u| sasl::utf8(&u)) {
-                            Ok(username) => {
-                                self.output.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
-                                self.state = State::SaslLoginPass { username };
-                            }
-                            Err(e) => self.sasl_error(e),
+                    ("LOGIN", Some(ir)) => match sasl::login_username(&ir) {
+                        Ok(username) => {
+                            self.output.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
+                            self.state = State::SaslLoginPass { username };
                         }
-                    }
+                        Err(e) => self.sasl_error(e),
+                    },
                     _ => self.error(&format!(
                         "unsupported SASL mechanism {mech}; use PLAIN or LOGIN"
                     )),
@@ -463,6 +474,9 @@ impl Pop3Session {
             SaslError::Malformed(why) => self.error(&format!("malformed SASL response: {why}")),
             SaslError::AuthzidMismatch => {
                 self.error("[AUTH] logging in as another user is not supported")
+            }
+            SaslError::ControlInIdentity => {
+                self.error("[AUTH] user names may not contain control characters")
             }
         }
     }
@@ -778,6 +792,56 @@ mod tests {
                 password: "pw".into()
             })
         );
+    }
+
+    #[test]
+    fn noop_before_login_is_an_error() {
+        let mut s = session();
+        let (out, _) = run(&mut s, "NOOP\r\n");
+        assert!(
+            out.starts_with("-ERR NOOP is valid only after login"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn login_delay_refusals_count_towards_closing() {
+        let mut s = session();
+        for i in 0..3 {
+            let (_, req) = run(&mut s, "USER a@x\r\nPASS pw\r\n");
+            assert!(req.is_some());
+            s.login_failed(LoginFailure::Delayed("locked".into()));
+            assert!(String::from_utf8(s.take_output())
+                .unwrap()
+                .contains("-ERR [LOGIN-DELAY] locked"));
+            assert_eq!(s.is_closed(), i == 2, "after {} refusals", i + 1);
+        }
+    }
+
+    #[test]
+    fn control_characters_in_user_names_are_refused() {
+        let forged = "a@x\nINFO forged line";
+        for attempt in [
+            "USER a\u{1b}[31m@x\r\n".to_string(),
+            "USER a\0@x\r\n".to_string(),
+            format!(
+                "AUTH PLAIN {}\r\n",
+                sasl::encode(format!("\0{forged}\0pw").as_bytes())
+            ),
+            format!("AUTH LOGIN {}\r\n", sasl::encode(forged.as_bytes())),
+        ] {
+            let mut s = session();
+            let (out, req) = run(&mut s, &attempt);
+            assert_eq!(req, None, "{attempt:?}");
+            assert!(
+                out.contains("-ERR [AUTH] user names may not contain control characters"),
+                "{attempt:?}: {out}"
+            );
+        }
+        let mut s = session();
+        let (_, _) = run(&mut s, "AUTH LOGIN\r\n");
+        let (out, _) = run(&mut s, &format!("{}\r\n", sasl::encode(forged.as_bytes())));
+        assert!(out.contains("control characters"), "{out}");
     }
 
     #[test]

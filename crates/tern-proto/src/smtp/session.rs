@@ -215,10 +215,12 @@ impl<R: Clone> SmtpSession<R> {
                 }
                 self.reply("250 2.1.5 Ok");
             }
-            RcptVerdict::UnknownUser => self.reply(&format!(
+            // Refused recipients count as errors, as in Postfix (smtpd_hard_error_limit): a
+            // client guessing addresses is closed after `max_errors` of them.
+            RcptVerdict::UnknownUser => self.error(&format!(
                 "550 5.1.1 <{mailbox}>: Recipient address rejected: no such user here"
             )),
-            RcptVerdict::RelayDenied => self.reply(&format!(
+            RcptVerdict::RelayDenied => self.error(&format!(
                 "550 5.7.1 <{mailbox}>: Relay access denied: not a domain served here"
             )),
             RcptVerdict::Temporary => {
@@ -389,6 +391,12 @@ impl<R: Clone> SmtpSession<R> {
             self.error(&format!("501 5.5.4 Syntax: {verb} hostname"));
             return;
         };
+        if !valid_helo_name(domain) {
+            // Echoed in the reply and written into Received: only a domain or an address
+            // literal (RFC 5321 section 4.1.1.1), never control characters.
+            self.error("501 5.5.2 Invalid EHLO/HELO argument: a domain name or an address literal such as [192.0.2.1]");
+            return;
+        }
         self.helo = Some((domain.to_string(), esmtp));
         self.envelope = None;
         self.state = State::Ready;
@@ -507,6 +515,30 @@ impl<R: Clone> SmtpSession<R> {
 }
 
 /// Strips "FROM:"/"TO:" case-insensitively, tolerating spaces before the path.
+/// An EHLO/HELO argument Tern accepts: a domain (letters, digits, hyphens, and the underscores
+/// some client host names carry, in dot-separated labels) or an address literal of printable
+/// characters in brackets, at most 255 octets.
+fn valid_helo_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 255 {
+        return false;
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']' && b != b'\\');
+    }
+    name.trim_end_matches('.').split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
     let head = arg.get(..keyword.len())?;
     head.eq_ignore_ascii_case(keyword)
@@ -650,6 +682,61 @@ mod tests {
         assert_eq!(out.matches("500 ").count(), 20);
         assert!(out.ends_with("Too many errors, closing connection\r\n"));
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn refused_recipients_count_as_errors() {
+        let mut s = session();
+        let mut script = String::from("EHLO c\r\nMAIL FROM:<a@y>\r\n");
+        for i in 0..30 {
+            script.push_str(&format!(
+                "RCPT TO:<nobody@x>\r\nRCPT TO:<u{i}@elsewhere>\r\n"
+            ));
+        }
+        let (out, _, _) = transaction(&mut s, &script);
+        assert_eq!(out.matches("550 ").count(), 20, "{out}");
+        assert!(
+            out.ends_with("Too many errors, closing connection\r\n"),
+            "{out}"
+        );
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn helo_arguments_are_checked() {
+        for good in [
+            "c",
+            "mail.example.com",
+            "WIN_PC.local",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "host.",
+        ] {
+            let mut s = session();
+            let (out, _) = run(&mut s, &format!("EHLO {good}\r\n"));
+            assert!(out.starts_with("250-"), "{good}: {out}");
+        }
+        for bad in [
+            "a\u{0}b",
+            "a\u{1b}[2Jb",
+            "[]",
+            "-",
+            "a..b",
+            "caf\u{e9}",
+            "a<b>",
+            "[a]b",
+        ] {
+            let mut s = session();
+            let (out, _) = run(&mut s, &format!("EHLO {bad}\r\nHELO {bad}\r\n"));
+            assert_eq!(
+                out.matches("501 5.5.2 Invalid EHLO/HELO").count(),
+                2,
+                "{bad:?}: {out}"
+            );
+            assert!(!out.contains(bad), "never echoed: {bad:?}");
+            let (out, _) = run(&mut s, "MAIL FROM:<a@y>\r\n");
+            assert!(out.starts_with("503"), "still no HELO: {out}");
+        }
     }
 
     #[test]

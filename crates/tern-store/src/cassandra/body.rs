@@ -5,11 +5,21 @@
 //! the delivery. A body without `chunk_count` is incomplete and is never read.
 
 use super::{unavailable, Connected};
-use crate::{BlobId, BodyReader, BodyWriter, Result, StagedBody, StagedPayload, StoreError};
+use crate::{
+    BlobId, BodyReader, BodyWriter, InFlight, Result, StagedBody, StagedPayload, StoreError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Life of an in-flight marker (`bodies_in_flight`) without a refresh. A body whose delivery
+/// died keeps its marker this long at most, then becomes collectable.
+pub(crate) const IN_FLIGHT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// A body still arriving refreshes its marker this often, so a DATA of any length stays
+/// protected (the SMTP DATA deadline bounds it anyway).
+const IN_FLIGHT_REFRESH: Duration = Duration::from_secs(10 * 60);
 
 pub(crate) fn chunk_count(size: u64, chunk_size: usize) -> i32 {
     size.div_ceil(chunk_size as u64).max(1) as i32
@@ -21,6 +31,33 @@ pub(crate) struct CassandraBodyWriter {
     buf: Vec<u8>,
     chunks_written: i32,
     size: u64,
+    /// When the in-flight marker was last written, and the guard that clears it; `None`
+    /// before the first chunk (a body of one chunk is written by the delivery itself and needs
+    /// none).
+    marked: Option<(Instant, MarkerGuard)>,
+}
+
+/// Clears a body's in-flight marker when dropped: after the delivery has written the body's
+/// references, or when the body is given up (aborted, or dropped with its connection). The
+/// removal runs in the background and is best effort: a marker left behind only delays the
+/// collection of that body until its TTL runs out.
+pub(crate) struct MarkerGuard {
+    conn: Arc<Connected>,
+    blob: Uuid,
+}
+
+impl Drop for MarkerGuard {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (conn, blob) = (self.conn.clone(), self.blob);
+        runtime.spawn(async move {
+            if let Err(e) = conn.exec(&conn.st.clear_in_flight, (blob,)).await {
+                tracing::warn!(blob = %blob, error = %e, "could not clear a body's in-flight marker");
+            }
+        });
+    }
 }
 
 impl CassandraBodyWriter {
@@ -31,10 +68,36 @@ impl CassandraBodyWriter {
             buf: Vec::new(),
             chunks_written: 0,
             size: 0,
+            marked: None,
         }
     }
 
+    /// Writes (or refreshes) the in-flight marker when due; always before the first chunk, so
+    /// that no node's collector can see a chunk of this body without seeing the marker.
+    async fn mark_in_flight(&mut self) -> Result<()> {
+        match &mut self.marked {
+            Some((at, _)) if at.elapsed() < IN_FLIGHT_REFRESH => return Ok(()),
+            _ => {}
+        }
+        let c = &self.conn;
+        let ttl = IN_FLIGHT_TTL.as_secs() as i32;
+        c.exec(&c.st.mark_in_flight, (self.blob, ttl)).await?;
+        let now = Instant::now();
+        match &mut self.marked {
+            Some((at, _)) => *at = now,
+            None => {
+                let guard = MarkerGuard {
+                    conn: self.conn.clone(),
+                    blob: self.blob,
+                };
+                self.marked = Some((now, guard));
+            }
+        }
+        Ok(())
+    }
+
     async fn write_chunk(&mut self, data: Vec<u8>) -> Result<()> {
+        self.mark_in_flight().await?;
         let c = &self.conn;
         c.exec(&c.st.insert_chunk, (self.blob, self.chunks_written, data))
             .await?;
@@ -66,6 +129,7 @@ impl BodyWriter for CassandraBodyWriter {
                 blob_id,
                 size: self.size,
                 payload: StagedPayload::Inline(data),
+                in_flight: InFlight::default(),
             });
         }
         if !self.buf.is_empty() {
@@ -75,10 +139,17 @@ impl BodyWriter for CassandraBodyWriter {
         if chunk_count(self.size, self.conn.chunk_size) != self.chunks_written {
             return Err(StoreError::Invalid("chunk count mismatch".into()));
         }
+        // The delivery that follows clears the marker once the body is referenced; a fresh
+        // one leaves it the whole TTL to get there.
+        self.mark_in_flight().await?;
         Ok(StagedBody {
             blob_id,
             size: self.size,
             payload: StagedPayload::Stored,
+            in_flight: match self.marked.take() {
+                Some((_, guard)) => InFlight::holding(guard),
+                None => InFlight::default(),
+            },
         })
     }
 
@@ -89,6 +160,7 @@ impl BodyWriter for CassandraBodyWriter {
                 tracing::warn!(blob = %self.blob, error = %e, "could not drop an aborted body");
             }
         }
+        // Dropping `self` drops the marker guard, which clears the marker.
     }
 }
 

@@ -306,8 +306,12 @@ async fn check_schema_version(session: &Session, o: &CassandraOptions) -> Result
                 .map_err(unavailable)?;
             Ok(())
         }
-        _ => Err(StoreError::Unavailable(format!(
+        None => Err(StoreError::Unavailable(format!(
             "keyspace {ks} has no Tern schema; apply `tern cassandra schema` or set create_schema"
+        ))),
+        Some(v) => Err(StoreError::Unavailable(format!(
+            "keyspace {ks} has schema version {v}, this tern needs {}; apply `tern cassandra schema` (it only adds tables) or set create_schema",
+            schema::SCHEMA_VERSION
         ))),
     }
 }
@@ -363,7 +367,12 @@ pub(crate) struct Statements {
     select_task: PreparedStatement,
     list_tasks: PreparedStatement,
     cancel_task: PreparedStatement,
+    delete_task: PreparedStatement,
     scan_bodies: PreparedStatement,
+    pub(crate) mark_in_flight: PreparedStatement,
+    pub(crate) clear_in_flight: PreparedStatement,
+    collector_select_in_flight: PreparedStatement,
+    collector_select_refs: PreparedStatement,
 }
 
 impl Statements {
@@ -395,7 +404,30 @@ impl Statements {
             p.set_serial_consistency(Some(o.serial_consistency));
             Ok::<_, StoreError>(p)
         };
+        // The collector's reads run at ALL: an in-flight marker or a reference written at a
+        // datacenter-local consistency in another datacenter must be seen before a body is
+        // removed. A replica down anywhere makes the collector skip the body, never remove it.
+        let read_all = |cql: String| async move {
+            let mut p = session.prepare(cql).await.map_err(unavailable)?;
+            p.set_consistency(Consistency::All);
+            p.set_is_idempotent(true);
+            Ok::<_, StoreError>(p)
+        };
         Ok(Self {
+            mark_in_flight: write(format!(
+                "INSERT INTO {ks}.bodies_in_flight (blob_id) VALUES (?) USING TTL ?"
+            ))
+            .await?,
+            clear_in_flight: write(format!("DELETE FROM {ks}.bodies_in_flight WHERE blob_id = ?"))
+                .await?,
+            collector_select_in_flight: read_all(format!(
+                "SELECT blob_id FROM {ks}.bodies_in_flight WHERE blob_id = ?"
+            ))
+            .await?,
+            collector_select_refs: read_all(format!(
+                "SELECT refs FROM {ks}.blobs WHERE blob_id = ? LIMIT 1"
+            ))
+            .await?,
             insert_domain: write(format!("INSERT INTO {ks}.domains (domain) VALUES (?)")).await?,
             delete_domain: write(format!("DELETE FROM {ks}.domains WHERE domain = ?")).await?,
             select_domain: read(format!("SELECT domain FROM {ks}.domains WHERE domain = ?")).await?,
@@ -464,6 +496,7 @@ impl Statements {
             select_task: read(format!("SELECT record, cancel_requested FROM {ks}.tasks WHERE task_id = ?")).await?,
             list_tasks: read(format!("SELECT record, cancel_requested FROM {ks}.tasks")).await?,
             cancel_task: write(format!("UPDATE {ks}.tasks SET cancel_requested = true WHERE task_id = ?")).await?,
+            delete_task: write(format!("DELETE FROM {ks}.tasks WHERE task_id = ?")).await?,
             scan_bodies: read(format!("SELECT DISTINCT blob_id FROM {ks}.blobs")).await?,
         })
     }
@@ -699,6 +732,8 @@ impl MailStore for CassandraStore {
                     .await?;
             }
         }
+        // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
+        drop(body.in_flight);
         // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.
         try_join_all(
             mailboxes
@@ -942,8 +977,17 @@ impl MailStore for CassandraStore {
 
     async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool> {
         let c = self.conn()?;
+        // In-flight first, references second: a delivery clears its marker only after its
+        // references are written, so a body seen neither in flight nor referenced can never
+        // be referenced later.
+        if c.first_row::<(Uuid,)>(&c.st.collector_select_in_flight, (blob.0,))
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
         let refs = c
-            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob.0,))
+            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.collector_select_refs, (blob.0,))
             .await?;
         let Some((refs,)) = refs else {
             return Ok(false);
@@ -1092,6 +1136,15 @@ impl TaskStore for CassandraStore {
         }
         let c = self.conn()?;
         c.exec(&c.st.cancel_task, (id,)).await?;
+        Ok(true)
+    }
+
+    async fn delete_task(&self, id: Uuid) -> Result<bool> {
+        if self.get_task(id).await?.is_none() {
+            return Ok(false);
+        }
+        let c = self.conn()?;
+        c.exec(&c.st.delete_task, (id,)).await?;
         Ok(true)
     }
 }

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 /// Bumped when a migration is added; stored in `schema_version`.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Keyspace replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,9 @@ const TABLES: &[(&str, &str)] = &[
         "(blob_id uuid, chunk int, data blob, size bigint STATIC, chunk_count int STATIC, \
          refs set<timeuuid> STATIC, PRIMARY KEY ((blob_id), chunk))",
     ),
+    // Version 2: bodies being received, so that the collector leaves them alone on every node.
+    // Written with a TTL (refreshed while the body arrives), removed once the body is referenced.
+    ("bodies_in_flight", "(blob_id uuid PRIMARY KEY)"),
     (
         "messages",
         "(message_id timeuuid PRIMARY KEY, mailbox_id uuid, blob_id uuid, size bigint, uid bigint)",

@@ -4,12 +4,14 @@
 //! committed. A file whose metadata never got committed (a crash mid-delivery) is an orphan and
 //! is removed by [`sweep_orphans`] at start-up; it was never acknowledged.
 
-use crate::{BlobId, BodyReader, BodyWriter, Result, StagedBody, StagedPayload};
+use crate::{BlobId, BodyReader, BodyWriter, InFlight, Result, StagedBody, StagedPayload};
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Write to the file in pieces of this size (fewer blocking-pool hops than one per read).
 const FILE_WRITE_CHUNK: usize = 256 * 1024;
@@ -21,7 +23,47 @@ pub(crate) fn blob_path(blobs_dir: &Path, id: BlobId) -> PathBuf {
     blobs_dir.join(&name[..2]).join(name)
 }
 
+/// Bodies being received or awaiting their delivery's commit, which the collector must not
+/// touch. One process owns the store (redb's lock), so memory is where this belongs.
+#[derive(Clone, Default)]
+pub(crate) struct PendingBodies(Arc<Mutex<HashSet<u128>>>);
+
+/// One body's place in [`PendingBodies`], released when dropped.
+pub(crate) struct PendingBody {
+    set: PendingBodies,
+    id: u128,
+}
+
+impl Drop for PendingBody {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.0.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
+impl PendingBodies {
+    pub(crate) fn hold(&self, id: BlobId) -> PendingBody {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(id.0.as_u128());
+        }
+        PendingBody {
+            set: self.clone(),
+            id: id.0.as_u128(),
+        }
+    }
+
+    /// Whether the body is in flight. On a poisoned lock, answers yes: keep on any doubt.
+    pub(crate) fn contains(&self, id: BlobId) -> bool {
+        self.0
+            .lock()
+            .map(|set| set.contains(&id.0.as_u128()))
+            .unwrap_or(true)
+    }
+}
+
 pub(crate) struct EmbeddedBodyWriter {
+    pub(crate) pending: PendingBody,
     pub(crate) id: BlobId,
     pub(crate) blobs_dir: PathBuf,
     pub(crate) inline_max: usize,
@@ -76,6 +118,7 @@ impl BodyWriter for EmbeddedBodyWriter {
                 blob_id: self.id,
                 size: self.size,
                 payload: StagedPayload::Inline(data),
+                in_flight: InFlight::default(),
             });
         }
         self.flush_to_file().await?;
@@ -92,6 +135,7 @@ impl BodyWriter for EmbeddedBodyWriter {
             blob_id: self.id,
             size: self.size,
             payload: StagedPayload::Stored,
+            in_flight: InFlight::holding(self.pending),
         })
     }
 

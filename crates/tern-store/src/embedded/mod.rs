@@ -10,7 +10,7 @@ use crate::{
     TaskStore, UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
 };
 use async_trait::async_trait;
-use blobs::{blob_path, EmbeddedBodyWriter, FileReader, InlineReader};
+use blobs::{blob_path, EmbeddedBodyWriter, FileReader, InlineReader, PendingBodies};
 use bytes::Bytes;
 use committer::Committer;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -75,6 +75,8 @@ struct Inner {
     committer: Committer,
     ids: IdGenerator,
     options: EmbeddedOptions,
+    /// Bodies the collector must leave alone (see [`crate::InFlight`]).
+    pending: PendingBodies,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -124,6 +126,7 @@ impl EmbeddedStore {
                 committer,
                 ids: IdGenerator::new(),
                 options,
+                pending: PendingBodies::default(),
             }),
         })
     }
@@ -310,8 +313,10 @@ impl Directory for EmbeddedStore {
 #[async_trait]
 impl MailStore for EmbeddedStore {
     async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
+        let id = BlobId(self.inner.ids.next_id().uuid());
         Ok(Box::new(EmbeddedBodyWriter {
-            id: BlobId(self.inner.ids.next_id().uuid()),
+            pending: self.inner.pending.hold(id),
+            id,
             blobs_dir: self.inner.blobs_dir.clone(),
             inline_max: self.inner.options.inline_max,
             buf: Vec::new(),
@@ -332,6 +337,7 @@ impl MailStore for EmbeddedStore {
             blob_id,
             size,
             payload,
+            in_flight,
         } = body;
         let inline = match payload {
             StagedPayload::Inline(data) => Some(data),
@@ -364,6 +370,8 @@ impl MailStore for EmbeddedStore {
                 Ok(())
             })
             .await?;
+        // Referenced now: the collector may judge it by its references alone.
+        drop(in_flight);
         Ok(ids)
     }
 
@@ -731,6 +739,12 @@ impl MailStore for EmbeddedStore {
     }
 
     async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool> {
+        // In-flight first, references second: a delivery leaves the pending set only after
+        // its references are committed, so a body seen neither pending nor referenced can
+        // never be referenced later.
+        if self.inner.pending.contains(blob) {
+            return Ok(false);
+        }
         {
             let txn = self.read()?;
             let refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
@@ -815,6 +829,17 @@ impl TaskStore for EmbeddedStore {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 t.insert(id.as_u128(), json.as_str()).map_err(db_err)?;
                 Ok(true)
+            })
+            .await
+    }
+
+    async fn delete_task(&self, id: Uuid) -> Result<bool> {
+        self.inner
+            .committer
+            .write(move |txn| {
+                let mut t = txn.open_table(TASKS).map_err(db_err)?;
+                let existed = t.remove(id.as_u128()).map_err(db_err)?.is_some();
+                Ok(existed)
             })
             .await
     }

@@ -10,7 +10,19 @@ use std::time::Duration;
 
 pub struct Response {
     pub status: u16,
+    /// Header lines as sent, `(name, value)`.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Response {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Sends one request to `base` (`http://host:port`) and returns the status and body.
@@ -67,8 +79,15 @@ fn send(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("malformed HTTP response from the admin API")?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
     Ok(Response {
         status,
+        headers,
         body: body.to_string(),
     })
 }

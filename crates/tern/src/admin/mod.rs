@@ -3,10 +3,11 @@
 //! `{"statusCode":..,"type":..,"message":..,"details":..}`.
 
 pub mod client;
+pub mod listener;
 
 use crate::auth::Authenticator;
 use crate::names;
-use crate::tasks::{body_gc, fix_pop3, is_final, TaskManager};
+use crate::tasks::{body_gc, cleanup, fix_pop3, is_final, now_ms, TaskManager, STATUSES};
 use axum::body::Bytes;
 use axum::extract::Query;
 use axum::extract::{Path, State};
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tern_store::{Directory, MailStore};
@@ -25,14 +26,21 @@ pub struct AdminState {
     pub mail: Arc<dyn MailStore>,
     pub auth: Arc<Authenticator>,
     pub tasks: Arc<TaskManager>,
-    /// Bearer token required on every route but /healthcheck, if set.
+    /// Bearer token required on every route but the health checks, if set.
     pub token: Option<String>,
+    /// The health check's component name, James-style ("Cassandra backend", ...).
+    pub store_component: &'static str,
+    /// Longest password accepted, in octets.
+    pub max_password_bytes: usize,
 }
+
+/// Largest request body: the only bodies are small JSON objects.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 type AppState = State<Arc<AdminState>>;
 
 /// Rejects requests without the configured bearer token (health checks stay open for load
-/// balancers). The comparison does not stop at the first differing byte.
+/// balancers).
 async fn require_token(
     State(s): AppState,
     request: axum::extract::Request,
@@ -41,7 +49,8 @@ async fn require_token(
     let Some(token) = &s.token else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/healthcheck" {
+    let path = request.uri().path();
+    if path == "/healthcheck" || path.starts_with("/healthcheck/") {
         return next.run(request).await;
     }
     let given = request
@@ -50,21 +59,36 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if same_secret(given.as_bytes(), token.as_bytes()) {
         next.run(request).await
     } else {
         error(
             StatusCode::UNAUTHORIZED,
-            "Unauthorized",
+            INVALID_ARGUMENT,
             "a valid admin token is required (Authorization: Bearer ...)",
         )
     }
+}
+
+/// Compares a presented secret with the expected one in time that depends on neither's
+/// content nor on where they differ: both are hashed first (keyed BLAKE2b, so equal-length
+/// digests), then the digests are compared without an early exit. A length mismatch costs the
+/// same as any other mismatch.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use blake2::digest::consts::U32;
+    use blake2::digest::Mac;
+    let digest = |v: &[u8]| {
+        let mut mac = <blake2::Blake2bMac<U32> as Mac>::new_from_slice(b"tern admin token").ok()?;
+        mac.update(v);
+        Some(mac.finalize().into_bytes())
+    };
+    let (Some(a), Some(b)) = (digest(given), digest(expected)) else {
+        return false;
+    };
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -74,6 +98,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/domains/{domain}",
             get(get_domain).put(put_domain).delete(delete_domain),
         )
+        .route("/domains/{domain}/users", get(domain_users))
         .route("/users", get(list_users))
         .route(
             "/users/{user}",
@@ -83,18 +108,27 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/users/{user}/mailboxes", get(user_mailboxes))
         .route("/healthcheck", get(healthcheck))
+        .route("/healthcheck/checks", get(list_checks))
+        .route("/healthcheck/checks/{name}", get(one_check))
         .route("/mailboxes", axum::routing::post(mailbox_task))
         .route("/blobs", axum::routing::delete(blobs_task))
-        .route("/tasks", get(list_tasks))
+        .route("/tasks", get(list_tasks).delete(cleanup_tasks))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/await", get(await_task))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such route") })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, NOT_FOUND, "no such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+/// James's error types (`ErrorResponder.ErrorType`).
+const INVALID_ARGUMENT: &str = "InvalidArgument";
+const NOT_FOUND: &str = "notFound";
+const WRONG_STATE: &str = "WrongState";
+const SERVER_ERROR: &str = "ServerError";
 
 struct ApiError {
     status: StatusCode,
@@ -111,7 +145,7 @@ impl IntoResponse for ApiError {
 fn server_error(message: String) -> ApiError {
     ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
-        kind: "ServerError",
+        kind: SERVER_ERROR,
         message,
     }
 }
@@ -132,7 +166,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 fn bad_request(message: &str) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
-        kind: "InvalidArgument",
+        kind: INVALID_ARGUMENT,
         message: message.to_string(),
     }
 }
@@ -140,7 +174,7 @@ fn bad_request(message: &str) -> ApiError {
 fn not_found(message: &str) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
-        kind: "NotFound",
+        kind: NOT_FOUND,
         message: message.to_string(),
     }
 }
@@ -186,6 +220,36 @@ async fn delete_domain(State(s): AppState, Path(domain): Path<String>) -> ApiRes
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A user named in a route: a plain address (lower-cased), without control characters.
+fn user_arg(user: &str) -> Result<(String, String), ApiError> {
+    names::parse_user(user)
+        .map(|(local, domain)| (format!("{local}@{domain}"), domain))
+        .ok_or_else(|| {
+            bad_request(&format!(
+                "invalid user name {}: users are named by their full address, user@domain",
+                crate::logging::Escaped(user)
+            ))
+        })
+}
+
+/// `GET /domains/{domain}/users`: the users of a served domain.
+async fn domain_users(State(s): AppState, Path(domain): Path<String>) -> ApiResult {
+    let d = domain_arg(&domain)?;
+    if !s.directory.domain_exists(&d).await? {
+        return Err(not_found(&format!("domain {d} not found")));
+    }
+    let suffix = format!("@{d}");
+    let mut users: Vec<String> = s
+        .directory
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| u.ends_with(&suffix))
+        .collect();
+    users.sort();
+    Ok(Json(users).into_response())
+}
+
 async fn list_users(State(s): AppState) -> ApiResult {
     let mut users = s.directory.list_users().await?;
     users.sort();
@@ -201,12 +265,15 @@ struct PutUser {
     password: String,
 }
 
-async fn put_user(State(s): AppState, Path(user): Path<String>, body: Bytes) -> ApiResult {
-    let Some((_, domain)) = names::parse_user(&user) else {
-        return Err(bad_request(&format!(
-            "invalid user name {user}: users are named by their full address, user@domain"
-        )));
-    };
+/// `PUT /users/{user}` creates a user (409 if it exists); with `?force` it also changes the
+/// password of an existing one, as James does.
+async fn put_user(
+    State(s): AppState,
+    Path(user): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult {
+    let (name, domain) = user_arg(&user)?;
     let req: PutUser = serde_json::from_slice(&body).map_err(|e| {
         bad_request(&format!(
             "expected a JSON body {{\"password\": \"...\"}}: {e}"
@@ -215,24 +282,39 @@ async fn put_user(State(s): AppState, Path(user): Path<String>, body: Bytes) -> 
     if req.password.is_empty() {
         return Err(bad_request("password must not be empty"));
     }
+    if req.password.len() > s.max_password_bytes {
+        return Err(bad_request(&format!(
+            "password too long: at most {} octets",
+            s.max_password_bytes
+        )));
+    }
     if !s.directory.domain_exists(&domain).await? {
         return Err(bad_request(&format!(
             "domain {domain} does not exist; add it first (PUT /domains/{domain})"
         )));
+    }
+    let force = q.contains_key("force");
+    if !force && s.directory.get_user(&name).await?.is_some() {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: WRONG_STATE,
+            message: format!(
+                "user {name} already exists; PUT /users/{name}?force changes its password"
+            ),
+        });
     }
     let auth = s.auth.clone();
     let hash = auth
         .hash_password_async(req.password)
         .await
         .map_err(|e| server_error(e.to_string()))?;
-    let name = user.to_lowercase();
     s.directory.put_user(&name, &hash).await?;
     tracing::info!(user = %name, "user created or password changed");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn delete_user(State(s): AppState, Path(user): Path<String>) -> ApiResult {
-    let name = user.to_lowercase();
+    let (name, _) = user_arg(&user)?;
     if s.directory.delete_user(&name).await? {
         tracing::info!(user = %name, "user deleted");
     }
@@ -240,14 +322,17 @@ async fn delete_user(State(s): AppState, Path(user): Path<String>) -> ApiResult 
 }
 
 async fn head_user(State(s): AppState, Path(user): Path<String>) -> ApiResult {
-    match s.directory.get_user(&user.to_lowercase()).await? {
+    let Ok((name, _)) = user_arg(&user) else {
+        return Ok(StatusCode::BAD_REQUEST.into_response());
+    };
+    match s.directory.get_user(&name).await? {
         Some(_) => Ok(StatusCode::OK.into_response()),
         None => Ok(StatusCode::NOT_FOUND.into_response()),
     }
 }
 
 async fn user_mailboxes(State(s): AppState, Path(user): Path<String>) -> ApiResult {
-    let name = user.to_lowercase();
+    let (name, _) = user_arg(&user)?;
     if s.directory.get_user(&name).await?.is_none() {
         return Err(not_found(&format!("user {name} not found")));
     }
@@ -259,21 +344,99 @@ async fn user_mailboxes(State(s): AppState, Path(user): Path<String>) -> ApiResu
     Ok(Json(out).into_response())
 }
 
-async fn healthcheck(State(s): AppState) -> ApiResult {
+/// One health check's result, James-style.
+async fn check_store(s: &AdminState) -> Value {
     let (status, cause) = match s.directory.domain_exists("healthcheck.invalid").await {
         Ok(_) => ("healthy", None),
         Err(e) => ("unhealthy", Some(e.to_string())),
     };
-    let code = if cause.is_none() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
+    json!({
+        "componentName": s.store_component,
+        "escapedComponentName": escape_component(s.store_component),
         "status": status,
-        "checks": [{ "componentName": "Store", "escapedComponentName": "Store", "status": status, "cause": cause }],
-    });
+        "cause": cause,
+    })
+}
+
+/// A component name as it appears in a URL path (James escapes spaces as `%20`).
+fn escape_component(name: &str) -> String {
+    client::encode_segment(name)
+}
+
+/// 200 while every check is healthy (or degraded, unless `strict`), 503 otherwise.
+fn health_status(statuses: &[&str], strict: bool) -> StatusCode {
+    let bad = |st: &&str| *st == "unhealthy" || (strict && *st == "degraded");
+    if statuses.iter().any(bad) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// `GET /healthcheck[?check=NAME...][&strict]`.
+async fn healthcheck(State(s): AppState, Query(q): Query<Vec<(String, String)>>) -> ApiResult {
+    let strict = q.iter().any(|(k, _)| k == "strict");
+    let wanted: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "check")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if let Some(unknown) = wanted.iter().find(|w| **w != s.store_component) {
+        return Err(not_found(&format!(
+            "Component with name {unknown} cannot be found"
+        )));
+    }
+    let checks = vec![check_store(&s).await];
+    let statuses: Vec<&str> = checks
+        .iter()
+        .map(|c| c["status"].as_str().unwrap_or("unhealthy"))
+        .collect();
+    let code = health_status(&statuses, strict);
+    let overall = if statuses.contains(&"unhealthy") {
+        "unhealthy"
+    } else if statuses.contains(&"degraded") {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = json!({ "status": overall, "checks": checks });
     Ok((code, Json(body)).into_response())
+}
+
+/// `GET /healthcheck/checks`: the checks there are.
+async fn list_checks(State(s): AppState) -> ApiResult {
+    Ok(Json(json!([{
+        "componentName": s.store_component,
+        "escapedComponentName": escape_component(s.store_component),
+    }]))
+    .into_response())
+}
+
+/// `GET /healthcheck/checks/{name}[?strict]`.
+async fn one_check(
+    State(s): AppState,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    if name != s.store_component {
+        return Err(not_found(&format!(
+            "Component with name {name} cannot be found"
+        )));
+    }
+    let check = check_store(&s).await;
+    let status = check["status"].as_str().unwrap_or("unhealthy");
+    let code = health_status(&[status], q.contains_key("strict"));
+    Ok((code, Json(check)).into_response())
+}
+
+/// 201 with the task id and, as James sends it, a `Location` header naming the task.
+fn task_created(id: uuid::Uuid) -> Response {
+    (
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, format!("/tasks/{id}"))],
+        Json(json!({ "taskId": id.to_string() })),
+    )
+        .into_response()
 }
 
 /// `POST /mailboxes?task=fixPop3Inconsistencies[&messagesPerSecond=N]`
@@ -301,11 +464,7 @@ async fn mailbox_task(State(s): AppState, Query(q): Query<HashMap<String, String
             Box::pin(fix_pop3::run(mail, rate, ctx))
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "taskId": id.to_string() })),
-    )
-        .into_response())
+    Ok(task_created(id))
 }
 
 /// `DELETE /blobs?scope=unreferenced[&graceMinutes=60]`: collect bodies no message references.
@@ -327,7 +486,13 @@ async fn blobs_task(State(s): AppState, Query(q): Query<HashMap<String, String>>
         None => 60,
         Some(v) => v
             .parse::<u64>()
-            .map_err(|_| bad_request(&format!("graceMinutes must be a whole number, got {v}")))?,
+            .ok()
+            .filter(|m| m.checked_mul(60).is_some())
+            .ok_or_else(|| {
+                bad_request(&format!(
+                    "graceMinutes must be a whole number of minutes, got {v:.40}"
+                ))
+            })?,
     };
     let mail = s.mail.clone();
     let id = s
@@ -336,11 +501,7 @@ async fn blobs_task(State(s): AppState, Query(q): Query<HashMap<String, String>>
             Box::pin(body_gc::run(mail, grace, ctx))
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "taskId": id.to_string() })),
-    )
-        .into_response())
+    Ok(task_created(id))
 }
 
 fn task_id(id: &str) -> Result<uuid::Uuid, ApiError> {
@@ -350,13 +511,55 @@ fn task_id(id: &str) -> Result<uuid::Uuid, ApiError> {
 async fn list_tasks(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     let status = q.get("status").map(String::as_str);
     if let Some(st) = status {
-        if !["waiting", "inProgress", "completed", "failed", "cancelled"].contains(&st) {
+        if !STATUSES.contains(&st) {
             return Err(bad_request(&format!(
-                "Invalid status query parameter: {st}"
+                "Invalid status query parameter: {st:.40}; one of {}",
+                STATUSES.join(", ")
             )));
         }
     }
-    Ok(Json(s.tasks.list(status).await?).into_response())
+    let number = |key: &str| -> Result<Option<usize>, ApiError> {
+        q.get(key)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| bad_request(&format!("{key} must be a whole number, got {v:.40}")))
+            })
+            .transpose()
+    };
+    let (offset, limit) = (number("offset")?.unwrap_or(0), number("limit")?);
+    let tasks = s
+        .tasks
+        .list(status, q.get("type").map(String::as_str))
+        .await?;
+    let page: Vec<Value> = tasks
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(Json(page).into_response())
+}
+
+/// `DELETE /tasks?olderThan=30day`: a task that forgets finished tasks submitted before then.
+async fn cleanup_tasks(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let Some(v) = q.get("olderThan") else {
+        return Err(bad_request(
+            "'olderThan' query parameter is compulsory, for example 30day",
+        ));
+    };
+    let age = parse_duration(v).ok_or_else(|| {
+        bad_request(&format!(
+            "Invalid olderThan: {v:.40} (for example 30day, 12h)"
+        ))
+    })?;
+    let before_ms = now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+    let manager = s.tasks.clone();
+    let id = s
+        .tasks
+        .submit(cleanup::TYPE, cleanup::initial(before_ms), move |ctx| {
+            Box::pin(cleanup::run(manager, before_ms, ctx))
+        })
+        .await?;
+    Ok(task_created(id))
 }
 
 async fn get_task(State(s): AppState, Path(id): Path<String>) -> ApiResult {
@@ -376,20 +579,32 @@ async fn cancel_task(State(s): AppState, Path(id): Path<String>) -> ApiResult {
     }
 }
 
-/// Parses James-style durations: "30", "30s", "500ms", "5m", "1h", "2d".
-fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+/// The longest wait James accepts (and its default).
+const MAX_AWAIT: std::time::Duration = std::time::Duration::from_secs(365 * 86400);
+
+/// Parses James-style durations: a strictly positive number and a unit ("30", "30s", "500ms",
+/// "5m", "1h", "2d", "1w", "1y", long forms such as "30day"), with checked arithmetic:
+/// `None` for anything malformed or beyond a year.
+fn parse_duration(v: &str) -> Option<std::time::Duration> {
     let v = v.trim();
     let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let n: u64 = v[..digits].parse().ok()?;
-    let secs = match v[digits..].trim() {
-        "" | "s" | "second" | "seconds" => n,
-        "ms" => return Some(std::time::Duration::from_millis(n)),
-        "m" | "minute" | "minutes" => n * 60,
-        "h" | "hour" | "hours" => n * 3600,
-        "d" | "day" | "days" => n * 86400,
+    if digits == 0 || digits > 12 {
+        return None;
+    }
+    let n: u64 = v[..digits].parse().ok().filter(|n| *n > 0)?;
+    let unit_ms: u64 = match v[digits..].trim().to_ascii_lowercase().as_str() {
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1,
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        "w" | "week" | "weeks" => 7 * 86_400_000,
+        "month" | "months" => 30 * 86_400_000,
+        "y" | "year" | "years" => 365 * 86_400_000,
         _ => return None,
     };
-    Some(std::time::Duration::from_secs(secs))
+    let d = std::time::Duration::from_millis(n.checked_mul(unit_ms)?);
+    (d <= MAX_AWAIT).then_some(d)
 }
 
 async fn await_task(
@@ -399,10 +614,16 @@ async fn await_task(
 ) -> ApiResult {
     let id = task_id(&id)?;
     let timeout = match q.get("timeout") {
-        None => std::time::Duration::from_secs(365 * 86400),
-        Some(v) => parse_timeout(v).ok_or_else(|| bad_request(&format!("Invalid timeout: {v}")))?,
+        None => MAX_AWAIT,
+        Some(v) => parse_duration(v).ok_or_else(|| {
+            bad_request(&format!(
+                "Invalid timeout: {v:.40} (a strictly positive duration of at most 365 days, such as 30s)"
+            ))
+        })?,
     };
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now()
+        .checked_add(timeout)
+        .ok_or_else(|| bad_request("Invalid timeout: too far in the future"))?;
     loop {
         let Some(t) = s.tasks.get(id).await? else {
             return Err(not_found(&format!("{id} can not be found")));
@@ -413,7 +634,7 @@ async fn await_task(
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError {
                 status: StatusCode::REQUEST_TIMEOUT,
-                kind: "InvalidArgument",
+                kind: INVALID_ARGUMENT,
                 message: "The timeout has been reached".into(),
             });
         }

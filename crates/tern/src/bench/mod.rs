@@ -38,7 +38,8 @@ pub fn setup_users(
         let r = request(
             admin_url,
             "PUT",
-            &format!("/users/{}", encode_segment(&user)),
+            // `force`: a second setup run sets the same password instead of failing on 409.
+            &format!("/users/{}?force", encode_segment(&user)),
             Some(&body),
         )?;
         anyhow::ensure!(

@@ -3,7 +3,8 @@
 
 pub mod listing;
 
-use crate::io::{read_timed, write_timed, ReadOutcome};
+use crate::io::{read_timed, write_timed, Deadline, ReadOutcome};
+use crate::logging::Escaped;
 use crate::server::Services;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,8 +106,11 @@ where
     let idle = Duration::from_secs(svc.config.pop3.idle_timeout_secs);
     let peer = conn.peer;
     let mut buf = vec![0u8; 4096];
+    let mut command_clock = Deadline::default();
     loop {
         while let Some(request) = session.poll() {
+            // A command is being served (a RETR may take long): the next one starts afresh.
+            command_clock.clear();
             if write_timed(stream, &session.take_output(), idle)
                 .await
                 .is_err()
@@ -119,12 +123,12 @@ where
                     match login(svc, peer, &username, &password).await {
                         Ok(m) => {
                             let entries = m.1;
-                            tracing::info!(%peer, user = %conn.user, messages = entries.len(), "pop3 login");
+                            tracing::info!(%peer, user = %Escaped(&conn.user), messages = entries.len(), "pop3 login");
                             conn.maildrop = Some(m.0);
                             session.login_succeeded(entries);
                         }
                         Err(f) => {
-                            tracing::info!(%peer, user = %conn.user, reason = ?f, "pop3 login failed");
+                            tracing::info!(%peer, user = %Escaped(&conn.user), reason = ?f, "pop3 login failed");
                             session.login_failed(f);
                         }
                     }
@@ -142,7 +146,7 @@ where
                         Err(e) => {
                             // Part of the response is out already: the only honest move left is
                             // to drop the connection, so the client sees no terminator.
-                            tracing::warn!(%peer, user = %conn.user, error = %e, "pop3 retrieval aborted");
+                            tracing::warn!(%peer, user = %Escaped(&conn.user), error = %e, "pop3 retrieval aborted");
                             return Exit::Closed;
                         }
                     }
@@ -157,11 +161,11 @@ where
                         .collect();
                     match svc.mail.delete_messages(m.mailbox, &ids).await {
                         Ok(()) => {
-                            tracing::info!(%peer, user = %conn.user, deleted = ids.len(), "pop3 deletions applied");
+                            tracing::info!(%peer, user = %Escaped(&conn.user), deleted = ids.len(), "pop3 deletions applied");
                             session.update_finished(UpdateOutcome::Applied)
                         }
                         Err(e) => {
-                            tracing::error!(%peer, user = %conn.user, error = %e, "pop3 deletions failed");
+                            tracing::error!(%peer, user = %Escaped(&conn.user), error = %e, "pop3 deletions failed");
                             session.update_finished(UpdateOutcome::Failed)
                         }
                     }
@@ -169,17 +173,20 @@ where
                 Pop3Request::StartTls => return Exit::StartTls,
             }
         }
-        if write_timed(stream, &session.take_output(), idle)
-            .await
-            .is_err()
-        {
+        let output = session.take_output();
+        if !output.is_empty() {
+            // A command was answered: the next one gets the whole autologout time.
+            command_clock.clear();
+        }
+        if write_timed(stream, &output, idle).await.is_err() {
             return Exit::Closed;
         }
         if session.is_closed() {
             return Exit::Closed;
         }
+        let wait = command_clock.next_wait(idle, idle);
         tokio::select! {
-            r = read_timed(stream, &mut buf, idle) => match r {
+            r = read_timed(stream, &mut buf, wait) => match r {
                 ReadOutcome::Data(n) => session.feed(&buf[..n]),
                 ReadOutcome::TimedOut => session.idle_timeout(),
                 // A dropped connection applies no deletion (RFC 1939 section 6).

@@ -2,7 +2,7 @@
 //! A message is acknowledged with 250 only after `MailStore::deliver` returned, i.e. once body,
 //! metadata and POP3 view entries are durable.
 
-use crate::io::{read_timed, write_timed, ReadOutcome};
+use crate::io::{read_timed, write_timed, Deadline, ReadOutcome};
 use crate::server::Services;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -87,6 +87,9 @@ where
     let cfg = &svc.config.smtp;
     let command_timeout = Duration::from_secs(cfg.command_timeout_secs);
     let data_timeout = Duration::from_secs(cfg.data_timeout_secs);
+    let data_deadline = Duration::from_secs(cfg.data_deadline_secs);
+    // The whole command line, and the whole DATA, each have a deadline of their own.
+    let (mut command_clock, mut data_clock) = (Deadline::default(), Deadline::default());
     let peer = conn.peer;
     let incoming = &mut conn.incoming;
     let mut buf = vec![0u8; 16 * 1024];
@@ -155,12 +158,19 @@ where
         if conn.stopping && !session.in_message() && !session.is_closed() {
             session.shutdown();
         }
+        let output = session.take_output();
         let timeout = if session.in_data() {
-            data_timeout
+            command_clock.clear();
+            data_clock.next_wait(data_deadline, data_timeout)
         } else {
-            command_timeout
+            data_clock.clear();
+            if !output.is_empty() {
+                // A command was answered: the next one starts its own clock.
+                command_clock.clear();
+            }
+            command_clock.next_wait(command_timeout, command_timeout)
         };
-        if write_timed(stream, &session.take_output(), timeout)
+        if write_timed(stream, &output, command_timeout.max(data_timeout))
             .await
             .is_err()
         {

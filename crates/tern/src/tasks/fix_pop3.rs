@@ -20,8 +20,9 @@ struct Report {
     messages_per_second: u32,
     processed_messages: u64,
     processed_view: u64,
-    stale: Vec<(MailboxId, MessageId)>,
-    missing: Vec<(MailboxId, MessageId)>,
+    /// Counts, as James reports them.
+    stale: u64,
+    missing: u64,
     fixed: Vec<(MailboxId, MessageId)>,
     errors: Vec<(MailboxId, MessageId)>,
 }
@@ -45,8 +46,8 @@ impl Report {
             "runningOptions": { "messagesPerSecond": self.messages_per_second },
             "processedImapUidEntries": self.processed_messages,
             "processedPop3MetaDataStoreEntries": self.processed_view,
-            "stalePOP3Entries": entries(&self.stale),
-            "missingPOP3Entries": entries(&self.missing),
+            "stalePOP3Entries": self.stale,
+            "missingPOP3Entries": self.missing,
             "fixedInconsistencies": entries(&self.fixed),
             "errors": entries(&self.errors),
             "timestamp": timestamp,
@@ -140,12 +141,11 @@ pub async fn run(
                 match checked {
                     Ok(Fix::Nothing) => {}
                     Ok(Fix::Fixed) => {
-                        let found = if pass == Pass::Messages {
-                            &mut report.missing
+                        if pass == Pass::Messages {
+                            report.missing += 1;
                         } else {
-                            &mut report.stale
-                        };
-                        push(found, (mb, id));
+                            report.stale += 1;
+                        }
                         push(&mut report.fixed, (mb, id));
                     }
                     Err(e) => {

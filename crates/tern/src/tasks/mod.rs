@@ -4,6 +4,7 @@
 //! "inProgress" forever. Cancellation is a flag in the store, so it can be asked of any node.
 
 pub mod body_gc;
+pub mod cleanup;
 pub mod fix_pop3;
 
 use serde_json::{json, Value};
@@ -24,14 +25,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A date as James's task routes write it (`yyyy-MM-dd'T'HH:mm:ss.SSSZ`, here in UTC):
+/// `2017-12-27T15:15:24.805+0000`.
 fn iso8601(ms: i64) -> Value {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
-    match t.ok().and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    }) {
-        Some(s) => Value::String(s),
-        None => Value::Null,
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(t) => Value::String(format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0000",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )),
+        Err(_) => Value::Null,
     }
 }
 
@@ -127,7 +135,7 @@ impl TaskManager {
             };
             record.status = match &outcome {
                 TaskOutcome::Completed => "completed".into(),
-                TaskOutcome::Cancelled => "cancelled".into(),
+                TaskOutcome::Cancelled => CANCELED.into(),
                 TaskOutcome::Failed(why) => {
                     tracing::error!(task = %record.id, error = %why, "task failed");
                     "failed".into()
@@ -152,14 +160,36 @@ impl TaskManager {
         Ok(self.store.get_task(id).await?.map(|t| to_json(&t)))
     }
 
-    pub async fn list(&self, status: Option<&str>) -> Result<Vec<Value>, StoreError> {
+    /// The tasks, newest first (as James lists them), with the given status and type if any.
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError> {
         let mut tasks = self.store.list_tasks().await?;
-        tasks.sort_by_key(|t| t.submitted_ms);
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.submitted_ms));
         Ok(tasks
             .iter()
+            .filter(|t| kind.is_none_or(|k| t.kind == k))
             .map(to_json)
             .filter(|t| status.is_none_or(|s| t["status"].as_str() == Some(s)))
             .collect())
+    }
+
+    /// Forgets finished tasks submitted before `before_ms`; returns (examined, removed).
+    pub async fn remove_older_than(&self, before_ms: i64) -> Result<(u64, u64), StoreError> {
+        let tasks = self.store.list_tasks().await?;
+        let mut removed = 0;
+        for t in &tasks {
+            let status = to_json(t)["status"].as_str().map(str::to_string);
+            if t.submitted_ms < before_ms
+                && status.as_deref().is_some_and(is_final)
+                && self.store.delete_task(t.id).await?
+            {
+                removed += 1;
+            }
+        }
+        Ok((tasks.len() as u64, removed))
     }
 
     /// Asks for cancellation; returns whether the task exists.
@@ -168,40 +198,63 @@ impl TaskManager {
     }
 }
 
-/// The James webadmin representation of a task. A task whose node stopped refreshing its
-/// heartbeat is shown as failed.
+/// James's spelling of the cancelled status.
+pub const CANCELED: &str = "canceled";
+/// The statuses James's `/tasks?status=` accepts.
+pub const STATUSES: [&str; 6] = [
+    "waiting",
+    "inProgress",
+    "canceledRequested",
+    "completed",
+    CANCELED,
+    "failed",
+];
+
+/// The James webadmin representation of a task (`ExecutionDetailsDto`): dates that do not apply
+/// are left out, as James leaves them out. A task whose node stopped refreshing its heartbeat is
+/// shown as failed.
 fn to_json(t: &TaskRecord) -> Value {
-    let mut status = t.status.as_str();
+    // Records written before the spelling was fixed say "cancelled".
+    let mut status = match t.status.as_str() {
+        "cancelled" => CANCELED,
+        other => other,
+    };
     let mut failed_ms = (status == "failed").then_some(t.ended_ms).flatten();
     let running = status == "inProgress" || status == "waiting";
     if running && now_ms() - t.heartbeat_ms > STALE_AFTER_MS {
         status = "failed";
         failed_ms = Some(t.heartbeat_ms);
+    } else if running && t.cancel_requested {
+        status = "canceledRequested";
     }
-    let ended = |s: &str| {
-        if status == s {
-            t.ended_ms.map(iso8601).unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        }
-    };
     let details: Value = serde_json::from_str(&t.details).unwrap_or(Value::Null);
-    json!({
+    let mut out = json!({
         "taskId": t.id.to_string(),
         "type": t.kind,
         "status": status,
-        "submitDate": iso8601(t.submitted_ms),
-        "startedDate": t.started_ms.map(iso8601).unwrap_or(Value::Null),
-        "completedDate": ended("completed"),
-        "cancelledDate": ended("cancelled"),
-        "failedDate": failed_ms.map(iso8601).unwrap_or(Value::Null),
         "submittedFrom": t.node,
         "executedOn": t.node,
-        "cancelRequested": t.cancel_requested,
         "additionalInformation": details,
-    })
+        "submitDate": iso8601(t.submitted_ms),
+    });
+    let mut date = |key: &str, ms: Option<i64>| {
+        if let Some(ms) = ms {
+            out[key] = iso8601(ms);
+        }
+    };
+    date("startedDate", t.started_ms);
+    date(
+        "completedDate",
+        t.ended_ms.filter(|_| status == "completed"),
+    );
+    date("canceledDate", t.ended_ms.filter(|_| status == CANCELED));
+    date("failedDate", failed_ms);
+    if t.cancel_requested {
+        out["cancelledFrom"] = json!(t.node);
+    }
+    out
 }
 
 pub fn is_final(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
+    matches!(status, "completed" | "failed" | CANCELED)
 }

@@ -189,7 +189,7 @@ impl TestServer {
     pub fn user(&self, name: &str) -> String {
         let addr = format!("{name}@{DOMAIN}");
         let body = format!(r#"{{"password":"pw-{name}"}}"#);
-        self.admin_ok("PUT", &format!("/users/{addr}"), Some(&body));
+        self.admin_ok("PUT", &format!("/users/{addr}?force"), Some(&body));
         addr
     }
 
@@ -275,7 +275,13 @@ pub fn message(subject: &str, body: &str) -> Vec<u8> {
 }
 
 fn connect(addr: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
-    let s = TcpStream::connect(addr).unwrap();
+    connect_sending(addr, b"")
+}
+
+/// Connects and sends `first` (a PROXY protocol header, say) before anything is read.
+fn connect_sending(addr: SocketAddr, first: &[u8]) -> (BufReader<TcpStream>, TcpStream) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(first).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
     (BufReader::new(s.try_clone().unwrap()), s)
@@ -296,7 +302,12 @@ pub struct SmtpClient {
 
 impl SmtpClient {
     pub fn connect(addr: SocketAddr) -> Self {
-        let (r, w) = connect(addr);
+        Self::connect_sending(addr, b"")
+    }
+
+    /// Connects, sends `first` (a PROXY header), then expects the greeting.
+    pub fn connect_sending(addr: SocketAddr, first: &[u8]) -> Self {
+        let (r, w) = connect_sending(addr, first);
         let mut c = Self { r, w };
         let (code, _) = c.reply();
         assert_eq!(code, 220);
@@ -378,7 +389,12 @@ pub struct Pop3Client {
 
 impl Pop3Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        let (r, w) = connect(addr);
+        Self::connect_sending(addr, b"")
+    }
+
+    /// Connects, sends `first` (a PROXY header), then expects the greeting.
+    pub fn connect_sending(addr: SocketAddr, first: &[u8]) -> Self {
+        let (r, w) = connect_sending(addr, first);
         let mut c = Self { r, w };
         assert!(c.line().starts_with("+OK"));
         c
@@ -495,4 +511,15 @@ pub fn tls_wrap(tcp: TcpStream, trusted: &[&std::path::Path]) -> Tls {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
     rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Asserts a date in James's task format (`yyyy-MM-dd'T'HH:mm:ss.SSSZ`), such as
+/// `2017-12-27T15:15:24.805+0000`.
+pub fn assert_james_date(s: &str) {
+    let pattern = "dddd-dd-ddTdd:dd:dd.ddd+dddd";
+    assert_eq!(s.len(), pattern.len(), "not a James date: {s}");
+    for (c, p) in s.chars().zip(pattern.chars()) {
+        let ok = if p == 'd' { c.is_ascii_digit() } else { c == p };
+        assert!(ok, "not a James date: {s}");
+    }
 }
