@@ -238,10 +238,19 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::CheckConfig { config } => {
-            Config::from_file(&config)?;
-            println!("{}: ok", config.display());
-            Ok(())
+        Command::CheckConfig { config: path } => {
+            // Parsing stops at the first syntax or type error; past that, every check `serve`
+            // makes without a socket runs and every problem is listed.
+            let config = Config::from_toml_unchecked_file(&path)?;
+            let problems = tern::server::preflight(&config);
+            if problems.is_empty() {
+                println!("{}: ok", path.display());
+                return Ok(());
+            }
+            for p in &problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            bail!("{}: {} problem(s)", path.display(), problems.len());
         }
     }
 }

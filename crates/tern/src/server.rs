@@ -112,8 +112,39 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+/// Every check `serve` makes before it opens a socket or a store: the configuration's values,
+/// and the files it names (certificates, keys, CA bundles). Returns every problem found, so
+/// that `tern check-config` can list them all.
+pub fn preflight(config: &Config) -> Vec<String> {
+    let mut problems: Vec<String> = config.problems().iter().map(|e| e.to_string()).collect();
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        if let Err(e) = CertStore::load(cert, key) {
+            problems.push(format!("config key tls.cert_file / tls.key_file: {e:#}"));
+        }
+    }
+    if config.store.backend == StoreBackend::Cassandra {
+        if let Err(e) = tern_store::cassandra::check_tls_files(&config.cassandra.options()) {
+            problems.push(format!("config key cassandra.tls_ca_file: {e}"));
+        }
+    }
+    if config.store.backend == StoreBackend::Embedded {
+        let dir = &config.server.data_dir;
+        if dir.exists() && !dir.is_dir() {
+            problems.push(format!(
+                "config key server.data_dir: {} exists and is not a directory",
+                dir.display()
+            ));
+        }
+    }
+    problems
+}
+
 impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let problems = preflight(&config);
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("\n"));
+        }
         raise_file_limit(config.server.max_connections);
         let Stores {
             directory,

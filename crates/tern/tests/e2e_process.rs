@@ -46,8 +46,18 @@ fn write_config(dir: &Path, backend: Backend) -> PathBuf {
 
 /// Starts `tern serve` with JSON logs and reads the bound addresses from them.
 fn spawn(config: &Path) -> Proc {
-    let mut child = Command::new(TERN)
-        .args(["serve", "--log-json", "--config"])
+    spawn_logging(config, true)
+}
+
+/// Starts `tern serve`, logging JSON lines or (with `json` false) the text format.
+fn spawn_logging(config: &Path, json: bool) -> Proc {
+    let mut cmd = Command::new(TERN);
+    cmd.arg("serve");
+    if json {
+        cmd.arg("--log-json");
+    }
+    let mut child = cmd
+        .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -65,6 +75,10 @@ fn spawn(config: &Path) -> Proc {
                 if let (Some(m), Some(a)) = (f["message"].as_str(), f["addr"].as_str()) {
                     let _ = tx.send((m.to_string(), a.to_string()));
                 }
+            } else if let Some((head, addr)) = line.split_once(" listening addr=") {
+                // Text format: "... tern::server: SMTP listening addr=127.0.0.1:4321".
+                let what = head.rsplit(": ").next().unwrap_or_default();
+                let _ = tx.send((format!("{what} listening"), addr.trim().to_string()));
             }
             sink.lock().unwrap().push(line);
         }
@@ -304,6 +318,82 @@ fn bad_configuration_fails_at_start_naming_the_key() {
 }
 
 #[test]
+fn peer_strings_cannot_forge_text_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Backend::Embedded);
+    let p = spawn_logging(&config, false);
+    setup_user(&p, "carol@example.com", "pw");
+    let forged = "evil@example.com\n2026-01-01T00:00:00Z  INFO tern::pop3: pop3 login user=admin";
+    let mut c = Pop3Client::connect(p.pop3);
+    let plain = b64(format!("\0{forged}\0pw").as_bytes());
+    let answer = c.cmd(&format!("AUTH PLAIN {plain}"));
+    assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+    let answer = c.cmd("USER bad\u{1b}[2Jname@example.com");
+    assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+    // A login that is logged (a wrong password), to know the log has caught up.
+    c.cmd("USER carol@example.com");
+    assert!(c.cmd("PASS wrong").starts_with("-ERR"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("pop3 login failed"))
+    {
+        assert!(Instant::now() < deadline, "no login failure logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.log.lock().unwrap();
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("2026-01-01") || l.contains('\u{1b}')),
+        "a forged line or a terminal escape reached the log: {log:#?}"
+    );
+}
+
+#[test]
+fn check_config_lists_every_problem_serve_would_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tern.toml");
+    std::fs::write(
+        &path,
+        "[smtp]\nlisten = \"127.0.0.1:2600\"\nmax_recipients = 0\n\
+         [pop3]\nlisten = \"127.0.0.1:2600\"\n\
+         [tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n\
+         [admin]\nmax_connections = 0\n",
+    )
+    .unwrap();
+    for args in [
+        &["check-config", "--config"][..],
+        &["serve", "--config"][..],
+    ] {
+        let out = Command::new(TERN).args(args).arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted a broken file");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for key in [
+            "smtp.max_recipients",
+            "pop3.listen",
+            "tls.cert_file",
+            "admin.max_connections",
+        ] {
+            assert!(err.contains(key), "{args:?}: {key} not named in: {err}");
+        }
+    }
+    std::fs::write(&path, "[smtp]\nmax_recipients = 5\n").unwrap();
+    let out = Command::new(TERN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn cli_manages_domains_and_users() {
     let dir = tempfile::tempdir().unwrap();
     let p = spawn(&write_config(dir.path(), Backend::Embedded));
@@ -322,8 +412,26 @@ fn cli_manages_domains_and_users() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("domain nowhere.test does not exist"));
     let out = tern_cli("http://127.0.0.1:1", &["domain", "list"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `tern serve` running?"));
+    // Adding an existing user is refused; `user password` changes the password.
+    let out = tern_cli(
+        &p.admin_url,
+        &["user", "add", "carol@example.com"],
+        Some("other\n"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     // The password with a space works for login.
     pop3_login(p.pop3, "carol@example.com", "pw carol").quit();
+    let out = tern_cli(
+        &p.admin_url,
+        &["user", "password", "carol@example.com"],
+        Some("pw carol\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = tern_cli(&p.admin_url, &["user", "remove", "carol@example.com"], None);
     assert!(out.status.success());
     let mut c = Pop3Client::connect(p.pop3);

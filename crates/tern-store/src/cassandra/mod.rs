@@ -89,6 +89,12 @@ impl Default for CassandraOptions {
     }
 }
 
+/// Checks that the TLS files named in the options can be read and used, without connecting:
+/// a bad file is a configuration error to report at start-up, not a reason to retry.
+pub fn check_tls_files(o: &CassandraOptions) -> Result<()> {
+    tls_config(o).map(|_| ())
+}
+
 /// The rustls client configuration for CQL over TLS (ring provider, TLS 1.2+).
 fn tls_config(o: &CassandraOptions) -> Result<Option<Arc<rustls::ClientConfig>>> {
     use rustls::pki_types::pem::PemObject;

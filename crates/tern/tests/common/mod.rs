@@ -523,3 +523,15 @@ pub fn assert_james_date(s: &str) {
         assert!(ok, "not a James date: {s}");
     }
 }
+
+/// Writes that report a closed connection instead of panicking (for clients the server is
+/// expected to drop).
+pub trait WriteChecked {
+    fn write_all_checked(&mut self, data: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteChecked for TcpStream {
+    fn write_all_checked(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write_all(data)
+    }
+}
