@@ -256,8 +256,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Values are checked after the command line has had its say, all at once (preflight).
     let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
+        Some(path) => Config::from_toml_unchecked_file(path)?,
         None => Config::default(),
     };
     if let Some(d) = args.data_dir {
@@ -275,7 +276,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.log_json {
         config.log.format = LogFormat::Json;
     }
-    config.validate()?;
+    let problems = tern::server::preflight(&config);
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
     tern::logging::init(&config.log);
     return_large_allocations_to_the_system();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
