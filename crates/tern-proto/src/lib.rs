@@ -9,4 +9,7 @@ pub mod dot;
 pub mod line;
 pub mod pop3;
 pub mod sasl;
+pub mod session;
 pub mod smtp;
+
+pub use session::{Deadline, Session};

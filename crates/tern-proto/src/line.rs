@@ -1,5 +1,9 @@
 //! Splitting a byte stream into command lines, with a hard bound on line length.
 
+/// The longest command line Tern accepts, in octets without the line end: far above RFC 5321's
+/// 512 (plus extensions) and RFC 2449's 255, small enough that a line never costs much memory.
+pub const MAX_COMMAND_LINE: usize = 2048;
+
 /// One complete input line, without its line terminator.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {

@@ -39,24 +39,3 @@ pub async fn write_timed<S: AsyncWrite + Unpin>(
         )),
     }
 }
-
-/// A deadline for a whole unit of input (a command line, a DATA). A per-read timeout alone lets
-/// a peer that trickles a byte now and then hold a connection forever; this one does not move
-/// until the unit is complete.
-#[derive(Default)]
-pub struct Deadline(Option<tokio::time::Instant>);
-
-impl Deadline {
-    /// Starts the clock (at `limit` from now) unless it runs already; returns how long the next
-    /// read may wait, at most `per_read`.
-    pub fn next_wait(&mut self, limit: Duration, per_read: Duration) -> Duration {
-        let now = tokio::time::Instant::now();
-        let until = *self.0.get_or_insert(now + limit);
-        until.saturating_duration_since(now).min(per_read)
-    }
-
-    /// The unit is complete: the next one gets a fresh deadline.
-    pub fn clear(&mut self) {
-        self.0 = None;
-    }
-}

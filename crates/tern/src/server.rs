@@ -5,7 +5,9 @@ use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::config::Pop3ListingMode;
 use crate::config::{Config, StoreBackend};
-use crate::pop3::listing::{MessageIdListing, Pop3Listing, UidListing};
+use crate::listing::{MessageIdListing, Pop3Listing, UidListing};
+use crate::pop3::Pop3Context;
+use crate::smtp::SmtpContext;
 use crate::tasks::TaskManager;
 use crate::throttle::LoginThrottle;
 use crate::tls::CertStore;
@@ -24,19 +26,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-/// What every connection handler needs.
-pub struct Services {
-    pub config: Config,
-    pub directory: Arc<dyn Directory>,
-    pub mail: Arc<dyn MailStore>,
-    pub auth: Arc<Authenticator>,
-    /// Present when a certificate is configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub throttle: LoginThrottle,
-    /// How POP3 numbers a maildrop (`pop3.listing`).
-    pub listing: Arc<dyn Pop3Listing>,
-    /// Load balancers whose PROXY headers name the real client.
-    pub proxies: crate::proxy::TrustedProxies,
+/// What a listener serves, with the narrow context of its protocol.
+#[derive(Clone)]
+enum Listener {
+    Smtp(Arc<SmtpContext>),
+    Pop3(Arc<Pop3Context>),
+    /// POP3 with TLS from the first byte (the port-995 role).
+    Pop3Tls(Arc<Pop3Context>),
+}
+
+impl Listener {
+    fn name(&self) -> &'static str {
+        match self {
+            Listener::Smtp(_) => "SMTP",
+            Listener::Pop3(_) => "POP3",
+            Listener::Pop3Tls(_) => "POP3 over TLS",
+        }
+    }
 }
 
 /// A running server.
@@ -55,13 +61,6 @@ pub struct Server {
     connection_token: mpsc::Sender<()>,
     admin_task: tokio::task::JoinHandle<()>,
     grace: Duration,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Protocol {
-    Smtp,
-    Pop3,
-    Pop3Tls,
 }
 
 /// The stores of the configured backend.
@@ -188,44 +187,54 @@ impl Server {
         let throttle = LoginThrottle::new(&config.auth);
         let proxies =
             crate::proxy::TrustedProxies::new(config.server.proxy_trusted_networks.clone());
-        let services = Arc::new(Services {
-            config,
+        let smtp_context = Arc::new(SmtpContext {
+            settings: config.smtp.clone(),
+            hostname: config.server.hostname.clone(),
             directory: directory.clone(),
             mail: mail.clone(),
+            listing: listing.clone(),
+            tls: tls.clone(),
+        });
+        let pop3_context = Arc::new(Pop3Context {
+            settings: config.pop3.clone(),
+            hostname: config.server.hostname.clone(),
+            mail: mail.clone(),
             auth: auth.clone(),
-            tls,
             throttle,
             listing,
-            proxies,
+            tls,
         });
+        let accepting = Arc::new(Accepting { limits, proxies });
         if let Some(certs) = certs {
             tokio::spawn(reload_on_sighup(certs));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connection_token, connections_done) = mpsc::channel(1);
 
-        let mut listeners = vec![(smtp, Protocol::Smtp), (pop3, Protocol::Pop3)];
+        let mut listeners = vec![
+            (smtp, Listener::Smtp(smtp_context)),
+            (pop3, Listener::Pop3(pop3_context.clone())),
+        ];
         if let Some(l) = pop3_tls {
-            listeners.push((l, Protocol::Pop3Tls));
+            listeners.push((l, Listener::Pop3Tls(pop3_context)));
         }
-        for (listener, protocol) in listeners {
+        for (listener, serves) in listeners {
             tokio::spawn(accept_loop(
                 listener,
-                protocol,
-                services.clone(),
+                serves,
+                accepting.clone(),
                 shutdown_rx.clone(),
                 connection_token.clone(),
-                limits.clone(),
             ));
         }
-        let admin_config = &services.config.admin;
+        let admin_config = &config.admin;
         let router = admin::router(Arc::new(AdminState {
             directory,
             mail,
             auth,
             tasks: task_manager,
             token: admin_config.token.clone(),
-            store_component: match services.config.store.backend {
+            store_component: match config.store.backend {
                 StoreBackend::Embedded => "Embedded backend",
                 StoreBackend::Cassandra => "Cassandra backend",
             },
@@ -354,13 +363,19 @@ impl ConnectionLimits {
     }
 }
 
+/// What every accept loop shares.
+struct Accepting {
+    limits: Arc<ConnectionLimits>,
+    /// Load balancers whose PROXY headers name the real client.
+    proxies: crate::proxy::TrustedProxies,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    protocol: Protocol,
-    services: Arc<Services>,
+    serves: Listener,
+    shared: Arc<Accepting>,
     mut shutdown: watch::Receiver<bool>,
     token: mpsc::Sender<()>,
-    limits: Arc<ConnectionLimits>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -371,38 +386,44 @@ async fn accept_loop(
             Ok(a) => a,
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, ?protocol, "accept failed");
+                tracing::warn!(error = %e, listener = serves.name(), "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let (svc, rx, token) = (services.clone(), shutdown.clone(), token.clone());
-        let limits = limits.clone();
+        let (serves, shared, rx, token) = (
+            serves.clone(),
+            shared.clone(),
+            shutdown.clone(),
+            token.clone(),
+        );
         tokio::spawn(async move {
             let mut stream = stream;
             // Behind a trusted load balancer, the client is the one its PROXY header names.
-            let peer = if svc.proxies.trusts(peer) {
+            let peer = if shared.proxies.trusts(peer) {
                 match crate::proxy::read_header(&mut stream, peer).await {
                     Ok(client) => client,
                     Err(e) => {
-                        tracing::warn!(%peer, ?protocol, error = %e, "connection from a trusted proxy dropped");
+                        tracing::warn!(%peer, listener = serves.name(), error = %e, "connection from a trusted proxy dropped");
                         return;
                     }
                 }
             } else {
                 peer
             };
-            let Some(slot) = limits.admit(peer.ip()) else {
-                tracing::info!(%peer, ?protocol, "connection refused: too many connections");
-                refuse_busy(stream, protocol).await;
+            let Some(slot) = shared.limits.admit(peer.ip()) else {
+                tracing::info!(%peer, listener = serves.name(), "connection refused: too many connections");
+                refuse_busy(stream, &serves).await;
                 return;
             };
-            match protocol {
-                Protocol::Smtp => crate::smtp::serve_connection(stream, peer, svc, rx).await,
-                Protocol::Pop3 => crate::pop3::serve_connection(stream, peer, svc, rx, false).await,
-                Protocol::Pop3Tls => {
-                    crate::pop3::serve_connection(stream, peer, svc, rx, true).await
+            match serves {
+                Listener::Smtp(ctx) => crate::smtp::serve_connection(stream, peer, ctx, rx).await,
+                Listener::Pop3(ctx) => {
+                    crate::pop3::serve_connection(stream, peer, ctx, rx, false).await
+                }
+                Listener::Pop3Tls(ctx) => {
+                    crate::pop3::serve_connection(stream, peer, ctx, rx, true).await
                 }
             }
             drop(slot);
@@ -431,12 +452,12 @@ async fn reload_on_sighup(certs: Arc<CertStore>) {
     let _ = certs;
 }
 
-async fn refuse_busy(mut stream: TcpStream, protocol: Protocol) {
-    let msg: &[u8] = match protocol {
-        Protocol::Smtp => b"421 4.3.2 Too many connections, try again later\r\n",
-        Protocol::Pop3 => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+async fn refuse_busy(mut stream: TcpStream, serves: &Listener) {
+    let msg: &[u8] = match serves {
+        Listener::Smtp(_) => b"421 4.3.2 Too many connections, try again later\r\n",
+        Listener::Pop3(_) => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
         // No TLS handshake for a refused implicit-TLS connection: just close it.
-        Protocol::Pop3Tls => return,
+        Listener::Pop3Tls(_) => return,
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(msg)).await;
 }

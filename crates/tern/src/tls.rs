@@ -113,22 +113,24 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Runs the server side of a TLS handshake, bounded in time; `None` if it fails (logged).
-pub async fn handshake(
-    svc: &crate::server::Services,
-    stream: tokio::net::TcpStream,
+pub async fn handshake<S>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+    peer: std::net::SocketAddr,
     timeout: std::time::Duration,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    let acceptor = svc.tls.as_ref()?;
-    let peer = stream.peer_addr().ok();
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let limit = timeout.min(std::time::Duration::from_secs(30));
     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            tracing::info!(?peer, error = %e, "TLS handshake failed");
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
-            tracing::info!(?peer, "TLS handshake timed out");
+            tracing::info!(%peer, "TLS handshake timed out");
             None
         }
     }

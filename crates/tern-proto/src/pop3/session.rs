@@ -1,6 +1,8 @@
 use super::command::{parse_command, Command};
 use crate::line::{Line, LineBuffer};
 use crate::sasl::{self, SaslError};
+use crate::session::{Deadline, Session};
+use std::time::{Duration, Instant};
 
 /// Settings of one POP3 session.
 #[derive(Debug, Clone)]
@@ -19,6 +21,9 @@ pub struct Pop3Config {
     pub plaintext_auth_allowed: bool,
     /// Whether STLS can be offered (a certificate is configured and TLS is not up yet).
     pub stls_available: bool,
+    /// The autologout timer (RFC 1939 section 3: at least 10 minutes). It bounds the wait for a
+    /// whole command, from when the session starts waiting for it.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Pop3Config {
@@ -26,11 +31,12 @@ impl Default for Pop3Config {
         Self {
             hostname: "localhost".into(),
             implementation: "Tern".into(),
-            max_line: 2048,
+            max_line: crate::line::MAX_COMMAND_LINE,
             max_auth_failures: 3,
             max_errors: 20,
             plaintext_auth_allowed: true,
             stls_available: false,
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -122,6 +128,8 @@ pub struct Pop3Session {
     maildrop: Vec<Message>,
     auth_failures: u32,
     errors: u32,
+    /// The autologout deadline for the command being waited for.
+    command_deadline: Deadline,
 }
 
 impl Pop3Session {
@@ -133,6 +141,7 @@ impl Pop3Session {
             maildrop: Vec::new(),
             auth_failures: 0,
             errors: 0,
+            command_deadline: Deadline::default(),
             config,
         };
         let greeting = format!("+OK {} POP3 server ready\r\n", s.config.hostname);
@@ -190,7 +199,11 @@ impl Pop3Session {
             if self.is_waiting() || self.is_closed() {
                 return None;
             }
-            let line = match self.input.next_line()? {
+            let line = self.input.next_line()?;
+            // A whole command arrived: the next one gets the full autologout time, counted
+            // from when the session starts waiting for it.
+            self.command_deadline.restart();
+            let line = match line {
                 Line::Complete(l) => l,
                 Line::TooLong => {
                     self.error("line too long");
@@ -622,6 +635,47 @@ impl Pop3Session {
     }
 }
 
+impl Session for Pop3Session {
+    type Request = Pop3Request;
+
+    fn feed(&mut self, data: &[u8]) {
+        Pop3Session::feed(self, data)
+    }
+
+    fn poll(&mut self) -> Option<Pop3Request> {
+        Pop3Session::poll(self)
+    }
+
+    fn take_output(&mut self) -> Vec<u8> {
+        Pop3Session::take_output(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Pop3Session::is_closed(self)
+    }
+
+    fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        if self.is_closed() || self.is_waiting() {
+            return None;
+        }
+        Some(self.command_deadline.arm(now, self.config.idle_timeout))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if !self.is_closed() && self.command_deadline.expired(now) {
+            self.idle_timeout();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        Pop3Session::shutdown(self)
+    }
+
+    fn tls_established(&mut self) {
+        Pop3Session::tls_established(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,6 +846,32 @@ mod tests {
                 password: "pw".into()
             })
         );
+    }
+
+    #[test]
+    fn autologout_is_a_deadline_for_the_whole_command() {
+        let mut s = session();
+        let t0 = Instant::now();
+        let limit = Pop3Config::default().idle_timeout;
+        assert_eq!(s.poll_timeout(t0), Some(t0 + limit));
+        // Trickled bytes of one command do not move the deadline.
+        s.feed(b"CA");
+        assert_eq!(s.poll(), None);
+        let later = t0 + limit / 2;
+        assert_eq!(s.poll_timeout(later), Some(t0 + limit));
+        s.handle_timeout(later);
+        assert!(!s.is_closed(), "not yet");
+        s.handle_timeout(t0 + limit);
+        assert!(s.is_closed());
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .contains("-ERR autologout"));
+        // A complete command restarts the clock for the next one.
+        let mut s = session();
+        assert_eq!(s.poll_timeout(t0), Some(t0 + limit));
+        s.feed(b"CAPA\r\n");
+        assert_eq!(s.poll(), None);
+        assert_eq!(s.poll_timeout(later), Some(later + limit));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 use super::address::{parse_path, Mailbox};
 use crate::dot::{DataDecoder, DataViolation};
 use crate::line::{Line, LineBuffer};
+use crate::session::{Deadline, Session};
+use std::time::{Duration, Instant};
 
 /// Settings of one SMTP session.
 #[derive(Debug, Clone)]
@@ -14,17 +16,27 @@ pub struct SmtpConfig {
     /// Protocol errors tolerated before the connection is closed.
     pub max_errors: u32,
     pub starttls_available: bool,
+    /// Time allowed for a whole command line, from when the session starts waiting for it
+    /// (RFC 5321 section 4.5.3.2 suggests 5 minutes).
+    pub command_timeout: Duration,
+    /// Idle time allowed between data blocks inside DATA.
+    pub data_timeout: Duration,
+    /// Time allowed for a whole DATA, from 354 to the final dot.
+    pub data_deadline: Duration,
 }
 
 impl Default for SmtpConfig {
     fn default() -> Self {
         Self {
             hostname: "localhost".into(),
-            max_line: 2048,
+            max_line: crate::line::MAX_COMMAND_LINE,
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 20,
             starttls_available: false,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            data_deadline: Duration::from_secs(3600),
         }
     }
 }
@@ -107,6 +119,12 @@ pub struct SmtpSession<R> {
     envelope: Option<Envelope<R>>,
     errors: u32,
     tls: bool,
+    /// The server is stopping: say goodbye once the message in progress is done.
+    stopping: bool,
+    /// Deadlines for the command being waited for, the next data block, and the whole DATA.
+    command_deadline: Deadline,
+    block_deadline: Deadline,
+    data_deadline: Deadline,
 }
 
 impl<R: Clone> SmtpSession<R> {
@@ -119,6 +137,10 @@ impl<R: Clone> SmtpSession<R> {
             envelope: None,
             errors: 0,
             tls: false,
+            stopping: false,
+            command_deadline: Deadline::default(),
+            block_deadline: Deadline::default(),
+            data_deadline: Deadline::default(),
             config,
         };
         let greeting = format!("220 {} ESMTP Tern\r\n", s.config.hostname);
@@ -127,6 +149,10 @@ impl<R: Clone> SmtpSession<R> {
     }
 
     pub fn feed(&mut self, data: &[u8]) {
+        if self.in_data() {
+            // A data block arrived: the idle clock between blocks starts again.
+            self.block_deadline.restart();
+        }
         self.input.feed(data);
     }
 
@@ -194,13 +220,27 @@ impl<R: Clone> SmtpSession<R> {
         self.state = State::Closed;
     }
 
-    /// The server is stopping and the session is between messages.
+    /// The server is stopping: between messages the session says goodbye at once (421);
+    /// a message being received or stored is finished first.
     pub fn shutdown(&mut self) {
-        self.reply(&format!(
-            "421 4.3.2 {} Service shutting down, try again later",
-            self.config.hostname
-        ));
-        self.state = State::Closed;
+        self.stopping = true;
+        if !self.in_message() && !self.is_closed() {
+            self.reply(&format!(
+                "421 4.3.2 {} Service shutting down, try again later",
+                self.config.hostname
+            ));
+            self.state = State::Closed;
+        }
+    }
+
+    /// A message ended (stored, refused or given up): if the server is stopping, now is the
+    /// time to say goodbye.
+    fn message_done(&mut self) {
+        self.data_deadline.restart();
+        self.block_deadline.restart();
+        if self.stopping {
+            self.shutdown();
+        }
     }
 
     pub fn rcpt_verdict(&mut self, verdict: RcptVerdict<R>) {
@@ -237,6 +277,7 @@ impl<R: Clone> SmtpSession<R> {
         } else {
             self.reply("451 4.3.0 Mail store temporarily unavailable, try again later");
             self.state = State::Ready;
+            self.message_done();
         }
     }
 
@@ -249,6 +290,7 @@ impl<R: Clone> SmtpSession<R> {
                 "451 4.3.0 Temporary storage failure, message not accepted; try again later",
             ),
         }
+        self.message_done();
     }
 
     pub fn poll(&mut self) -> Option<SmtpRequest<R>> {
@@ -284,7 +326,11 @@ impl<R: Clone> SmtpSession<R> {
                 }
                 State::Connected | State::Ready => {}
             }
-            let line = match self.input.next_line()? {
+            let line = self.input.next_line()?;
+            // A whole command arrived: the next one gets its full time, counted from when the
+            // session starts waiting for it.
+            self.command_deadline.restart();
+            let line = match line {
                 Line::Complete(l) => l,
                 Line::TooLong => {
                     self.error("500 5.5.2 Line too long");
@@ -320,6 +366,7 @@ impl<R: Clone> SmtpSession<R> {
                         self.config.max_message_size
                     )),
                 }
+                self.message_done();
                 SmtpRequest::AbortMessage
             }
         }
@@ -515,6 +562,60 @@ impl<R: Clone> SmtpSession<R> {
 }
 
 /// Strips "FROM:"/"TO:" case-insensitively, tolerating spaces before the path.
+impl<R: Clone> Session for SmtpSession<R> {
+    type Request = SmtpRequest<R>;
+
+    fn feed(&mut self, data: &[u8]) {
+        SmtpSession::feed(self, data)
+    }
+
+    fn poll(&mut self) -> Option<SmtpRequest<R>> {
+        SmtpSession::poll(self)
+    }
+
+    fn take_output(&mut self) -> Vec<u8> {
+        SmtpSession::take_output(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        SmtpSession::is_closed(self)
+    }
+
+    fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Connected | State::Ready => {
+                Some(self.command_deadline.arm(now, self.config.command_timeout))
+            }
+            State::Data(_) => Some(
+                self.block_deadline
+                    .arm(now, self.config.data_timeout)
+                    .min(self.data_deadline.arm(now, self.config.data_deadline)),
+            ),
+            // Waiting for the driver, or done: no input is expected.
+            _ => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let expired = match self.state {
+            State::Connected | State::Ready => self.command_deadline.expired(now),
+            State::Data(_) => self.block_deadline.expired(now) || self.data_deadline.expired(now),
+            _ => false,
+        };
+        if expired {
+            self.timeout();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        SmtpSession::shutdown(self)
+    }
+
+    fn tls_established(&mut self) {
+        SmtpSession::tls_established(self)
+    }
+}
+
 /// An EHLO/HELO argument Tern accepts: a domain (letters, digits, hyphens, and the underscores
 /// some client host names carry, in dot-separated labels) or an address literal of printable
 /// characters in brackets, at most 255 octets.
@@ -548,6 +649,7 @@ fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Session as _;
 
     type Session = SmtpSession<u32>;
 
@@ -682,6 +784,81 @@ mod tests {
         assert_eq!(out.matches("500 ").count(), 20);
         assert!(out.ends_with("Too many errors, closing connection\r\n"));
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn command_and_data_deadlines() {
+        let cfg = SmtpConfig::default();
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut s = session();
+        assert_eq!(s.poll_timeout(t0), Some(t0 + cfg.command_timeout));
+        s.feed(b"EHL");
+        assert_eq!(s.poll(), None);
+        assert_eq!(
+            s.poll_timeout(t0 + sec),
+            Some(t0 + cfg.command_timeout),
+            "trickling does not move the deadline"
+        );
+        s.feed(b"O c\r\nMAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\n");
+        let Some(SmtpRequest::CheckRecipient(_)) = s.poll() else {
+            panic!()
+        };
+        s.rcpt_verdict(RcptVerdict::Accept(1));
+        s.feed(b"DATA\r\n");
+        let Some(SmtpRequest::BeginMessage { .. }) = s.poll() else {
+            panic!()
+        };
+        s.data_ready(true);
+        let t1 = t0 + 2 * sec;
+        // In DATA: the block timeout, under the whole-DATA deadline.
+        assert_eq!(s.poll_timeout(t1), Some(t1 + cfg.data_timeout));
+        let mut t = t1;
+        while t < t1 + cfg.data_deadline {
+            t += cfg.data_timeout / 2;
+            s.feed(b"x");
+            while s.poll().is_some() {}
+            let wake = s.poll_timeout(t).unwrap();
+            assert!(wake <= t1 + cfg.data_deadline, "the DATA deadline holds");
+            s.handle_timeout(wake);
+            if s.is_closed() {
+                break;
+            }
+        }
+        assert!(s.is_closed(), "a trickled DATA ends at its deadline");
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .ends_with("421 4.4.2 localhost Error: timeout exceeded\r\n"));
+    }
+
+    #[test]
+    fn shutdown_waits_for_the_message_in_progress() {
+        let mut s = session();
+        let (_, _, _) = transaction(&mut s, "EHLO c\r\nMAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\n");
+        s.feed(b"DATA\r\n");
+        let Some(SmtpRequest::BeginMessage { .. }) = s.poll() else {
+            panic!()
+        };
+        s.data_ready(true);
+        s.take_output();
+        s.shutdown();
+        assert!(!s.is_closed(), "a message being received is finished first");
+        assert!(s.take_output().is_empty());
+        s.feed(b"hi\r\n.\r\n");
+        while let Some(r) = s.poll() {
+            if let SmtpRequest::EndMessage { .. } = r {
+                s.message_stored(StoreOutcome::Stored { id: "x".into() });
+            }
+        }
+        let out = String::from_utf8(s.take_output()).unwrap();
+        assert!(
+            out.starts_with("250 2.0.0 Ok: queued as x\r\n421 4.3.2"),
+            "{out}"
+        );
+        assert!(s.is_closed());
+        let mut idle = session();
+        idle.shutdown();
+        assert!(idle.is_closed());
     }
 
     #[test]

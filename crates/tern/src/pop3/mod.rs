@@ -1,11 +1,14 @@
-//! The POP3 listener: drives a sans-IO [`Pop3Session`] over a byte stream and does what it asks
-//! (log in, stream a body, apply deletions) against the stores.
+//! The POP3 listener's protocol: serves the requests of a sans-IO [`Pop3Session`] (log in,
+//! stream a body, apply deletions) for the generic [`driver`](crate::driver).
 
-pub mod listing;
-
-use crate::io::{read_timed, write_timed, Deadline, ReadOutcome};
+use crate::auth::Authenticator;
+use crate::config::Pop3Section;
+use crate::driver::{BoxStream, Next, Protocol};
+use crate::io::write_timed;
+use crate::listing::Pop3Listing;
 use crate::logging::Escaped;
-use crate::server::Services;
+use crate::throttle::LoginThrottle;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_proto::dot::RetrEncoder;
@@ -13,12 +16,26 @@ use tern_proto::pop3::{
     retrieve_ok_line, LoginFailure, MaildropEntry, Pop3Config, Pop3Request, Pop3Session,
     RetrieveOutcome, UpdateOutcome,
 };
-use tern_store::{MailboxId, MessageId};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tern_store::{MailStore, MailboxId, MessageId};
+use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 
 /// Octets of a RETR response gathered before a write.
 const RETR_WRITE_CHUNK: usize = 64 * 1024;
+
+/// What a POP3 connection uses, and nothing more.
+pub struct Pop3Context {
+    pub settings: Pop3Section,
+    /// Name in the greeting.
+    pub hostname: String,
+    pub mail: Arc<dyn MailStore>,
+    pub auth: Arc<Authenticator>,
+    pub throttle: LoginThrottle,
+    /// How a maildrop is numbered (`pop3.listing`).
+    pub listing: Arc<dyn Pop3Listing>,
+    /// Present when a certificate is configured (STLS, the implicit-TLS listener).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
 
 /// The maildrop a session logged in to, as listed at login.
 struct Maildrop {
@@ -26,179 +43,145 @@ struct Maildrop {
     messages: Vec<MessageId>,
 }
 
-/// Per-connection state the driver keeps beside the session.
-struct Connection {
-    peer: std::net::SocketAddr,
+/// One POP3 connection's protocol state beside its session.
+struct Pop3Connection {
+    ctx: Arc<Pop3Context>,
+    peer: SocketAddr,
     user: String,
     maildrop: Option<Maildrop>,
-}
-
-/// Why [`run`] returned.
-enum Exit {
-    Closed,
-    /// The session accepted STLS: the caller runs the handshake and runs the session again.
-    StartTls,
 }
 
 /// Serves one POP3 connection; with `implicit_tls` (the port-995 role) TLS is negotiated first.
 pub async fn serve_connection(
     stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    svc: Arc<Services>,
-    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+    ctx: Arc<Pop3Context>,
+    shutdown: watch::Receiver<bool>,
     implicit_tls: bool,
 ) {
-    let cfg = &svc.config.pop3;
+    let cfg = &ctx.settings;
     // Passwords may cross in clear only inside TLS, on loopback, or when the operator says so.
     let plaintext_ok = implicit_tls
         || cfg.allow_plaintext_auth
         || (cfg.loopback_is_secure && peer.ip().is_loopback());
     let mut session = Pop3Session::new(Pop3Config {
-        hostname: svc.config.server.hostname.clone(),
+        hostname: ctx.hostname.clone(),
         implementation: format!("Tern {}", env!("CARGO_PKG_VERSION")),
-        max_line: 2048,
+        max_line: tern_proto::line::MAX_COMMAND_LINE,
         max_auth_failures: cfg.max_auth_failures,
         max_errors: cfg.max_errors,
         plaintext_auth_allowed: plaintext_ok,
-        stls_available: svc.tls.is_some() && !implicit_tls,
+        stls_available: ctx.tls.is_some() && !implicit_tls,
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
     });
-    let mut conn = Connection {
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let tls = ctx.tls.clone();
+    let stream: BoxStream = if implicit_tls {
+        let Some(acceptor) = tls.as_ref() else {
+            return;
+        };
+        match crate::tls::handshake(acceptor, stream, peer, idle).await {
+            Some(s) => Box::new(s),
+            None => return,
+        }
+    } else {
+        Box::new(stream)
+    };
+    let mut connection = Pop3Connection {
+        ctx,
         peer,
         user: String::new(),
         maildrop: None,
     };
-    let idle = Duration::from_secs(cfg.idle_timeout_secs);
-    if implicit_tls {
-        if let Some(mut tls) = crate::tls::handshake(&svc, stream, idle).await {
-            run(&mut tls, &mut session, &mut conn, &svc, &mut shutdown).await;
-            let _ = tls.shutdown().await;
-        }
-        return;
-    }
-    let mut stream = stream;
-    match run(&mut stream, &mut session, &mut conn, &svc, &mut shutdown).await {
-        Exit::Closed => {
-            let _ = stream.shutdown().await;
-        }
-        Exit::StartTls => {
-            let Some(mut tls) = crate::tls::handshake(&svc, stream, idle).await else {
-                return;
-            };
-            session.tls_established();
-            if let Exit::Closed = run(&mut tls, &mut session, &mut conn, &svc, &mut shutdown).await
-            {
-                let _ = tls.shutdown().await;
-            }
-        }
-    }
+    crate::driver::run(
+        &mut connection,
+        &mut session,
+        stream,
+        tls.as_ref(),
+        shutdown,
+        peer,
+    )
+    .await;
 }
 
-async fn run<S>(
-    stream: &mut S,
-    session: &mut Pop3Session,
-    conn: &mut Connection,
-    svc: &Services,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Exit
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let idle = Duration::from_secs(svc.config.pop3.idle_timeout_secs);
-    let peer = conn.peer;
-    let mut buf = vec![0u8; 4096];
-    let mut command_clock = Deadline::default();
-    loop {
-        while let Some(request) = session.poll() {
-            // A command is being served (a RETR may take long): the next one starts afresh.
-            command_clock.clear();
-            if write_timed(stream, &session.take_output(), idle)
-                .await
-                .is_err()
-            {
-                return Exit::Closed;
+impl Protocol for Pop3Connection {
+    type Session = Pop3Session;
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.settings.idle_timeout_secs)
+    }
+
+    async fn serve(
+        &mut self,
+        request: Pop3Request,
+        session: &mut Pop3Session,
+        stream: &mut BoxStream,
+    ) -> Next {
+        let peer = self.peer;
+        let ctx = &*self.ctx;
+        match request {
+            Pop3Request::Authenticate { username, password } => {
+                self.user = username.to_lowercase();
+                match login(ctx, peer, &username, &password).await {
+                    Ok((maildrop, entries)) => {
+                        tracing::info!(%peer, user = %Escaped(&self.user), messages = entries.len(), "pop3 login");
+                        self.maildrop = Some(maildrop);
+                        session.login_succeeded(entries);
+                    }
+                    Err(f) => {
+                        tracing::info!(%peer, user = %Escaped(&self.user), reason = ?f, "pop3 login failed");
+                        session.login_failed(f);
+                    }
+                }
             }
-            match request {
-                Pop3Request::Authenticate { username, password } => {
-                    conn.user = username.to_lowercase();
-                    match login(svc, peer, &username, &password).await {
-                        Ok(m) => {
-                            let entries = m.1;
-                            tracing::info!(%peer, user = %Escaped(&conn.user), messages = entries.len(), "pop3 login");
-                            conn.maildrop = Some(m.0);
-                            session.login_succeeded(entries);
-                        }
-                        Err(f) => {
-                            tracing::info!(%peer, user = %Escaped(&conn.user), reason = ?f, "pop3 login failed");
-                            session.login_failed(f);
-                        }
+            Pop3Request::Retrieve {
+                index,
+                size,
+                top_lines,
+            } => {
+                let Some(m) = &self.maildrop else {
+                    return Next::Close;
+                };
+                // What the session said before this answer goes first, in the same write.
+                let head = session.take_output();
+                let timeout = self.write_timeout();
+                match retrieve(stream, ctx, m, head, index, size, top_lines, timeout).await {
+                    Ok(o) => session.retrieve_finished(o),
+                    Err(e) => {
+                        // Part of the response is out already: the only honest move left is
+                        // to drop the connection, so the client sees no terminator.
+                        tracing::warn!(%peer, user = %Escaped(&self.user), error = %e, "pop3 retrieval aborted");
+                        return Next::Close;
                     }
                 }
-                Pop3Request::Retrieve {
-                    index,
-                    size,
-                    top_lines,
-                } => {
-                    let Some(m) = &conn.maildrop else {
-                        return Exit::Closed;
-                    };
-                    match retrieve(stream, svc, m, index, size, top_lines, idle).await {
-                        Ok(o) => session.retrieve_finished(o),
-                        Err(e) => {
-                            // Part of the response is out already: the only honest move left is
-                            // to drop the connection, so the client sees no terminator.
-                            tracing::warn!(%peer, user = %Escaped(&conn.user), error = %e, "pop3 retrieval aborted");
-                            return Exit::Closed;
-                        }
-                    }
-                }
-                Pop3Request::Update { deleted } => {
-                    let Some(m) = &conn.maildrop else {
-                        return Exit::Closed;
-                    };
-                    let ids: Vec<MessageId> = deleted
-                        .iter()
-                        .filter_map(|&i| m.messages.get(i).copied())
-                        .collect();
-                    match svc.mail.delete_messages(m.mailbox, &ids).await {
-                        Ok(()) => {
-                            tracing::info!(%peer, user = %Escaped(&conn.user), deleted = ids.len(), "pop3 deletions applied");
-                            session.update_finished(UpdateOutcome::Applied)
-                        }
-                        Err(e) => {
-                            tracing::error!(%peer, user = %Escaped(&conn.user), error = %e, "pop3 deletions failed");
-                            session.update_finished(UpdateOutcome::Failed)
-                        }
-                    }
-                }
-                Pop3Request::StartTls => return Exit::StartTls,
             }
+            Pop3Request::Update { deleted } => {
+                let Some(m) = &self.maildrop else {
+                    return Next::Close;
+                };
+                let ids: Vec<MessageId> = deleted
+                    .iter()
+                    .filter_map(|&i| m.messages.get(i).copied())
+                    .collect();
+                match ctx.mail.delete_messages(m.mailbox, &ids).await {
+                    Ok(()) => {
+                        tracing::info!(%peer, user = %Escaped(&self.user), deleted = ids.len(), "pop3 deletions applied");
+                        session.update_finished(UpdateOutcome::Applied)
+                    }
+                    Err(e) => {
+                        tracing::error!(%peer, user = %Escaped(&self.user), error = %e, "pop3 deletions failed");
+                        session.update_finished(UpdateOutcome::Failed)
+                    }
+                }
+            }
+            Pop3Request::StartTls => return Next::StartTls,
         }
-        let output = session.take_output();
-        if !output.is_empty() {
-            // A command was answered: the next one gets the whole autologout time.
-            command_clock.clear();
-        }
-        if write_timed(stream, &output, idle).await.is_err() {
-            return Exit::Closed;
-        }
-        if session.is_closed() {
-            return Exit::Closed;
-        }
-        let wait = command_clock.next_wait(idle, idle);
-        tokio::select! {
-            r = read_timed(stream, &mut buf, wait) => match r {
-                ReadOutcome::Data(n) => session.feed(&buf[..n]),
-                ReadOutcome::TimedOut => session.idle_timeout(),
-                // A dropped connection applies no deletion (RFC 1939 section 6).
-                ReadOutcome::Closed => return Exit::Closed,
-            },
-            _ = shutdown.changed() => session.shutdown(),
-        }
+        Next::Continue
     }
 }
 
 async fn login(
-    svc: &Services,
+    svc: &Pop3Context,
     peer: std::net::SocketAddr,
     username: &str,
     password: &str,
@@ -240,10 +223,13 @@ async fn login(
     Ok((Maildrop { mailbox, messages }, entries))
 }
 
+/// Streams message `index`, after `head` (the session's pending output).
+#[allow(clippy::too_many_arguments)]
 async fn retrieve<S>(
     stream: &mut S,
-    svc: &Services,
+    svc: &Pop3Context,
     maildrop: &Maildrop,
+    head: Vec<u8>,
     index: usize,
     size: u64,
     top_lines: Option<u64>,
@@ -252,6 +238,9 @@ async fn retrieve<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    // Anything the session answered before (pipelined commands) leaves before this answer,
+    // even when this one turns out to be an error line.
+    write_timed(stream, &head, timeout).await?;
     let Some(&id) = maildrop.messages.get(index) else {
         return Ok(RetrieveOutcome::Missing);
     };

@@ -1,17 +1,49 @@
-//! The SMTP listener: drives a sans-IO [`SmtpSession`] and makes accepted messages durable.
-//! A message is acknowledged with 250 only after `MailStore::deliver` returned, i.e. once body,
-//! metadata and POP3 view entries are durable.
+//! The SMTP listener's protocol: serves the requests of a sans-IO [`SmtpSession`] (recipient
+//! lookups, body streaming, delivery) for the generic [`driver`](crate::driver). A message is
+//! acknowledged with 250 only after `MailStore::deliver` returned, i.e. once body, metadata and
+//! POP3 view entries are durable.
 
-use crate::io::{read_timed, write_timed, Deadline, ReadOutcome};
-use crate::server::Services;
+use crate::config::SmtpSection;
+use crate::driver::{BoxStream, Next, Protocol};
+use crate::listing::Pop3Listing;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tern_proto::smtp::{
     trace_headers, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome, Trace,
 };
-use tern_store::{BodyWriter, MailboxId};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tern_store::{BodyWriter, Directory, MailStore, MailboxId};
 use tokio::sync::watch;
+
+/// What an SMTP connection uses, and nothing more.
+pub struct SmtpContext {
+    pub settings: SmtpSection,
+    /// Name in the greeting and in Received headers.
+    pub hostname: String,
+    pub directory: Arc<dyn Directory>,
+    pub mail: Arc<dyn MailStore>,
+    /// Numbers delivered messages in UID mode.
+    pub listing: Arc<dyn Pop3Listing>,
+    /// Present when a certificate is configured (STARTTLS).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl SmtpContext {
+    fn session_config(&self) -> SmtpConfig {
+        let s = &self.settings;
+        SmtpConfig {
+            hostname: self.hostname.clone(),
+            max_line: tern_proto::line::MAX_COMMAND_LINE,
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_errors: s.max_errors,
+            starttls_available: self.tls.is_some(),
+            command_timeout: Duration::from_secs(s.command_timeout_secs),
+            data_timeout: Duration::from_secs(s.data_timeout_secs),
+            data_deadline: Duration::from_secs(s.data_deadline_secs),
+        }
+    }
+}
 
 /// The body being received, if any.
 struct Incoming {
@@ -20,182 +52,117 @@ struct Incoming {
     failed: bool,
 }
 
-/// Why [`run`] returned.
-enum Exit {
-    Closed,
-    /// The session accepted STARTTLS: the caller runs the handshake and runs it again.
-    StartTls,
-}
-
-/// Per-connection state the driver keeps beside the session.
-struct Connection {
-    peer: std::net::SocketAddr,
+/// One SMTP connection's protocol state beside its session.
+struct SmtpConnection {
+    ctx: Arc<SmtpContext>,
+    peer: SocketAddr,
     incoming: Incoming,
-    stopping: bool,
 }
 
 pub async fn serve_connection(
     stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    svc: Arc<Services>,
-    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+    ctx: Arc<SmtpContext>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let cfg = &svc.config.smtp;
-    let mut session: SmtpSession<MailboxId> = SmtpSession::new(SmtpConfig {
-        hostname: svc.config.server.hostname.clone(),
-        max_line: 2048,
-        max_message_size: cfg.max_message_size,
-        max_recipients: cfg.max_recipients,
-        max_errors: cfg.max_errors,
-        starttls_available: svc.tls.is_some(),
-    });
-    let mut conn = Connection {
+    let mut session: SmtpSession<MailboxId> = SmtpSession::new(ctx.session_config());
+    let tls = ctx.tls.clone();
+    let mut connection = SmtpConnection {
+        ctx,
         peer,
         incoming: Incoming {
             writer: None,
             failed: false,
         },
-        stopping: *shutdown.borrow(),
     };
-    let mut stream = stream;
-    let exit = run(&mut stream, &mut session, &mut conn, &svc, &mut shutdown).await;
-    if let Exit::StartTls = exit {
-        let timeout = Duration::from_secs(cfg.command_timeout_secs);
-        if let Some(mut tls) = crate::tls::handshake(&svc, stream, timeout).await {
-            session.tls_established();
-            run(&mut tls, &mut session, &mut conn, &svc, &mut shutdown).await;
-            let _ = tls.shutdown().await;
-        }
-    } else {
-        let _ = stream.shutdown().await;
-    }
-    if let Some(w) = conn.incoming.writer.take() {
-        w.abort().await;
-    }
+    let stream: BoxStream = Box::new(stream);
+    crate::driver::run(
+        &mut connection,
+        &mut session,
+        stream,
+        tls.as_ref(),
+        shutdown,
+        peer,
+    )
+    .await;
 }
 
-async fn run<S>(
-    stream: &mut S,
-    session: &mut SmtpSession<MailboxId>,
-    conn: &mut Connection,
-    svc: &Services,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Exit
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let cfg = &svc.config.smtp;
-    let command_timeout = Duration::from_secs(cfg.command_timeout_secs);
-    let data_timeout = Duration::from_secs(cfg.data_timeout_secs);
-    let data_deadline = Duration::from_secs(cfg.data_deadline_secs);
-    // The whole command line, and the whole DATA, each have a deadline of their own.
-    let (mut command_clock, mut data_clock) = (Deadline::default(), Deadline::default());
-    let peer = conn.peer;
-    let incoming = &mut conn.incoming;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(request) = session.poll() {
-            match request {
-                SmtpRequest::CheckRecipient(mailbox) => {
-                    let verdict = check_recipient(svc, &mailbox).await;
-                    session.rcpt_verdict(verdict);
-                }
-                SmtpRequest::BeginMessage {
-                    reverse_path,
-                    helo,
-                    esmtp,
-                    recipients,
-                } => {
-                    let protocol = match (esmtp, session.is_tls()) {
-                        (true, true) => "ESMTPS",
-                        (true, false) => "ESMTP",
-                        (false, _) => "SMTP",
-                    };
-                    let ok = begin_message(
-                        svc,
-                        incoming,
-                        peer,
-                        &reverse_path,
-                        &helo,
-                        protocol,
-                        &recipients,
-                    )
-                    .await;
-                    session.data_ready(ok);
-                }
-                SmtpRequest::MessageData(data) => {
-                    if let Some(w) = incoming.writer.as_mut() {
-                        if let Err(e) = w.write(&data).await {
-                            tracing::error!(%peer, error = %e, "cannot write message body");
-                            incoming.failed = true;
-                            if let Some(w) = incoming.writer.take() {
-                                w.abort().await;
-                            }
+impl Protocol for SmtpConnection {
+    type Session = SmtpSession<MailboxId>;
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.settings.command_timeout_secs)
+    }
+
+    async fn finish(&mut self) {
+        if let Some(w) = self.incoming.writer.take() {
+            w.abort().await;
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        request: SmtpRequest<MailboxId>,
+        session: &mut SmtpSession<MailboxId>,
+        _stream: &mut BoxStream,
+    ) -> Next {
+        let (ctx, peer, incoming) = (&*self.ctx, self.peer, &mut self.incoming);
+        match request {
+            SmtpRequest::CheckRecipient(mailbox) => {
+                let verdict = check_recipient(ctx, &mailbox).await;
+                session.rcpt_verdict(verdict);
+            }
+            SmtpRequest::BeginMessage {
+                reverse_path,
+                helo,
+                esmtp,
+                recipients,
+            } => {
+                let protocol = match (esmtp, session.is_tls()) {
+                    (true, true) => "ESMTPS",
+                    (true, false) => "ESMTP",
+                    (false, _) => "SMTP",
+                };
+                let ok = begin_message(
+                    ctx,
+                    incoming,
+                    peer,
+                    &reverse_path,
+                    &helo,
+                    protocol,
+                    &recipients,
+                )
+                .await;
+                session.data_ready(ok);
+            }
+            SmtpRequest::MessageData(data) => {
+                if let Some(w) = incoming.writer.as_mut() {
+                    if let Err(e) = w.write(&data).await {
+                        tracing::error!(%peer, error = %e, "cannot write message body");
+                        incoming.failed = true;
+                        if let Some(w) = incoming.writer.take() {
+                            w.abort().await;
                         }
                     }
                 }
-                SmtpRequest::EndMessage { recipients } => {
-                    let outcome = store_message(svc, incoming, recipients, peer).await;
-                    session.message_stored(outcome);
-                }
-                SmtpRequest::AbortMessage => {
-                    if let Some(w) = incoming.writer.take() {
-                        w.abort().await;
-                    }
-                    incoming.failed = false;
-                }
-                SmtpRequest::StartTls => {
-                    if write_timed(stream, &session.take_output(), command_timeout)
-                        .await
-                        .is_err()
-                    {
-                        return Exit::Closed;
-                    }
-                    return Exit::StartTls;
-                }
             }
-        }
-        if conn.stopping && !session.in_message() && !session.is_closed() {
-            session.shutdown();
-        }
-        let output = session.take_output();
-        let timeout = if session.in_data() {
-            command_clock.clear();
-            data_clock.next_wait(data_deadline, data_timeout)
-        } else {
-            data_clock.clear();
-            if !output.is_empty() {
-                // A command was answered: the next one starts its own clock.
-                command_clock.clear();
+            SmtpRequest::EndMessage { recipients } => {
+                let outcome = store_message(ctx, incoming, recipients, peer).await;
+                session.message_stored(outcome);
             }
-            command_clock.next_wait(command_timeout, command_timeout)
-        };
-        if write_timed(stream, &output, command_timeout.max(data_timeout))
-            .await
-            .is_err()
-        {
-            return Exit::Closed;
-        }
-        if session.is_closed() {
-            return Exit::Closed;
-        }
-        let r = if conn.stopping {
-            read_timed(stream, &mut buf, timeout).await
-        } else {
-            tokio::select! {
-                r = read_timed(stream, &mut buf, timeout) => r,
-                _ = shutdown.changed() => { conn.stopping = true; continue; }
+            SmtpRequest::AbortMessage => {
+                if let Some(w) = incoming.writer.take() {
+                    w.abort().await;
+                }
+                incoming.failed = false;
             }
-        };
-        match r {
-            ReadOutcome::Data(n) => session.feed(&buf[..n]),
-            ReadOutcome::TimedOut => session.timeout(),
-            ReadOutcome::Closed => return Exit::Closed,
+            SmtpRequest::StartTls => return Next::StartTls,
         }
+        Next::Continue
     }
 }
 
-async fn check_recipient(svc: &Services, mailbox: &Mailbox) -> RcptVerdict<MailboxId> {
+async fn check_recipient(svc: &SmtpContext, mailbox: &Mailbox) -> RcptVerdict<MailboxId> {
     if mailbox.is_bare_postmaster() {
         return postmaster(svc).await;
     }
@@ -219,7 +186,7 @@ async fn check_recipient(svc: &Services, mailbox: &Mailbox) -> RcptVerdict<Mailb
 
 /// `RCPT TO:<postmaster>` (no domain) goes to the `postmaster@` user of the served domains, the
 /// first in alphabetical order that has one.
-async fn postmaster(svc: &Services) -> RcptVerdict<MailboxId> {
+async fn postmaster(svc: &SmtpContext) -> RcptVerdict<MailboxId> {
     let domains = match svc.directory.list_domains().await {
         Ok(mut d) => {
             d.sort();
@@ -253,7 +220,7 @@ fn rfc5322_now() -> String {
 }
 
 async fn begin_message(
-    svc: &Services,
+    svc: &SmtpContext,
     incoming: &mut Incoming,
     peer: std::net::SocketAddr,
     reverse_path: &str,
@@ -275,7 +242,7 @@ async fn begin_message(
         reverse_path,
         helo,
         peer_ip: &peer.ip().to_string(),
-        hostname: &svc.config.server.hostname,
+        hostname: &svc.hostname,
         protocol,
         id: &id,
         single_recipient: single.as_deref(),
@@ -291,7 +258,7 @@ async fn begin_message(
 }
 
 async fn store_message(
-    svc: &Services,
+    svc: &SmtpContext,
     incoming: &mut Incoming,
     mut recipients: Vec<MailboxId>,
     peer: std::net::SocketAddr,
