@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod driver;
 mod io;

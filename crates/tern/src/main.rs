@@ -150,7 +150,7 @@ enum BenchAction {
         #[arg(long, default_value = "127.0.0.1:1110")]
         server: SocketAddr,
         #[arg(long, value_enum, default_value = "stat")]
-        mode: tern::bench::Pop3Mode,
+        mode: tern_bench::Pop3Mode,
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
         /// Seconds.
@@ -326,12 +326,12 @@ async fn stop_signal() {
 
 fn bench(action: BenchAction) -> anyhow::Result<()> {
     use std::time::Duration;
-    use tern::bench::{run_deliver, run_pop3, DeliverArgs, Pop3Args};
+    use tern_bench::{run_deliver, run_pop3, DeliverArgs, Pop3Args};
     let timeout = Duration::from_secs(60);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = match action {
         BenchAction::Setup { users, admin_url } => {
-            tern::bench::setup_users(
+            tern::admin::client::create_numbered_users(
                 &admin_url,
                 &users.domain,
                 &users.prefix,
@@ -349,7 +349,7 @@ fn bench(action: BenchAction) -> anyhow::Result<()> {
             connections,
             hold,
         } => {
-            let held = runtime.block_on(tern::bench::hold_idle(
+            let held = runtime.block_on(tern_bench::hold_idle(
                 server,
                 connections,
                 Duration::from_secs_f64(hold),

@@ -104,3 +104,44 @@ pub fn encode_segment(s: &str) -> String {
     }
     out
 }
+
+/// Creates a domain and numbered users (`{prefix}{i}@{domain}`, all with one password) through
+/// Tern's admin API, for `tern bench setup`.
+pub fn create_numbered_users(
+    admin_url: &str,
+    domain: &str,
+    prefix: &str,
+    users: usize,
+    password: &str,
+) -> anyhow::Result<()> {
+    let r = request(
+        admin_url,
+        "PUT",
+        &format!("/domains/{}", encode_segment(domain)),
+        None,
+    )?;
+    anyhow::ensure!(
+        r.status == 204,
+        "creating domain {domain}: HTTP {} {}",
+        r.status,
+        r.body
+    );
+    let body = serde_json::json!({ "password": password }).to_string();
+    for i in 0..users {
+        let user = format!("{prefix}{i}@{domain}");
+        let r = request(
+            admin_url,
+            "PUT",
+            // `force`: a second setup run sets the same password instead of failing on 409.
+            &format!("/users/{}?force", encode_segment(&user)),
+            Some(&body),
+        )?;
+        anyhow::ensure!(
+            r.status == 204,
+            "creating {user}: HTTP {} {}",
+            r.status,
+            r.body
+        );
+    }
+    Ok(())
+}

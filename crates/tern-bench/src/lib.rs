@@ -1,4 +1,6 @@
-//! `tern bench`: a native load generator for any SMTP/LMTP and POP3 server, not only Tern.
+//! `tern bench`: a native load generator for any SMTP/LMTP and POP3 server, not only Tern. A
+//! crate of its own so that the server's library carries none of it; the `tern` binary keeps
+//! the subcommand.
 //! It runs its clients on a tokio runtime with one connection per concurrent worker and reports
 //! throughput, latency percentiles, errors and its own CPU time per operation (so one can tell
 //! whether the generator, not the server, is the bottleneck).
@@ -10,47 +12,6 @@ mod stats;
 pub use deliver::{run_deliver, DeliverArgs};
 pub use pop3::{run_pop3, Pop3Args, Pop3Mode};
 pub use stats::Report;
-
-/// Creates the domain and the bench users (`{prefix}{i}@{domain}`) through Tern's admin API.
-pub fn setup_users(
-    admin_url: &str,
-    domain: &str,
-    prefix: &str,
-    users: usize,
-    password: &str,
-) -> anyhow::Result<()> {
-    use crate::admin::client::{encode_segment, request};
-    let r = request(
-        admin_url,
-        "PUT",
-        &format!("/domains/{}", encode_segment(domain)),
-        None,
-    )?;
-    anyhow::ensure!(
-        r.status == 204,
-        "creating domain {domain}: HTTP {} {}",
-        r.status,
-        r.body
-    );
-    let body = serde_json::json!({ "password": password }).to_string();
-    for i in 0..users {
-        let user = format!("{prefix}{i}@{domain}");
-        let r = request(
-            admin_url,
-            "PUT",
-            // `force`: a second setup run sets the same password instead of failing on 409.
-            &format!("/users/{}?force", encode_segment(&user)),
-            Some(&body),
-        )?;
-        anyhow::ensure!(
-            r.status == 204,
-            "creating {user}: HTTP {} {}",
-            r.status,
-            r.body
-        );
-    }
-    Ok(())
-}
 
 /// User name of bench user `i`.
 pub fn user_name(prefix: &str, i: usize, domain: &str) -> String {
