@@ -4,7 +4,7 @@
 //! one has its chunks written as it arrives and is completed (size, chunk count, references) by
 //! the delivery. A body without `chunk_count` is incomplete and is never read.
 
-use super::{unavailable, Connected};
+use super::Connected;
 use crate::{
     BlobId, BodyReader, BodyWriter, InFlight, Result, StagedBody, StagedPayload, StoreError,
 };
@@ -137,7 +137,7 @@ impl BodyWriter for CassandraBodyWriter {
             self.write_chunk(last).await?;
         }
         if chunk_count(self.size, self.conn.chunk_size) != self.chunks_written {
-            return Err(StoreError::Invalid("chunk count mismatch".into()));
+            return Err(StoreError::invalid("chunk count mismatch"));
         }
         // The delivery that follows clears the marker once the body is referenced; a fresh
         // one leaves it the whole TTL to get there.
@@ -206,8 +206,10 @@ impl BodyReader for CassandraBodyReader {
             .first_row::<(Option<Vec<u8>>,)>(&c.st.select_chunk, (self.blob, self.next))
             .await?;
         let Some((Some(data),)) = row else {
-            return Err(unavailable(format!(
-                "chunk {} of body {} is missing",
+            // The body was complete when opened: a chunk gone since means it was removed
+            // meanwhile (a deletion by another session), not that Cassandra is unreachable.
+            return Err(StoreError::not_found(format!(
+                "chunk {} of body {}",
                 self.next, self.blob
             )));
         };

@@ -102,30 +102,34 @@ fn tls_config(o: &CassandraOptions) -> Result<Option<Arc<rustls::ClientConfig>>>
     let Some(ca) = &o.tls_ca_file else {
         return Ok(None);
     };
-    let invalid = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-        StoreError::Invalid(format!("{what} {}: {e}", path.display()))
-    };
+    fn file_error(
+        what: &str,
+        path: &std::path::Path,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::invalid_from(format!("{what} {}", path.display()), e)
+    }
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| invalid("reading", ca, &e))? {
-        let cert = cert.map_err(|e| invalid("parsing", ca, &e))?;
-        roots.add(cert).map_err(|e| invalid("trusting", ca, &e))?;
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_error("reading", ca, e))? {
+        let cert = cert.map_err(|e| file_error("parsing", ca, e))?;
+        roots.add(cert).map_err(|e| file_error("trusting", ca, e))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError::Invalid(e.to_string()))?
+        .map_err(|e| StoreError::invalid(e.to_string()))?
         .with_root_certificates(roots);
     let config = match (&o.tls_client_cert_file, &o.tls_client_key_file) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| invalid("reading", cert, &e))?
+                .map_err(|e| file_error("reading", cert, e))?
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| invalid("parsing", cert, &e))?;
+                .map_err(|e| file_error("parsing", cert, e))?;
             let key_der =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| invalid("reading", key, &e))?;
+                PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("reading", key, e))?;
             builder
                 .with_client_auth_cert(chain, key_der)
-                .map_err(|e| invalid("using", key, &e))?
+                .map_err(|e| file_error("using", key, e))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -153,23 +157,25 @@ pub(crate) struct Connected {
     pub(crate) chunk_size: usize,
 }
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("Cassandra: {e}"))
+pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::unavailable_from("Cassandra", e)
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("Cassandra row: {e}"))
+fn corrupt(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::corrupt_from("Cassandra row", e)
 }
 
 impl CassandraStore {
     /// Returns at once and connects in the background, retrying with backoff.
     pub fn start(options: CassandraOptions) -> Result<Self> {
         if !schema::valid_keyspace(&options.keyspace) {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "keyspace name {:?}: use lower-case letters, digits and _",
                 options.keyspace
             )));
         }
+        // Configuration errors fail start-up now; only an unreachable cluster is retried.
+        tls_config(&options)?;
         let connecting = format!(
             "connecting to Cassandra at {}",
             options.contact_points.join(", ")
@@ -193,7 +199,7 @@ impl CassandraStore {
         let deadline = tokio::time::Instant::now() + timeout;
         while store.inner.connected.get().is_none() {
             if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::Unavailable(store.last_error()));
+                return Err(StoreError::unavailable(store.last_error()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -221,6 +227,14 @@ impl CassandraStore {
                     tracing::info!(keyspace = %self.inner.options.keyspace, "connected to Cassandra");
                     return;
                 }
+                Err(e) if !e.is_temporary() => {
+                    // Retrying cannot fix this (a newer schema, a bad file): say so and stop.
+                    tracing::error!(error = %e, "cannot use Cassandra; not retrying");
+                    if let Ok(mut last) = self.inner.last_error.lock() {
+                        *last = format!("not connected to Cassandra: {e}");
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Cassandra");
                     if let Ok(mut last) = self.inner.last_error.lock() {
@@ -237,11 +251,33 @@ impl CassandraStore {
         self.inner
             .connected
             .get()
-            .ok_or_else(|| StoreError::Unavailable(self.last_error()))
+            .ok_or_else(|| StoreError::unavailable(self.last_error()))
     }
 }
 
-async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
+/// Drops the keyspace named in `options` with everything in it (tests and tools; never run by
+/// a serving node).
+pub async fn drop_keyspace(options: &CassandraOptions) -> Result<()> {
+    if !schema::valid_keyspace(&options.keyspace) {
+        return Err(StoreError::invalid(format!(
+            "keyspace name {:?}",
+            options.keyspace
+        )));
+    }
+    let session = session_builder(options)?
+        .build()
+        .await
+        .map_err(unavailable)?;
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", options.keyspace), &[])
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// A driver session builder for these options: contact points, DC-local token-aware routing,
+/// consistency, timeouts, credentials and TLS.
+fn session_builder(o: &CassandraOptions) -> Result<SessionBuilder> {
     let mut policy = DefaultPolicy::builder()
         .token_aware(true)
         .permit_dc_failover(false);
@@ -263,7 +299,11 @@ async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
     if let Some(tls) = tls_config(o)? {
         builder = builder.tls_context(Some(tls));
     }
-    let session = builder.build().await.map_err(unavailable)?;
+    Ok(builder)
+}
+
+async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
+    let session = session_builder(o)?.build().await.map_err(unavailable)?;
     if o.create_schema {
         for statement in schema::statements(&o.keyspace, &o.replication) {
             session
@@ -297,7 +337,7 @@ async fn check_schema_version(session: &Session, o: &CassandraOptions) -> Result
         .map_err(corrupt)?
         .and_then(|r| r.0);
     match found {
-        Some(v) if v > schema::SCHEMA_VERSION => Err(StoreError::Unavailable(format!(
+        Some(v) if v > schema::SCHEMA_VERSION => Err(StoreError::invalid(format!(
             "keyspace {ks} has schema version {v}; this tern knows up to {}",
             schema::SCHEMA_VERSION
         ))),
@@ -312,10 +352,10 @@ async fn check_schema_version(session: &Session, o: &CassandraOptions) -> Result
                 .map_err(unavailable)?;
             Ok(())
         }
-        None => Err(StoreError::Unavailable(format!(
+        None => Err(StoreError::unavailable(format!(
             "keyspace {ks} has no Tern schema; apply `tern cassandra schema` or set create_schema"
         ))),
-        Some(v) => Err(StoreError::Unavailable(format!(
+        Some(v) => Err(StoreError::unavailable(format!(
             "keyspace {ks} has schema version {v}, this tern needs {}; apply `tern cassandra schema` (it only adds tables) or set create_schema",
             schema::SCHEMA_VERSION
         ))),
@@ -327,7 +367,8 @@ fn timeuuid(id: MessageId) -> CqlTimeuuid {
 }
 
 fn message_id(t: CqlTimeuuid) -> Result<MessageId> {
-    MessageId::from_uuid(Uuid::from(t)).ok_or_else(|| corrupt("message id is not a version-1 UUID"))
+    MessageId::from_uuid(Uuid::from(t))
+        .ok_or_else(|| StoreError::corrupt("message id is not a version-1 UUID"))
 }
 
 /// Every prepared statement, with its consistency and idempotence set once.
@@ -646,9 +687,7 @@ impl Directory for CassandraStore {
                 c.first_row::<(Uuid,)>(&c.st.select_mailbox, (name, INBOX))
                     .await?
                     .map(|r| r.0)
-                    .ok_or_else(|| {
-                        StoreError::Unavailable("INBOX creation not visible yet".into())
-                    })?
+                    .ok_or_else(|| StoreError::unavailable("INBOX creation not visible yet"))?
             }
         };
         c.exec(&c.st.insert_user, (name, password_hash, inbox))
@@ -671,7 +710,9 @@ impl Directory for CassandraStore {
                 password_hash: hash,
                 inbox: MailboxId(inbox),
             })),
-            Some(_) => Err(corrupt(format!("user {name} lacks a hash or an INBOX"))),
+            Some(_) => Err(StoreError::corrupt(format!(
+                "user {name} lacks a hash or an INBOX"
+            ))),
             None => Ok(None),
         }
     }
@@ -719,7 +760,7 @@ impl MailStore for CassandraStore {
 
     async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
         if mailboxes.is_empty() {
-            return Err(StoreError::Invalid("delivery without recipients".into()));
+            return Err(StoreError::invalid("delivery without recipients"));
         }
         let c = self.conn()?;
         let ids: Vec<MessageId> = mailboxes.iter().map(|_| self.inner.ids.next_id()).collect();
@@ -1054,9 +1095,9 @@ impl CassandraStore {
             let jitter = rand::random::<u64>() % (2 + u64::from(attempt.min(10)) * 4);
             tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
-        Err(StoreError::Unavailable(
-            "UID counter contention: gave up after 100 attempts".into(),
-        ))
+        Err(StoreError::Conflict {
+            what: "UID counter contention: gave up after 100 attempts".into(),
+        })
     }
 
     async fn delete_one(&self, c: &Connected, mailbox: MailboxId, id: MessageId) -> Result<()> {
@@ -1096,7 +1137,7 @@ impl CassandraStore {
 impl TaskStore for CassandraStore {
     async fn save_task(&self, task: &TaskRecord) -> Result<()> {
         let c = self.conn()?;
-        let json = serde_json::to_string(task).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(task).map_err(|e| StoreError::corrupt(e.to_string()))?;
         c.exec(&c.st.save_task, (json, task.id)).await?;
         if task.cancel_requested {
             c.exec(&c.st.cancel_task, (task.id,)).await?;
@@ -1112,7 +1153,7 @@ impl TaskStore for CassandraStore {
         match row {
             Some((Some(json), cancel)) => {
                 let mut t: TaskRecord =
-                    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    serde_json::from_str(&json).map_err(|e| StoreError::corrupt(e.to_string()))?;
                 t.cancel_requested |= cancel.unwrap_or(false);
                 Ok(Some(t))
             }
@@ -1129,7 +1170,7 @@ impl TaskStore for CassandraStore {
         for (json, cancel) in rows {
             let Some(json) = json else { continue };
             let mut t: TaskRecord =
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                serde_json::from_str(&json).map_err(|e| StoreError::corrupt(e.to_string()))?;
             t.cancel_requested |= cancel.unwrap_or(false);
             out.push(t);
         }
@@ -1176,11 +1217,30 @@ mod tests {
             .expect("test Cassandra is reachable")
     }
 
+    /// Drops its test's keyspace when the test ends, so that a run leaves nothing behind.
+    struct DropKeyspace(CassandraOptions);
+
+    impl Drop for DropKeyspace {
+        fn drop(&mut self) {
+            let options = self.0.clone();
+            // The contract tests run on a multi-threaded runtime: block this worker on the
+            // drop rather than leave it to a task nobody waits for.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    if let Err(e) = drop_keyspace(&options).await {
+                        eprintln!("could not drop test keyspace {}: {e}", options.keyspace);
+                    }
+                })
+            });
+        }
+    }
+
     crate::store_contract_tests!(
         #[ignore = "needs Cassandra: run scripts/test"]
         {
             let store = test_store().await;
-            (crate::contract::Backend::new(store), ())
+            let guard = DropKeyspace(store.inner.options.clone());
+            (crate::contract::Backend::new(store), guard)
         }
     );
 
@@ -1193,7 +1253,26 @@ mod tests {
         };
         let store = CassandraStore::start(options).unwrap();
         let err = store.domain_exists("x.test").await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        assert!(err.is_temporary());
         assert!(store.begin_body().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_bad_ca_file_fails_at_start_instead_of_retrying() {
+        let options = CassandraOptions {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let Err(err) = CassandraStore::start(options) else {
+            panic!("started with an unreadable CA file");
+        };
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+        assert!(!err.is_temporary());
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the I/O error is kept"
+        );
     }
 }

@@ -35,7 +35,7 @@ impl<T: Send, F: FnMut(&WriteTransaction) -> Result<T> + Send> Job for ClosureJo
         let result = match (commit, self.value) {
             (Ok(()), Some(v)) => Ok(v),
             (Err(e), _) => Err(e),
-            (Ok(()), None) => Err(StoreError::Database("write was not applied".into())),
+            (Ok(()), None) => Err(StoreError::unavailable("write was not applied")),
         };
         let _ = self.reply.send(result);
     }
@@ -79,15 +79,15 @@ impl Committer {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("committer stopped".into()))?
+            .ok_or_else(|| StoreError::unavailable("committer stopped"))?
             .send(Box::new(ClosureJob {
                 f,
                 value: None,
                 reply,
             }))
-            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("committer stopped"))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+            .map_err(|_| StoreError::unavailable("committer stopped"))?
     }
 }
 
@@ -115,22 +115,24 @@ fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a write transaction");
+            let why = e.to_string();
             for job in batch {
-                job.complete(Err(StoreError::Database(e.to_string())));
+                job.complete(Err(StoreError::unavailable(why.clone())));
             }
             return;
         }
     };
     let failed = batch.iter_mut().any(|job| job.apply(&txn).is_err());
     if !failed {
-        let commit = txn.commit().map_err(StoreError::database);
+        // Every job of the batch gets the outcome; the error itself can only go to one.
+        let commit = txn.commit().map_err(|e| e.to_string());
         if let Err(e) = &commit {
             tracing::error!(error = %e, "group commit failed");
         }
         for job in batch {
             let r = match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Database(e.to_string())),
+                Err(e) => Err(StoreError::unavailable(format!("database commit: {e}"))),
             };
             job.complete(r);
         }

@@ -79,7 +79,7 @@ struct Inner {
     pending: PendingBodies,
 }
 
-fn db_err(e: impl std::fmt::Display) -> StoreError {
+fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::database(e)
 }
 
@@ -93,7 +93,7 @@ impl EmbeddedStore {
             .set_cache_size(options.cache_bytes)
             .create(dir.join("tern.redb"))
             .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::unavailable(format!(
                     "{} is in use by another process (is another tern running on this data dir?)",
                     dir.display()
                 )),
@@ -163,7 +163,7 @@ fn init_schema(db: &Database) -> Result<()> {
             }
             Some(v) if v == SCHEMA_VERSION => {}
             Some(v) => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable(format!(
                     "data directory has schema version {v}, this tern understands {SCHEMA_VERSION}"
                 )))
             }
@@ -259,7 +259,7 @@ impl Directory for EmbeddedStore {
         let inbox = mailboxes
             .get((name, INBOX))
             .map_err(db_err)?
-            .ok_or_else(|| StoreError::Corrupt(format!("user {name} has no INBOX")))?
+            .ok_or_else(|| StoreError::corrupt(format!("user {name} has no INBOX")))?
             .value();
         Ok(Some(UserRecord {
             name: name.to_string(),
@@ -327,7 +327,7 @@ impl MailStore for EmbeddedStore {
 
     async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
         if mailboxes.is_empty() {
-            return Err(StoreError::Invalid("delivery without recipients".into()));
+            return Err(StoreError::invalid("delivery without recipients"));
         }
         let entries: Vec<(u128, MessageId)> = mailboxes
             .iter()
@@ -564,7 +564,7 @@ impl MailStore for EmbeddedStore {
         let after = match cursor.as_deref().map(<[u8; 16]>::try_from) {
             None => None,
             Some(Ok(b)) => Some(u128::from_be_bytes(b)),
-            Some(Err(_)) => return Err(StoreError::Invalid("bad scan cursor".into())),
+            Some(Err(_)) => return Err(StoreError::invalid("bad scan cursor")),
         };
         let txn = self.read()?;
         let msgs = txn.open_table(MESSAGES).map_err(db_err)?;
@@ -607,15 +607,15 @@ impl MailStore for EmbeddedStore {
                 let (a, c) = b.split_at(16);
                 let a = u128::from_be_bytes(
                     a.try_into()
-                        .map_err(|_| StoreError::Invalid("bad scan cursor".into()))?,
+                        .map_err(|_| StoreError::invalid("bad scan cursor"))?,
                 );
                 let c = u128::from_be_bytes(
                     c.try_into()
-                        .map_err(|_| StoreError::Invalid("bad scan cursor".into()))?,
+                        .map_err(|_| StoreError::invalid("bad scan cursor"))?,
                 );
                 Some((a, c))
             }
-            Some(_) => return Err(StoreError::Invalid("bad scan cursor".into())),
+            Some(_) => return Err(StoreError::invalid("bad scan cursor")),
         };
         let txn = self.read()?;
         let view = txn.open_table(POP3_VIEW).map_err(db_err)?;
@@ -724,7 +724,7 @@ impl MailStore for EmbeddedStore {
         let dir = self.inner.blobs_dir.clone();
         let mut ids = tokio::task::spawn_blocking(move || blobs::list_body_files(&dir))
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+            .map_err(|e| StoreError::unavailable(e.to_string()))??;
         ids.sort();
         let items: Vec<BlobId> = ids
             .into_iter()
@@ -778,7 +778,7 @@ impl TaskStore for EmbeddedStore {
                 let mut record = task.clone();
                 record.cancel_requested |= cancelled_before;
                 let json = serde_json::to_string(&record)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    .map_err(|e| StoreError::corrupt(e.to_string()))?;
                 t.insert(key, json.as_str()).map_err(db_err)?;
                 Ok(())
             })
@@ -793,7 +793,7 @@ impl TaskStore for EmbeddedStore {
         };
         serde_json::from_str(v.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .map_err(|e| StoreError::corrupt(e.to_string()))
     }
 
     async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
@@ -803,7 +803,7 @@ impl TaskStore for EmbeddedStore {
         for row in t.iter().map_err(db_err)? {
             let (_, v) = row.map_err(db_err)?;
             out.push(
-                serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                serde_json::from_str(v.value()).map_err(|e| StoreError::corrupt(e.to_string()))?,
             );
         }
         Ok(out)
@@ -817,7 +817,7 @@ impl TaskStore for EmbeddedStore {
                 let current = match t.get(id.as_u128()).map_err(db_err)? {
                     Some(v) => Some(
                         serde_json::from_str::<TaskRecord>(v.value())
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            .map_err(|e| StoreError::corrupt(e.to_string()))?,
                     ),
                     None => None,
                 };
@@ -826,7 +826,7 @@ impl TaskStore for EmbeddedStore {
                 };
                 record.cancel_requested = true;
                 let json = serde_json::to_string(&record)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    .map_err(|e| StoreError::corrupt(e.to_string()))?;
                 t.insert(id.as_u128(), json.as_str()).map_err(db_err)?;
                 Ok(true)
             })

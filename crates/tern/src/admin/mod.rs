@@ -152,8 +152,21 @@ fn server_error(message: String) -> ApiError {
 
 impl From<tern_store::StoreError> for ApiError {
     fn from(e: tern_store::StoreError) -> Self {
+        use tern_store::StoreError as E;
         tracing::error!(error = %e, "admin request failed in the store");
-        server_error(format!("store error: {e}"))
+        let (status, kind) = match &e {
+            E::NotFound { .. } => (StatusCode::NOT_FOUND, NOT_FOUND),
+            E::Invalid { .. } => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
+            E::Conflict { .. } => (StatusCode::CONFLICT, WRONG_STATE),
+            // Unavailable: the cluster may answer later; corrupt data is the server's problem.
+            E::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR),
+            E::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR),
+        };
+        ApiError {
+            status,
+            kind,
+            message: format!("store error: {e}"),
+        }
     }
 }
 

@@ -102,6 +102,8 @@ pub struct TestServer {
     pub pop3_tls_addr: Option<SocketAddr>,
     pub admin_url: String,
     pub config: Config,
+    /// Drop the Cassandra keyspace when the server stops (it made its own).
+    owns_keyspace: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -136,9 +138,15 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), backend);
         adjust(&mut config);
-        let s = Self::start_config(config, Some(dir));
+        let s = Self::start_config(config, Some(dir)).owning_keyspace();
         s.admin_ok("PUT", &format!("/domains/{DOMAIN}"), None);
         s
+    }
+
+    /// Drops the server's Cassandra keyspace when it stops (a no-op on the embedded store).
+    pub fn owning_keyspace(mut self) -> Self {
+        self.owns_keyspace = self.config.store.backend == tern::config::StoreBackend::Cassandra;
+        self
     }
 
     pub fn start_config(config: Config, dir: Option<tempfile::TempDir>) -> Self {
@@ -164,6 +172,7 @@ impl TestServer {
             server: Some(server),
             runtime: Some(runtime),
             config,
+            owns_keyspace: false,
             _dir: dir,
         }
     }
@@ -248,6 +257,21 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
+        // Last, and only here: a test may stop a server and start another on its data.
+        if self.owns_keyspace {
+            let options = self.config.cassandra.options();
+            let dropped = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(tern_store::cassandra::drop_keyspace(&options))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = dropped {
+                eprintln!("could not drop test keyspace {}: {e}", options.keyspace);
+            }
+        }
     }
 }
 
