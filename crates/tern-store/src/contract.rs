@@ -242,11 +242,33 @@ pub async fn delete_is_scoped_and_idempotent(b: &Backend) {
 }
 
 pub async fn aborted_body_leaves_nothing(b: &Backend) {
-    let mb = MailboxId::random();
+    let before = all_bodies(b).await;
     let mut w = b.mail.begin_body().await.unwrap();
     w.write(&vec![b'q'; 2 * 1024 * 1024]).await.unwrap();
+    let during = all_bodies(b).await;
+    assert_eq!(
+        during.len(),
+        before.len() + 1,
+        "a large body is stored as it arrives"
+    );
     w.abort().await;
-    assert!(b.mail.pop3_view(mb).await.unwrap().is_empty());
+    assert_eq!(all_bodies(b).await, before, "the aborted body is gone");
+}
+
+/// Every stored body the collector could consider.
+async fn all_bodies(b: &Backend) -> Vec<crate::BlobId> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = b.mail.scan_bodies(cursor, 100).await.unwrap();
+        out.extend(page.items);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    out.sort_by_key(|id| id.0);
+    out
 }
 
 pub async fn concurrent_deliveries_all_land(b: &Backend) {
@@ -500,19 +522,12 @@ pub async fn unreferenced_bodies_are_collected_and_referenced_ones_kept(b: &Back
 /// Every body the scan lists, collected if the store allows it; returns the removed ones.
 async fn collect_all(b: &Backend) -> Vec<crate::BlobId> {
     let mut removed = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = b.mail.scan_bodies(cursor, 100).await.unwrap();
-        for blob in page.items {
-            if b.mail.remove_body_if_unreferenced(blob).await.unwrap() {
-                removed.push(blob);
-            }
-        }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return removed,
+    for blob in all_bodies(b).await {
+        if b.mail.remove_body_if_unreferenced(blob).await.unwrap() {
+            removed.push(blob);
         }
     }
+    removed
 }
 
 /// A body still arriving, or arrived and not yet delivered, survives a collection that ignores

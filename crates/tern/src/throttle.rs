@@ -12,7 +12,10 @@ use crate::config::AuthSection;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the same as the system's when serving, and one that tests can pause and
+// advance (`tokio::time::advance`) to cross windows and lockouts without sleeping.
+use tokio::time::Instant;
 
 /// Tracked addresses and users at most; beyond it the oldest state is dropped.
 const MAX_TRACKED: usize = 100_000;
@@ -228,6 +231,31 @@ mod tests {
         }
         assert!(t.refusal(ip, "victim@x").unwrap().contains("this user"));
         assert!(t.refusal(ip, "other@x").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lockouts_end_and_windows_forget() {
+        let t = throttle(3, 100);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            t.failed(ip, "a@x");
+        }
+        assert!(t.refusal(ip, "a@x").is_some());
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(t.refusal(ip, "a@x").unwrap().contains("in 2 seconds"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            t.refusal(ip, "a@x").is_none(),
+            "the lockout lasts lockout_secs"
+        );
+        // Failures further apart than the window never add up to a lockout.
+        let window = Duration::from_secs(AuthSection::default().failure_window_secs);
+        for _ in 0..5 {
+            t.failed(ip, "a@x");
+            t.failed(ip, "a@x");
+            tokio::time::advance(window + Duration::from_secs(1)).await;
+        }
+        assert!(t.refusal(ip, "a@x").is_none());
     }
 
     #[test]

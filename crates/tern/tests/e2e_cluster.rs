@@ -218,17 +218,24 @@ fn any_node_answers_for_and_cancels_any_task() {
     assert_eq!(r.status, 201, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     let id = v["taskId"].as_str().unwrap().to_string();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    let seen: serde_json::Value =
-        serde_json::from_str(&b.admin_ok("GET", &format!("/tasks/{id}"), None)).unwrap();
-    assert_eq!(seen["status"], "inProgress", "{seen}");
-    assert!(
-        seen["additionalInformation"]["processedImapUidEntries"]
+    // B sees A's progress (through the store) while the task runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen: serde_json::Value =
+            serde_json::from_str(&b.admin_ok("GET", &format!("/tasks/{id}"), None)).unwrap();
+        let processed = seen["additionalInformation"]["processedImapUidEntries"]
             .as_u64()
-            .unwrap()
-            >= 1,
-        "{seen}"
-    );
+            .unwrap_or(0);
+        if processed >= 1 {
+            assert_eq!(seen["status"], "inProgress", "{seen}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never saw progress: {seen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // Cancelled through B, stopped by A.
     assert_eq!(b.admin("DELETE", &format!("/tasks/{id}"), None).status, 204);
     let done: serde_json::Value =

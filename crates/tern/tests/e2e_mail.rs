@@ -212,7 +212,9 @@ fn pending_deletions_are_invisible_to_a_concurrent_session(b: Backend) {
 }
 
 fn dropped_connection_applies_no_deletion(b: Backend) {
-    let s = TestServer::start(b);
+    // One connection at a time: a new one is admitted only once the server has finished with
+    // the dropped one, which is the evidence that it is done (and applied nothing).
+    let s = TestServer::start_with(b, |c| c.server.max_connections = 1);
     let alice = s.user("alice");
     s.deliver(&[&alice], &message("a", "x\r\n"));
     {
@@ -220,8 +222,21 @@ fn dropped_connection_applies_no_deletion(b: Backend) {
         assert!(c.cmd("DELE 1").starts_with("+OK"));
         // Dropped without QUIT.
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let mut c = s.login("alice");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut c = loop {
+        let mut c = Pop3Client::connect_any(s.pop3_addr);
+        if c.greeting.starts_with("+OK") {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped session never ended: {}",
+            c.greeting
+        );
+        let _ = c.read_to_close();
+    };
+    c.cmd("USER alice@example.com");
+    assert!(c.cmd("PASS pw-alice").starts_with("+OK"));
     assert_eq!(c.stat().0, 1);
 }
 
@@ -444,7 +459,7 @@ fn graceful_shutdown_answers_idle_sessions_and_finishes_a_message_in_flight(b: B
         s.stop();
         s
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The idle sessions are told first (each read waits for its line).
     assert!(idle_pop.line().starts_with("-ERR [SYS/TEMP]"));
     assert_eq!(idle_smtp.reply().0, 421);
     busy.send_raw(b"second half\r\n.\r\n");

@@ -542,14 +542,23 @@ fn certificate_is_reloaded_on_sighup() {
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(presented(addr), der(&second));
-    assert!(p
+    // The server reports the failed reload; from then on the old certificate must still be
+    // the one served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p
         .log
         .lock()
         .unwrap()
         .iter()
-        .any(|l| l.contains("reload failed")));
+        .any(|l| l.contains("reload failed"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was never reported"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(presented(addr), der(&second));
 }
 
 fn have(tool: &str) -> bool {

@@ -185,8 +185,11 @@ fn no_tls_offered_without_a_certificate() {
 }
 
 fn s_client(args: &[&str], input: &str) -> String {
+    // -ign_eof: the end of the input does not end the connection (the server's close after
+    // QUIT does); -nocommands: a line starting with Q is sent, not taken as "quit".
     let mut child = Command::new("openssl")
         .arg("s_client")
+        .args(["-ign_eof", "-nocommands"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -194,13 +197,8 @@ fn s_client(args: &[&str], input: &str) -> String {
         .spawn()
         .expect("openssl is needed for this test (apt-get install openssl)");
     let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    // s_client sends stdin as soon as the handshake is done; give the server time to answer.
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        let _ = stdin.write_all(input.as_bytes());
-        std::thread::sleep(Duration::from_millis(700));
-    });
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
     let out = child.wait_with_output().unwrap();
     format!(
         "{}{}",

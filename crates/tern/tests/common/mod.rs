@@ -409,6 +409,8 @@ pub fn stuff(body: &[u8]) -> Vec<u8> {
 pub struct Pop3Client {
     pub r: BufReader<TcpStream>,
     pub w: TcpStream,
+    /// The server's first line.
+    pub greeting: String,
 }
 
 impl Pop3Client {
@@ -419,8 +421,25 @@ impl Pop3Client {
     /// Connects, sends `first` (a PROXY header), then expects the greeting.
     pub fn connect_sending(addr: SocketAddr, first: &[u8]) -> Self {
         let (r, w) = connect_sending(addr, first);
-        let mut c = Self { r, w };
-        assert!(c.line().starts_with("+OK"));
+        let mut c = Self {
+            r,
+            w,
+            greeting: String::new(),
+        };
+        c.greeting = c.line();
+        assert!(c.greeting.starts_with("+OK"), "{}", c.greeting);
+        c
+    }
+
+    /// Connects and reads the first line, whatever it is (a refusal, say).
+    pub fn connect_any(addr: SocketAddr) -> Self {
+        let (r, w) = connect(addr);
+        let mut c = Self {
+            r,
+            w,
+            greeting: String::new(),
+        };
+        c.greeting = c.line();
         c
     }
 
