@@ -174,6 +174,7 @@ pub struct Decoded {
 }
 
 impl DataDecoder {
+    /// A decoder that refuses bodies larger than `max_size` octets.
     pub fn new(max_size: u64) -> Self {
         Self {
             state: DecodeState::LineStart,
@@ -193,6 +194,7 @@ impl DataDecoder {
         self.state == DecodeState::Ended
     }
 
+    /// Why the data was refused, once it ended: a bare line end, or too large.
     pub fn violation(&self) -> Option<DataViolation> {
         self.violation
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Sans-IO protocol logic for Tern.
 //!
 //! Nothing here performs I/O or knows about tokio: a session is fed the bytes a peer sent and

@@ -27,6 +27,7 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
+    /// A buffer for lines of at most `max_line` octets.
     pub fn new(max_line: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -94,6 +95,7 @@ impl LineBuffer {
         self.buf = joined;
     }
 
+    /// Octets buffered and not handed out yet.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }

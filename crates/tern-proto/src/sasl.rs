@@ -6,10 +6,13 @@ use base64::Engine;
 /// Credentials extracted from a SASL exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The authentication identity (the user name).
     pub username: String,
+    /// The password.
     pub password: String,
 }
 
+/// Why a SASL exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaslError {
     /// The client sent "*".
@@ -77,10 +80,12 @@ pub fn parse_plain(msg: &[u8]) -> Result<Credentials, SaslError> {
     })
 }
 
+/// The octets as UTF-8, or a malformed-response error.
 pub fn utf8(bytes: &[u8]) -> Result<String, SaslError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| SaslError::Malformed("not UTF-8"))
 }
 
+/// Base64 (standard alphabet, padded), as SASL challenges are sent.
 pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }

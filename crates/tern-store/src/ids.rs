@@ -19,6 +19,7 @@ pub struct MailboxId(pub Uuid);
 pub struct BlobId(pub Uuid);
 
 impl MailboxId {
+    /// A new random (version 4) mailbox id.
     pub fn random() -> Self {
         MailboxId(Uuid::new_v4())
     }
@@ -52,6 +53,7 @@ impl std::fmt::Display for MessageId {
 }
 
 impl MessageId {
+    /// The id as a UUID (version 1).
     pub fn uuid(&self) -> Uuid {
         self.0
     }
@@ -78,6 +80,7 @@ impl MessageId {
         ((self.timestamp() as u128) << 64) | tail as u128
     }
 
+    /// The id whose [`MessageId::sort_key`] is `key`.
     pub fn from_sort_key(key: u128) -> Self {
         let ts = (key >> 64) as u64;
         let tail = (key as u64).to_be_bytes();
@@ -110,6 +113,7 @@ impl Default for IdGenerator {
 }
 
 impl IdGenerator {
+    /// A generator with a fresh random clock sequence and node id.
     pub fn new() -> Self {
         let mut tail: [u8; 8] = rand::random();
         tail[0] = (tail[0] & 0x3f) | 0x80; // RFC 4122 variant
@@ -127,6 +131,7 @@ impl IdGenerator {
         UUID_EPOCH_OFFSET + (since_unix.as_nanos() / 100) as u64
     }
 
+    /// The next id: its timestamp is strictly greater than any this generator gave before.
     pub fn next_id(&self) -> MessageId {
         self.next_at(Self::now_ticks())
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Tern's storage: the traits every backend implements, the message identity model, the embedded
 //! backend (redb for metadata, files for large bodies) and the contract suite all backends pass.
 //!
@@ -16,9 +17,12 @@ mod model;
 pub use error::StoreError;
 pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
 pub use model::{
-    BodyReader, BodyWriter, Directory, InFlight, MailStore, MailboxInfo, MessageMeta, ScanPage,
-    StagedBody, StagedPayload, TaskRecord, TaskStore, UidEntry, UidListing, UserRecord, ViewEntry,
-    INBOX,
+    BodyCollection, BodyReader, BodyWriter, Directory, InFlight, MailStore, MailboxInfo,
+    MessageMeta, Repair, ScanStream, StagedBody, StagedPayload, Store, TaskRecord, TaskStore,
+    UidEntry, UidListing, UidStore, UserRecord, ViewEntry, INBOX,
 };
 
+pub(crate) use model::{paged, ScanPage, SCAN_PAGE};
+
+/// A store operation's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -5,24 +5,30 @@ use bytes::Bytes;
 /// Name of the mailbox POP3 serves.
 pub const INBOX: &str = "INBOX";
 
+/// A user as the directory keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// The full address, lower-cased: `user@domain`.
     pub name: String,
     /// A PHC string (argon2id); never the password itself.
     pub password_hash: String,
+    /// The id of the user's INBOX.
     pub inbox: MailboxId,
 }
 
+/// A user's mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxInfo {
+    /// Its name (`INBOX`).
     pub name: String,
+    /// Its id.
     pub id: MailboxId,
 }
 
 /// One line of the POP3 view of a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewEntry {
+    /// The message.
     pub message_id: MessageId,
     /// Octets of the stored message (CRLF line ends), which is what RETR sends before stuffing.
     pub size: u64,
@@ -35,8 +41,11 @@ pub struct ViewEntry {
 /// written in the same transaction as the metadata), ready to be delivered.
 #[derive(Debug)]
 pub struct StagedBody {
+    /// The body's id (time-based: its age is known without a read).
     pub blob_id: BlobId,
+    /// Octets of the body.
     pub size: u64,
+    /// Where the bytes are.
     pub payload: StagedPayload,
     /// Keeps the body out of the collector's reach until the delivery has committed.
     pub in_flight: InFlight,
@@ -67,6 +76,7 @@ impl std::fmt::Debug for InFlight {
     }
 }
 
+/// Where a staged body's bytes are.
 #[derive(Debug)]
 pub enum StagedPayload {
     /// Already durable in the blob store.
@@ -78,6 +88,7 @@ pub enum StagedPayload {
 /// Receives a body as it arrives, so large messages never sit in memory whole.
 #[async_trait]
 pub trait BodyWriter: Send {
+    /// Appends data to the body.
     async fn write(&mut self, data: &[u8]) -> Result<()>;
     /// Makes the bytes durable (or ready for an atomic commit) and returns the staged body.
     async fn finish(self: Box<Self>) -> Result<StagedBody>;
@@ -99,21 +110,26 @@ pub trait Directory: Send + Sync {
     async fn add_domain(&self, domain: &str) -> Result<()>;
     /// Returns whether the domain existed.
     async fn remove_domain(&self, domain: &str) -> Result<bool>;
+    /// Whether the domain is served.
     async fn domain_exists(&self, domain: &str) -> Result<bool>;
+    /// Every served domain, in no particular order.
     async fn list_domains(&self) -> Result<Vec<String>>;
 
     /// Creates the user with an INBOX, or changes the password of an existing one (its
     /// mailboxes stay). A user created again after deletion finds its old INBOX.
     async fn put_user(&self, name: &str, password_hash: &str) -> Result<UserRecord>;
+    /// The user (lower-cased full address), if it exists.
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
     /// Removes the user's credentials; its mailboxes and mail stay (as Apache James does).
     /// Returns whether the user existed.
     async fn delete_user(&self, name: &str) -> Result<bool>;
+    /// Every user name, in no particular order.
     async fn list_users(&self) -> Result<Vec<String>>;
+    /// The mailboxes of a user (deleted users keep theirs).
     async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>>;
 }
 
-/// Bodies, message metadata and the POP3 view.
+/// The hot path: what an SMTP delivery and a POP3 session do.
 #[async_trait]
 pub trait MailStore: Send + Sync {
     /// Starts receiving a body.
@@ -142,7 +158,19 @@ pub trait MailStore: Send + Sync {
     async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
         Ok(self.pop3_view(mailbox).await?.len() as u64)
     }
+}
 
+/// Items per page of a backend's full scan (small in the crate's own tests, so that the contract
+/// suite crosses page boundaries).
+pub(crate) const SCAN_PAGE: usize = if cfg!(test) { 3 } else { 500 };
+
+/// A stream of the items of a full scan; the backend pages underneath.
+pub type ScanStream<'a, T> = futures_util::stream::BoxStream<'a, Result<T>>;
+
+/// Consistency repair: fresh reads of single records, targeted writes, and full scans (the
+/// `fixPop3Inconsistencies` task, POP3 read repair, imports).
+#[async_trait]
+pub trait Repair: Send + Sync {
     /// A message's metadata, read fresh (consistency checks re-read before they fix).
     async fn message_meta(&self, message: MessageId) -> Result<Option<MessageMeta>>;
 
@@ -157,34 +185,33 @@ pub trait MailStore: Send + Sync {
     /// alone (read repair of an entry whose message or body is gone, stale-entry fixes).
     async fn remove_view_entry(&self, mailbox: MailboxId, message: MessageId) -> Result<()>;
 
-    /// A page of every message: `(message id, mailbox)`. Pass the returned cursor to go on.
-    async fn scan_messages(
-        &self,
-        cursor: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<ScanPage<(MessageId, MailboxId)>>;
+    /// Every message: `(message id, mailbox)`.
+    fn all_messages(&self) -> ScanStream<'_, (MessageId, MailboxId)>;
 
-    /// A page of every POP3 view entry: `(mailbox, message id)`.
-    async fn scan_view(
-        &self,
-        cursor: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<ScanPage<(MailboxId, MessageId)>>;
+    /// Every POP3 view entry: `(mailbox, message id)`.
+    fn all_view_entries(&self) -> ScanStream<'_, (MailboxId, MessageId)>;
+}
 
-    /// Classic UID mode: gives each message the next UIDs of its mailbox (strictly increasing,
-    /// never reused) and indexes it by UID. On Cassandra the counter is advanced by
-    /// compare-and-set (a lightweight transaction); on the embedded store in a transaction.
-    /// A message that already has a UID keeps it; one that does not exist gets none (0 is
-    /// returned in its place).
+/// Classic UID mode (`pop3.listing = "uid"`).
+#[async_trait]
+pub trait UidStore: Send + Sync {
+    /// Gives each message the next UIDs of its mailbox (strictly increasing, never reused) and
+    /// indexes it by UID. On Cassandra the counter is advanced by compare-and-set (a
+    /// lightweight transaction); on the embedded store in a transaction. A message that already
+    /// has a UID keeps it; one that does not exist gets none (0 is returned in its place).
     async fn assign_uids(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<Vec<u64>>;
 
-    /// Classic UID mode: the mailbox's UID validity and its messages in UID order.
+    /// The mailbox's UID validity and its messages in UID order.
     async fn uid_listing(&self, mailbox: MailboxId) -> Result<UidListing>;
+}
 
-    /// A page of every stored body that is not held inline with its metadata (the candidates
-    /// for collection: bodies of deliveries that never completed, or whose deletion stopped
-    /// before removing them).
-    async fn scan_bodies(&self, cursor: Option<Vec<u8>>, limit: usize) -> Result<ScanPage<BlobId>>;
+/// Collection of bodies no message references.
+#[async_trait]
+pub trait BodyCollection: Send + Sync {
+    /// Every stored body that is not held inline with its metadata (the candidates for
+    /// collection: bodies of deliveries that never completed, or whose deletion stopped before
+    /// removing them, and bodies in flight).
+    fn all_bodies(&self) -> ScanStream<'_, BlobId>;
 
     /// Removes the body if no message references it (read fresh) and it is not in flight (see
     /// [`InFlight`]); returns whether it did. A body being received, or received and not yet
@@ -193,18 +220,54 @@ pub trait MailStore: Send + Sync {
     async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool>;
 }
 
+/// A whole backend: every concern, one object. Callers take the narrow trait they need (a
+/// `&dyn Repair`, an `Arc<dyn MailStore>`...), upcast from this.
+pub trait Store: Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore {}
+
+impl<S: Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore> Store for S {}
+
+/// Turns a backend's paged scan into a stream: `page(store, cursor)` returns one page and the
+/// cursor of the next (`None` at the end).
+pub(crate) fn paged<'a, S, T, F, Fut>(store: S, page: F) -> ScanStream<'a, T>
+where
+    S: Clone + Send + 'a,
+    T: Send + 'a,
+    F: Fn(S, Option<Vec<u8>>) -> Fut + Send + 'a,
+    Fut: std::future::Future<Output = Result<ScanPage<T>>> + Send + 'a,
+{
+    use futures_util::stream::{self, StreamExt};
+    // State: the cursor of the next page, `None` once the scan is over.
+    let pages = stream::unfold(Some(None), move |cursor: Option<Option<Vec<u8>>>| {
+        let next = cursor.map(|c| page(store.clone(), c));
+        async move {
+            match next?.await {
+                Ok(p) => Some((Ok(p.items), p.next.map(Some))),
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    });
+    pages
+        .flat_map(|page| match page {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::once(async move { Err(e) }).right_stream(),
+        })
+        .boxed()
+}
+
 /// Metadata of a stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageMeta {
+    /// The mailbox the message is in.
     pub mailbox: MailboxId,
+    /// Octets of the stored message.
     pub size: u64,
     /// Its UID, once one was assigned (UID mode).
     pub uid: Option<u64>,
 }
 
-/// One page of a full scan.
+/// One page of a backend's full scan.
 #[derive(Debug, Clone)]
-pub struct ScanPage<T> {
+pub(crate) struct ScanPage<T> {
     pub items: Vec<T>,
     /// `None` when the scan is complete.
     pub next: Option<Vec<u8>>,
@@ -215,30 +278,41 @@ pub struct ScanPage<T> {
 pub struct UidListing {
     /// Changes only if UIDs had to be renumbered (never, today); part of the UIDL.
     pub validity: u64,
+    /// The messages, by increasing UID.
     pub entries: Vec<UidEntry>,
 }
 
+/// One message of a UID listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UidEntry {
+    /// Its UID, unique in the mailbox.
     pub uid: u64,
+    /// Its message id.
     pub message_id: MessageId,
+    /// Octets of the stored message.
     pub size: u64,
 }
 
 /// A task of the task manager, as stored so that any node can answer for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskRecord {
+    /// The task id (James's taskId).
     pub id: uuid::Uuid,
+    /// The task type (James's `type`, such as `BlobGCTask`).
     pub kind: String,
     /// waiting, inProgress, completed, failed, canceled (James's spelling).
     pub status: String,
+    /// When it was submitted (milliseconds since the epoch).
     pub submitted_ms: i64,
+    /// When it started.
     pub started_ms: Option<i64>,
+    /// When it ended (completed, failed or canceled).
     pub ended_ms: Option<i64>,
     /// Host name of the node that runs it.
     pub node: String,
     /// Last sign of life of the running node.
     pub heartbeat_ms: i64,
+    /// Whether someone asked, on any node, for it to stop.
     pub cancel_requested: bool,
     /// The task's additional information, as JSON.
     pub details: String,
@@ -249,7 +323,9 @@ pub struct TaskRecord {
 pub trait TaskStore: Send + Sync {
     /// Writes the task; never clears a cancellation request made meanwhile.
     async fn save_task(&self, task: &TaskRecord) -> Result<()>;
+    /// The task, if it is known.
     async fn get_task(&self, id: uuid::Uuid) -> Result<Option<TaskRecord>>;
+    /// Every known task, in no particular order.
     async fn list_tasks(&self) -> Result<Vec<TaskRecord>>;
     /// Marks the task for cancellation; returns whether it exists.
     async fn request_cancel(&self, id: uuid::Uuid) -> Result<bool>;

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tern_store::{MailStore, MailboxId, MessageId, StoreError};
+use tern_store::{MailStore, MailboxId, MessageId, StoreError, UidStore};
 
 /// One message as a POP3 session lists it.
 #[derive(Debug, Clone)]
@@ -50,13 +50,18 @@ impl Pop3Listing for MessageIdListing {
     }
 }
 
-pub struct UidListing(pub Arc<dyn MailStore>);
+pub struct UidListing {
+    /// The POP3 view, for sizes and for messages not numbered yet.
+    pub mail: Arc<dyn MailStore>,
+    /// The UID counter and index.
+    pub uids: Arc<dyn UidStore>,
+}
 
 #[async_trait]
 impl Pop3Listing for UidListing {
     async fn snapshot(&self, mailbox: MailboxId) -> Result<Vec<Listed>, StoreError> {
-        let view = self.0.pop3_view(mailbox).await?;
-        let mut listing = self.0.uid_listing(mailbox).await?;
+        let view = self.mail.pop3_view(mailbox).await?;
+        let mut listing = self.uids.uid_listing(mailbox).await?;
         let numbered: HashSet<MessageId> = listing.entries.iter().map(|e| e.message_id).collect();
         // Messages in the view without a UID (delivered in message-id mode, or a delivery that
         // stopped between its view entry and its UID) get one now, in delivery order.
@@ -66,8 +71,8 @@ impl Pop3Listing for UidListing {
             .filter(|id| !numbered.contains(id))
             .collect();
         if !unnumbered.is_empty() {
-            self.0.assign_uids(mailbox, &unnumbered).await?;
-            listing = self.0.uid_listing(mailbox).await?;
+            self.uids.assign_uids(mailbox, &unnumbered).await?;
+            listing = self.uids.uid_listing(mailbox).await?;
         }
         // The view says what exists: a UID entry without a view entry is a deletion in flight.
         let live: HashSet<MessageId> = view.iter().map(|e| e.message_id).collect();
@@ -89,6 +94,6 @@ impl Pop3Listing for UidListing {
         mailbox: MailboxId,
         messages: &[MessageId],
     ) -> Result<(), StoreError> {
-        self.0.assign_uids(mailbox, messages).await.map(|_| ())
+        self.uids.assign_uids(mailbox, messages).await.map(|_| ())
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tern_store::cassandra::CassandraStore;
 use tern_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use tern_store::{Directory, MailStore, TaskStore};
+use tern_store::{Directory, MailStore, Store};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -51,9 +51,8 @@ pub struct Server {
     pub pop3_addr: SocketAddr,
     /// The implicit-TLS POP3 listener, when configured.
     pub pop3_tls_addr: Option<SocketAddr>,
-    /// The stores, for tools and tests that work on them directly.
-    pub mail: Arc<dyn MailStore>,
-    pub task_store: Arc<dyn TaskStore>,
+    /// The store, for tools and tests that work on it directly.
+    pub store: Arc<dyn Store>,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     /// Every connection task holds a clone; when all are gone, the receiver sees `None`.
@@ -63,22 +62,8 @@ pub struct Server {
     grace: Duration,
 }
 
-/// The stores of the configured backend.
-pub struct Stores {
-    pub directory: Arc<dyn Directory>,
-    pub mail: Arc<dyn MailStore>,
-    pub tasks: Arc<dyn TaskStore>,
-}
-
-fn stores<S: Directory + MailStore + TaskStore + Clone + 'static>(s: S) -> Stores {
-    Stores {
-        directory: Arc::new(s.clone()),
-        mail: Arc::new(s.clone()),
-        tasks: Arc::new(s),
-    }
-}
-
-pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
+/// The store of the configured backend; callers take the narrow traits they need from it.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.store.backend {
         StoreBackend::Embedded => {
             let store = EmbeddedStore::open(
@@ -94,13 +79,13 @@ pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                     config.server.data_dir.display()
                 )
             })?;
-            Ok(stores(store))
+            Ok(Arc::new(store))
         }
         StoreBackend::Cassandra => {
             // Connects in the background: the listeners start at once and answer with
             // temporary errors until the cluster is reachable.
             let store = CassandraStore::start(config.cassandra.options())?;
-            Ok(stores(store))
+            Ok(Arc::new(store))
         }
     }
 }
@@ -145,17 +130,17 @@ impl Server {
             anyhow::bail!("{}", problems.join("\n"));
         }
         raise_file_limit(config.server.max_connections);
-        let Stores {
-            directory,
-            mail,
-            tasks,
-        } = open_stores(&config)?;
+        let store = open_store(&config)?;
+        let mail: Arc<dyn MailStore> = store.clone();
+        let directory: Arc<dyn Directory> = store.clone();
         let listing: Arc<dyn Pop3Listing> = match config.pop3.listing {
             Pop3ListingMode::MessageId => Arc::new(MessageIdListing(mail.clone())),
-            Pop3ListingMode::Uid => Arc::new(UidListing(mail.clone())),
+            Pop3ListingMode::Uid => Arc::new(UidListing {
+                mail: mail.clone(),
+                uids: store.clone(),
+            }),
         };
-        let task_manager = TaskManager::new(tasks.clone(), config.server.hostname.clone());
-        let (mail_handle, task_handle) = (mail.clone(), tasks);
+        let task_manager = TaskManager::new(store.clone(), config.server.hostname.clone());
         let auth = Arc::new(Authenticator::new(directory.clone(), &config.auth)?);
         let smtp = bind(config.smtp.listen, "SMTP").await?;
         let pop3 = bind(config.pop3.listen, "POP3").await?;
@@ -199,6 +184,7 @@ impl Server {
             settings: config.pop3.clone(),
             hostname: config.server.hostname.clone(),
             mail: mail.clone(),
+            repair: store.clone(),
             auth: auth.clone(),
             throttle,
             listing,
@@ -231,6 +217,8 @@ impl Server {
         let router = admin::router(Arc::new(AdminState {
             directory,
             mail,
+            repair: store.clone(),
+            collection: store.clone(),
             auth,
             tasks: task_manager,
             token: admin_config.token.clone(),
@@ -261,8 +249,7 @@ impl Server {
             smtp_addr,
             pop3_addr,
             pop3_tls_addr,
-            mail: mail_handle,
-            task_store: task_handle,
+            store,
             admin_addr,
             shutdown,
             connections_done,

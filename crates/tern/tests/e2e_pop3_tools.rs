@@ -212,7 +212,7 @@ fn rate_limit_holds_and_cancellation_stops_the_task(b: Backend) {
 
 fn task_of_a_dead_node_shows_as_failed(b: Backend) {
     let s = TestServer::start(b);
-    let store = s.server.as_ref().unwrap().task_store.clone();
+    let store = s.mail_store();
     let id = uuid::Uuid::new_v4();
     let long_ago = tern::tasks::now_ms() - 3_600_000;
     let record = TaskRecord {

@@ -2,25 +2,42 @@
 /// state they are judged in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// `USER name`.
     User(String),
     /// The rest of the line: passwords may contain spaces (RFC 1939 section 7).
     Pass(String),
+    /// `APOP` (not offered; refused).
     Apop,
+    /// `AUTH [mechanism [initial-response]]` (RFC 5034).
     Auth {
+        /// The SASL mechanism, upper-cased; `None` lists the mechanisms.
         mechanism: Option<String>,
+        /// The initial response, still base64-encoded.
         initial_response: Option<Vec<u8>>,
     },
+    /// `STAT`.
     Stat,
+    /// `LIST [msg]`.
     List(Option<String>),
+    /// `RETR msg`.
     Retr(String),
+    /// `DELE msg`.
     Dele(String),
+    /// `NOOP`.
     Noop,
+    /// `RSET`.
     Rset,
+    /// `QUIT`.
     Quit,
+    /// `TOP msg n`.
     Top(String, String),
+    /// `UIDL [msg]`.
     Uidl(Option<String>),
+    /// `CAPA` (RFC 2449).
     Capa,
+    /// `STLS` (RFC 2595).
     Stls,
+    /// Any other keyword, as sent.
     Unknown(String),
 }
 

@@ -55,23 +55,35 @@ pub struct MaildropEntry {
 pub enum Pop3Request {
     /// Check the credentials and, if good, load the maildrop snapshot; answer with
     /// [`Pop3Session::login_succeeded`] or [`Pop3Session::login_failed`].
-    Authenticate { username: String, password: String },
+    Authenticate {
+        /// The user name as the client gave it.
+        username: String,
+        /// The password as the client gave it.
+        password: String,
+    },
     /// Send the message at `index` (0-based in the snapshot): the status line from
     /// [`super::retrieve_ok_line`], then the body through a [`crate::dot::RetrEncoder`]; then
     /// report with [`Pop3Session::retrieve_finished`].
     Retrieve {
+        /// 0-based index in the maildrop.
         index: usize,
+        /// The size the listing gave, for the `+OK` line.
         size: u64,
+        /// `TOP`: the number of body lines after the header; `None` for RETR.
         top_lines: Option<u64>,
     },
     /// The client quit from TRANSACTION: remove these messages (0-based indexes), then report
     /// with [`Pop3Session::update_finished`].
-    Update { deleted: Vec<usize> },
+    Update {
+        /// 0-based indexes of the messages marked deleted.
+        deleted: Vec<usize>,
+    },
     /// STLS was accepted: write the pending output, run the TLS handshake, then call
     /// [`Pop3Session::tls_established`] (or drop the connection if the handshake fails).
     StartTls,
 }
 
+/// Why a login did not work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginFailure {
     /// Unknown user or wrong password; the client is not told which.
@@ -82,6 +94,7 @@ pub enum LoginFailure {
     Delayed(String),
 }
 
+/// How a retrieval ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetrieveOutcome {
     /// The status line and the whole response were written.
@@ -92,9 +105,12 @@ pub enum RetrieveOutcome {
     Temporary,
 }
 
+/// How applying the deletions at QUIT ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateOutcome {
+    /// Every marked message is gone.
     Applied,
+    /// Some could not be removed (the store failed).
     Failed,
 }
 
@@ -133,6 +149,7 @@ pub struct Pop3Session {
 }
 
 impl Pop3Session {
+    /// A session in the AUTHORIZATION state, its greeting queued.
     pub fn new(config: Pop3Config) -> Self {
         let mut s = Self {
             input: LineBuffer::new(config.max_line),
@@ -149,6 +166,7 @@ impl Pop3Session {
         s
     }
 
+    /// Bytes the client sent.
     pub fn feed(&mut self, data: &[u8]) {
         self.input.feed(data);
     }
@@ -158,6 +176,7 @@ impl Pop3Session {
         std::mem::take(&mut self.output)
     }
 
+    /// Whether output is waiting to be written.
     pub fn has_output(&self) -> bool {
         !self.output.is_empty()
     }
@@ -228,6 +247,7 @@ impl Pop3Session {
         self.state = State::Closed;
     }
 
+    /// Answer to [`Pop3Request::Authenticate`]: the login worked; `maildrop` is the snapshot the session serves.
     pub fn login_succeeded(&mut self, maildrop: Vec<MaildropEntry>) {
         let total: u64 = maildrop.iter().map(|m| m.size).sum();
         let n = maildrop.len();
@@ -242,6 +262,7 @@ impl Pop3Session {
         self.reply_ok(&format!("maildrop has {n} messages ({total} octets)"));
     }
 
+    /// Answer to [`Pop3Request::Authenticate`]: the login did not work, and why.
     pub fn login_failed(&mut self, failure: LoginFailure) {
         self.state = State::Authorization { user: None };
         match failure {
@@ -273,6 +294,7 @@ impl Pop3Session {
         }
     }
 
+    /// Answer to [`Pop3Request::Retrieve`], once the body has been sent (or could not be).
     pub fn retrieve_finished(&mut self, outcome: RetrieveOutcome) {
         self.state = State::Transaction;
         match outcome {
@@ -286,6 +308,7 @@ impl Pop3Session {
         }
     }
 
+    /// Answer to [`Pop3Request::Update`]: whether the deletions were applied.
     pub fn update_finished(&mut self, outcome: UpdateOutcome) {
         let deleted = self.maildrop.iter().filter(|m| m.deleted).count();
         match outcome {

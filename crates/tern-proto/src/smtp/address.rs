@@ -1,7 +1,9 @@
 /// A mailbox `local@domain` from an envelope path; the domain is lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
+    /// The local part, as sent (case kept: only the domain is case-insensitive).
     pub local: String,
+    /// The domain, lower-cased; empty for the bare `<postmaster>`.
     pub domain: String,
 }
 
@@ -27,6 +29,7 @@ impl std::fmt::Display for Mailbox {
     }
 }
 
+/// Why a path was refused (for the 501 reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathError(pub &'static str);
 
@@ -36,6 +39,7 @@ pub struct PathError(pub &'static str);
 /// ESMTP parameters as `(KEYWORD, value)`, keywords upper-cased.
 pub type Params = Vec<(String, Option<String>)>;
 
+/// Parses `<path> [PARAM[=value] ...]` after `MAIL FROM:` or `RCPT TO:`; the null path `<>` gives `None`.
 pub fn parse_path(arg: &str) -> Result<(Option<Mailbox>, Params), PathError> {
     let arg = arg.trim_start();
     let (path, rest) = if let Some(inner) = arg.strip_prefix('<') {

@@ -7,14 +7,17 @@ use std::time::{Duration, Instant};
 /// Settings of one SMTP session.
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
+    /// Name in the greeting and replies.
     pub hostname: String,
     /// Longest accepted command line, without CRLF (RFC 5321 allows 512 with extensions more).
     pub max_line: usize,
     /// Largest message accepted, in octets, as advertised by SIZE.
     pub max_message_size: u64,
+    /// Recipients per message; more get 452 4.5.3.
     pub max_recipients: usize,
     /// Protocol errors tolerated before the connection is closed.
     pub max_errors: u32,
+    /// Whether STARTTLS can be offered (a certificate is configured).
     pub starttls_available: bool,
     /// Time allowed for a whole command line, from when the session starts waiting for it
     /// (RFC 5321 section 4.5.3.2 suggests 5 minutes).
@@ -44,6 +47,7 @@ impl Default for SmtpConfig {
 /// The driver's decision on a recipient; `R` is whatever it needs later to deliver (a mailbox id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptVerdict<R> {
+    /// The recipient exists; `R` is what the driver will need to deliver to it.
     Accept(R),
     /// The domain is ours but no such user.
     UnknownUser,
@@ -58,8 +62,10 @@ pub enum RcptVerdict<R> {
 pub enum StoreOutcome {
     /// Durable for every recipient; the id is quoted in the reply.
     Stored {
+        /// The queue id quoted in the 250 reply.
         id: String,
     },
+    /// Not stored: 451, the client will retry.
     Failed,
 }
 
@@ -71,16 +77,23 @@ pub enum SmtpRequest<R> {
     /// DATA was accepted: prepare to receive a body (open a writer, write trace headers), then
     /// call [`SmtpSession::data_ready`].
     BeginMessage {
+        /// The sender (`MAIL FROM`), empty for the null path.
         reverse_path: String,
+        /// The EHLO/HELO argument.
         helo: String,
+        /// Whether the client said EHLO (ESMTP) rather than HELO.
         esmtp: bool,
+        /// The accepted recipients.
         recipients: Vec<Mailbox>,
     },
     /// The next part of the body, already unstuffed.
     MessageData(Vec<u8>),
     /// The body is complete: make it durable for these recipients, then call
     /// [`SmtpSession::message_stored`].
-    EndMessage { recipients: Vec<R> },
+    EndMessage {
+        /// What [`RcptVerdict::Accept`] gave for each accepted recipient.
+        recipients: Vec<R>,
+    },
     /// The body was refused (the reply is already queued): discard what was written.
     AbortMessage,
     /// STARTTLS was accepted: write the pending output, run the TLS handshake, then call
@@ -128,6 +141,7 @@ pub struct SmtpSession<R> {
 }
 
 impl<R: Clone> SmtpSession<R> {
+    /// A session waiting for EHLO/HELO, its greeting queued.
     pub fn new(config: SmtpConfig) -> Self {
         let mut s = Self {
             input: LineBuffer::new(config.max_line),
@@ -148,6 +162,7 @@ impl<R: Clone> SmtpSession<R> {
         s
     }
 
+    /// Bytes the client sent.
     pub fn feed(&mut self, data: &[u8]) {
         if self.in_data() {
             // A data block arrived: the idle clock between blocks starts again.
@@ -156,6 +171,7 @@ impl<R: Clone> SmtpSession<R> {
         self.input.feed(data);
     }
 
+    /// Bytes to send to the client.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)
     }
@@ -177,6 +193,7 @@ impl<R: Clone> SmtpSession<R> {
         self.state = State::Connected;
     }
 
+    /// True once the connection should be closed (after writing any remaining output).
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
@@ -243,6 +260,7 @@ impl<R: Clone> SmtpSession<R> {
         }
     }
 
+    /// Answer to [`SmtpRequest::CheckRecipient`].
     pub fn rcpt_verdict(&mut self, verdict: RcptVerdict<R>) {
         let State::CheckingRecipient(mailbox) = std::mem::replace(&mut self.state, State::Ready)
         else {
@@ -281,6 +299,7 @@ impl<R: Clone> SmtpSession<R> {
         }
     }
 
+    /// Answer to [`SmtpRequest::EndMessage`]: whether the message is durable for every recipient.
     pub fn message_stored(&mut self, outcome: StoreOutcome) {
         self.state = State::Ready;
         self.envelope = None;
@@ -293,6 +312,7 @@ impl<R: Clone> SmtpSession<R> {
         self.message_done();
     }
 
+    /// Processes buffered input until a request for the driver comes up or input runs out.
     pub fn poll(&mut self) -> Option<SmtpRequest<R>> {
         loop {
             match &mut self.state {

@@ -4,10 +4,13 @@ pub struct Trace<'a> {
     pub reverse_path: &'a str,
     /// The EHLO/HELO argument as the client gave it.
     pub helo: &'a str,
+    /// The client's address.
     pub peer_ip: &'a str,
+    /// This server's name.
     pub hostname: &'a str,
     /// "ESMTP" or "SMTP", after EHLO or HELO.
     pub protocol: &'a str,
+    /// The queue id, for the Received header.
     pub id: &'a str,
     /// Named in a "for" clause when the message has exactly one recipient.
     pub single_recipient: Option<&'a str>,

@@ -11,12 +11,19 @@
 //! body or a view entry without a message, never a listed message without its body.
 
 mod body;
+mod collection;
+mod directory;
+mod mail;
+mod repair;
 pub mod schema;
+mod tasks;
+mod uids;
 
 use crate::{
-    BlobId, BodyReader, BodyWriter, Directory, IdGenerator, MailStore, MailboxId, MailboxInfo,
-    MessageId, MessageMeta, Result, ScanPage, StagedBody, StagedPayload, StoreError, TaskRecord,
-    TaskStore, UidEntry, UidListing, UserRecord, ViewEntry, INBOX,
+    paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
+    MailboxId, MailboxInfo, MessageId, MessageMeta, Repair, Result, ScanPage, ScanStream,
+    StagedBody, StagedPayload, StoreError, TaskRecord, TaskStore, UidEntry, UidListing, UidStore,
+    UserRecord, ViewEntry, INBOX, SCAN_PAGE,
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -44,15 +51,23 @@ pub struct CassandraOptions {
     /// Requests go to this datacenter only (no failover to remote ones: a remote DC's latency
     /// never sits on a user's request). `None` uses every node, for single-DC test clusters.
     pub local_datacenter: Option<String>,
+    /// Keyspace of Tern's tables (lower-case letters, digits, `_`).
     pub keyspace: String,
+    /// The keyspace's replication, used when Tern creates it.
     pub replication: Replication,
+    /// Credentials (both or neither).
     pub username: Option<String>,
+    /// Credentials (both or neither).
     pub password: Option<String>,
+    /// Consistency of reads (LOCAL_QUORUM by default).
     pub read_consistency: Consistency,
+    /// Consistency of writes (LOCAL_QUORUM by default).
     pub write_consistency: Consistency,
     /// For the one LWT (INBOX creation).
     pub serial_consistency: SerialConsistency,
+    /// Per request; past it the operation fails as unavailable.
     pub request_timeout: Duration,
+    /// Per connection attempt.
     pub connect_timeout: Duration,
     /// Create or migrate the schema at start-up (otherwise it must exist already).
     pub create_schema: bool,
@@ -63,6 +78,7 @@ pub struct CassandraOptions {
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// Client certificate chain and key (PEM) when the cluster requires client authentication.
     pub tls_client_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
     pub tls_client_key_file: Option<std::path::PathBuf>,
 }
 
@@ -206,10 +222,12 @@ impl CassandraStore {
         Ok(store)
     }
 
+    /// Whether the background connection has been made.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.get().is_some()
     }
 
+    /// Why the store is not connected, or the last connection error (for the health check).
     pub fn last_error(&self) -> String {
         self.inner
             .last_error
@@ -638,561 +656,6 @@ impl Connected {
                 ControlFlow::Continue(p) => paging = p,
             }
         }
-    }
-}
-
-#[async_trait]
-impl Directory for CassandraStore {
-    async fn add_domain(&self, domain: &str) -> Result<()> {
-        let c = self.conn()?;
-        c.exec(&c.st.insert_domain, (domain,)).await?;
-        Ok(())
-    }
-
-    async fn remove_domain(&self, domain: &str) -> Result<bool> {
-        let existed = self.domain_exists(domain).await?;
-        let c = self.conn()?;
-        c.exec(&c.st.delete_domain, (domain,)).await?;
-        Ok(existed)
-    }
-
-    async fn domain_exists(&self, domain: &str) -> Result<bool> {
-        let c = self.conn()?;
-        Ok(c.first_row::<(String,)>(&c.st.select_domain, (domain,))
-            .await?
-            .is_some())
-    }
-
-    async fn list_domains(&self) -> Result<Vec<String>> {
-        let c = self.conn()?;
-        Ok(c.all_rows::<(String,)>(&c.st.list_domains, ())
-            .await?
-            .into_iter()
-            .map(|r| r.0)
-            .collect())
-    }
-
-    async fn put_user(&self, name: &str, password_hash: &str) -> Result<UserRecord> {
-        let c = self.conn()?;
-        let existing = c
-            .first_row::<(Uuid,)>(&c.st.select_mailbox, (name, INBOX))
-            .await?;
-        let inbox = match existing {
-            Some((id,)) => id,
-            None => {
-                // The one LWT: concurrent creations of the same user must agree on one INBOX.
-                let candidate = Uuid::new_v4();
-                c.exec(&c.st.create_mailbox, (name, INBOX, candidate))
-                    .await?;
-                c.first_row::<(Uuid,)>(&c.st.select_mailbox, (name, INBOX))
-                    .await?
-                    .map(|r| r.0)
-                    .ok_or_else(|| StoreError::unavailable("INBOX creation not visible yet"))?
-            }
-        };
-        c.exec(&c.st.insert_user, (name, password_hash, inbox))
-            .await?;
-        Ok(UserRecord {
-            name: name.to_string(),
-            password_hash: password_hash.to_string(),
-            inbox: MailboxId(inbox),
-        })
-    }
-
-    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let c = self.conn()?;
-        let row = c
-            .first_row::<(Option<String>, Option<Uuid>)>(&c.st.select_user, (name,))
-            .await?;
-        match row {
-            Some((Some(hash), Some(inbox))) => Ok(Some(UserRecord {
-                name: name.to_string(),
-                password_hash: hash,
-                inbox: MailboxId(inbox),
-            })),
-            Some(_) => Err(StoreError::corrupt(format!(
-                "user {name} lacks a hash or an INBOX"
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    async fn delete_user(&self, name: &str) -> Result<bool> {
-        let existed = self.get_user(name).await?.is_some();
-        let c = self.conn()?;
-        c.exec(&c.st.delete_user, (name,)).await?;
-        Ok(existed)
-    }
-
-    async fn list_users(&self) -> Result<Vec<String>> {
-        let c = self.conn()?;
-        Ok(c.all_rows::<(String,)>(&c.st.list_users, ())
-            .await?
-            .into_iter()
-            .map(|r| r.0)
-            .collect())
-    }
-
-    async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>> {
-        let c = self.conn()?;
-        let rows = c
-            .all_rows::<(String, Uuid)>(&c.st.list_mailboxes, (user,))
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, id)| MailboxInfo {
-                name,
-                id: MailboxId(id),
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
-impl MailStore for CassandraStore {
-    async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
-        let c = self.conn()?.clone();
-        Ok(Box::new(body::CassandraBodyWriter::new(
-            c,
-            self.inner.ids.next_id().uuid(),
-        )))
-    }
-
-    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
-        if mailboxes.is_empty() {
-            return Err(StoreError::invalid("delivery without recipients"));
-        }
-        let c = self.conn()?;
-        let ids: Vec<MessageId> = mailboxes.iter().map(|_| self.inner.ids.next_id()).collect();
-        let refs: Vec<CqlTimeuuid> = ids.iter().map(|id| timeuuid(*id)).collect();
-        let blob = body.blob_id.0;
-        let size = body.size as i64;
-        // 1. The body, with its references: complete before anything names it.
-        match body.payload {
-            StagedPayload::Inline(data) => {
-                c.exec(&c.st.insert_single_chunk_blob, (blob, data, size, refs))
-                    .await?;
-            }
-            StagedPayload::Stored => {
-                let chunks = body::chunk_count(body.size, c.chunk_size);
-                c.exec(&c.st.complete_blob, (size, chunks, refs, blob))
-                    .await?;
-            }
-        }
-        // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
-        drop(body.in_flight);
-        // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.
-        try_join_all(
-            mailboxes
-                .iter()
-                .zip(&ids)
-                .map(|(mb, id)| c.exec(&c.st.insert_message, (timeuuid(*id), mb.0, blob, size))),
-        )
-        .await?;
-        try_join_all(
-            mailboxes
-                .iter()
-                .zip(&ids)
-                .map(|(mb, id)| c.exec(&c.st.insert_view, (mb.0, timeuuid(*id), size, ""))),
-        )
-        .await?;
-        Ok(ids)
-    }
-
-    async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>> {
-        let c = self.conn()?;
-        let rows = c
-            .all_rows::<(CqlTimeuuid, i64, Option<String>)>(&c.st.select_view, (mailbox.0,))
-            .await?;
-        rows.into_iter()
-            .map(|(id, size, uidl)| {
-                Ok(ViewEntry {
-                    message_id: message_id(id)?,
-                    size: size.max(0) as u64,
-                    uidl: uidl.filter(|u| !u.is_empty()),
-                })
-            })
-            .collect()
-    }
-
-    async fn open_body(
-        &self,
-        mailbox: MailboxId,
-        message: MessageId,
-    ) -> Result<Option<Box<dyn BodyReader>>> {
-        let c = self.conn()?;
-        let Some((owner, blob)) = c
-            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (timeuuid(message),))
-            .await?
-        else {
-            return Ok(None);
-        };
-        if owner != mailbox.0 {
-            return Ok(None);
-        }
-        body::open(c.clone(), blob).await
-    }
-
-    async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
-        let c = self.conn()?;
-        try_join_all(messages.iter().map(|id| self.delete_one(c, mailbox, *id))).await?;
-        Ok(())
-    }
-
-    async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
-        let c = self.conn()?;
-        let n = c
-            .first_row::<(i64,)>(&c.st.count_view, (mailbox.0,))
-            .await?
-            .map(|r| r.0)
-            .unwrap_or(0);
-        Ok(n.max(0) as u64)
-    }
-
-    async fn message_meta(&self, message: MessageId) -> Result<Option<MessageMeta>> {
-        let c = self.conn()?;
-        let row = c
-            .first_row::<(Option<Uuid>, Option<i64>, Option<i64>)>(
-                &c.st.select_message_meta,
-                (timeuuid(message),),
-            )
-            .await?;
-        // A row without a mailbox is the remnant of a UID written after a deletion: no message.
-        Ok(match row {
-            Some((Some(mailbox), size, uid)) => Some(MessageMeta {
-                mailbox: MailboxId(mailbox),
-                size: size.unwrap_or(0).max(0) as u64,
-                uid: uid.map(|u| u as u64),
-            }),
-            _ => None,
-        })
-    }
-
-    async fn view_entry(
-        &self,
-        mailbox: MailboxId,
-        message: MessageId,
-    ) -> Result<Option<ViewEntry>> {
-        let c = self.conn()?;
-        let row = c
-            .first_row::<(Option<i64>, Option<String>)>(
-                &c.st.select_view_entry,
-                (mailbox.0, timeuuid(message)),
-            )
-            .await?;
-        Ok(row.map(|(size, uidl)| ViewEntry {
-            message_id: message,
-            size: size.unwrap_or(0).max(0) as u64,
-            uidl: uidl.filter(|u| !u.is_empty()),
-        }))
-    }
-
-    async fn put_view_entry(&self, mailbox: MailboxId, entry: ViewEntry) -> Result<()> {
-        let c = self.conn()?;
-        let uidl = entry.uidl.unwrap_or_default();
-        c.exec(
-            &c.st.insert_view,
-            (
-                mailbox.0,
-                timeuuid(entry.message_id),
-                entry.size as i64,
-                uidl,
-            ),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn remove_view_entry(&self, mailbox: MailboxId, message: MessageId) -> Result<()> {
-        let c = self.conn()?;
-        let t = timeuuid(message);
-        c.exec(&c.st.delete_view, (mailbox.0, t)).await?;
-        self.remove_uid_entry(c, mailbox, t).await
-    }
-
-    async fn scan_messages(
-        &self,
-        cursor: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<ScanPage<(MessageId, MailboxId)>> {
-        let c = self.conn()?;
-        let (rows, next) = c
-            .page::<(CqlTimeuuid, Option<Uuid>)>(&c.st.scan_messages, (), cursor, limit)
-            .await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (id, mailbox) in rows {
-            if let Some(mailbox) = mailbox {
-                items.push((message_id(id)?, MailboxId(mailbox)));
-            }
-        }
-        Ok(ScanPage { items, next })
-    }
-
-    async fn scan_view(
-        &self,
-        cursor: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<ScanPage<(MailboxId, MessageId)>> {
-        let c = self.conn()?;
-        let (rows, next) = c
-            .page::<(Uuid, CqlTimeuuid)>(&c.st.scan_view, (), cursor, limit)
-            .await?;
-        let items = rows
-            .into_iter()
-            .map(|(mb, id)| Ok((MailboxId(mb), message_id(id)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ScanPage { items, next })
-    }
-
-    async fn assign_uids(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<Vec<u64>> {
-        let c = self.conn()?;
-        let mut out = vec![0u64; messages.len()];
-        let mut missing = Vec::new();
-        for (i, id) in messages.iter().enumerate() {
-            match self.message_meta(*id).await? {
-                Some(MessageMeta {
-                    uid: Some(uid),
-                    size,
-                    ..
-                }) => {
-                    // Keeps its UID; its index entry may have been dropped by a view repair.
-                    c.exec(
-                        &c.st.insert_by_uid,
-                        (mailbox.0, uid as i64, timeuuid(*id), size as i64),
-                    )
-                    .await?;
-                    out[i] = uid;
-                }
-                Some(meta) => missing.push((i, *id, meta.size)),
-                None => {} // no such message: no UID (stays 0)
-            }
-        }
-        if missing.is_empty() {
-            return Ok(out);
-        }
-        let first = self
-            .advance_uid_counter(c, mailbox, missing.len() as i64)
-            .await?;
-        for (k, (i, id, size)) in missing.into_iter().enumerate() {
-            let uid = first + k as u64;
-            c.exec(&c.st.set_message_uid, (uid as i64, timeuuid(id)))
-                .await?;
-            c.exec(
-                &c.st.insert_by_uid,
-                (mailbox.0, uid as i64, timeuuid(id), size as i64),
-            )
-            .await?;
-            out[i] = uid;
-        }
-        Ok(out)
-    }
-
-    async fn uid_listing(&self, mailbox: MailboxId) -> Result<UidListing> {
-        let c = self.conn()?;
-        let validity = c
-            .first_row::<(Option<i64>, Option<i64>)>(&c.st.select_uid_counter, (mailbox.0,))
-            .await?
-            .and_then(|r| r.1)
-            .unwrap_or(0)
-            .max(0) as u64;
-        let rows = c
-            .all_rows::<(i64, CqlTimeuuid, i64)>(&c.st.select_by_uid, (mailbox.0,))
-            .await?;
-        let entries = rows
-            .into_iter()
-            .map(|(uid, id, size)| {
-                Ok(UidEntry {
-                    uid: uid.max(0) as u64,
-                    message_id: message_id(id)?,
-                    size: size.max(0) as u64,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(UidListing { validity, entries })
-    }
-
-    async fn scan_bodies(&self, cursor: Option<Vec<u8>>, limit: usize) -> Result<ScanPage<BlobId>> {
-        let c = self.conn()?;
-        let (rows, next) = c
-            .page::<(Uuid,)>(&c.st.scan_bodies, (), cursor, limit)
-            .await?;
-        Ok(ScanPage {
-            items: rows.into_iter().map(|r| BlobId(r.0)).collect(),
-            next,
-        })
-    }
-
-    async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool> {
-        let c = self.conn()?;
-        // In-flight first, references second: a delivery clears its marker only after its
-        // references are written, so a body seen neither in flight nor referenced can never
-        // be referenced later.
-        if c.first_row::<(Uuid,)>(&c.st.collector_select_in_flight, (blob.0,))
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        let refs = c
-            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.collector_select_refs, (blob.0,))
-            .await?;
-        let Some((refs,)) = refs else {
-            return Ok(false);
-        };
-        if refs.is_some_and(|r| !r.is_empty()) {
-            return Ok(false);
-        }
-        c.exec(&c.st.delete_blob, (blob.0,)).await?;
-        Ok(true)
-    }
-}
-
-impl CassandraStore {
-    async fn remove_uid_entry(
-        &self,
-        c: &Connected,
-        mailbox: MailboxId,
-        t: CqlTimeuuid,
-    ) -> Result<()> {
-        let uid = c
-            .first_row::<(Option<Uuid>, Option<i64>, Option<i64>)>(&c.st.select_message_meta, (t,))
-            .await?;
-        if let Some((_, _, Some(uid))) = uid {
-            c.exec(&c.st.delete_by_uid, (mailbox.0, uid)).await?;
-        }
-        Ok(())
-    }
-
-    /// Reserves `n` UIDs of a mailbox by compare-and-set on its counter; returns the first.
-    async fn advance_uid_counter(&self, c: &Connected, mailbox: MailboxId, n: i64) -> Result<u64> {
-        let validity = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(1);
-        for attempt in 0..100u32 {
-            let current = c
-                .first_row::<(Option<i64>, Option<i64>)>(&c.st.select_uid_counter, (mailbox.0,))
-                .await?;
-            let Some((Some(next), _)) = current else {
-                c.exec(&c.st.init_uid_counter, (mailbox.0, validity))
-                    .await?;
-                continue;
-            };
-            let result = c
-                .exec(&c.st.advance_uid_counter, (next + n, mailbox.0, next))
-                .await?;
-            let rows = result.into_rows_result().map_err(corrupt)?;
-            let applied = rows
-                .maybe_first_row::<scylla::value::Row>()
-                .map_err(corrupt)?
-                .and_then(|r| r.columns.into_iter().next().flatten())
-                .and_then(|v| v.as_boolean())
-                .unwrap_or(false);
-            if applied {
-                return Ok(next.max(1) as u64);
-            }
-            // Contention: another delivery took these UIDs; back off a little and retry.
-            let jitter = rand::random::<u64>() % (2 + u64::from(attempt.min(10)) * 4);
-            tokio::time::sleep(Duration::from_millis(jitter)).await;
-        }
-        Err(StoreError::Conflict {
-            what: "UID counter contention: gave up after 100 attempts".into(),
-        })
-    }
-
-    async fn delete_one(&self, c: &Connected, mailbox: MailboxId, id: MessageId) -> Result<()> {
-        let t = timeuuid(id);
-        let meta = c
-            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (t,))
-            .await?;
-        if let Some((owner, _)) = meta {
-            if owner == mailbox.0 {
-                self.remove_uid_entry(c, mailbox, t).await?;
-            }
-        }
-        let blob = match meta {
-            Some((owner, blob)) if owner == mailbox.0 => {
-                c.exec(&c.st.delete_message, (t,)).await?;
-                Some(blob)
-            }
-            // Another mailbox's message is not ours to delete.
-            Some(_) => return Ok(()),
-            None => None,
-        };
-        c.exec(&c.st.delete_view, (mailbox.0, t)).await?;
-        if let Some(blob) = blob {
-            c.exec(&c.st.remove_blob_ref, (vec![t], blob)).await?;
-            let refs = c
-                .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob,))
-                .await?;
-            if refs.and_then(|r| r.0).is_none_or(|r| r.is_empty()) {
-                c.exec(&c.st.delete_blob, (blob,)).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl TaskStore for CassandraStore {
-    async fn save_task(&self, task: &TaskRecord) -> Result<()> {
-        let c = self.conn()?;
-        let json = serde_json::to_string(task).map_err(|e| StoreError::corrupt(e.to_string()))?;
-        c.exec(&c.st.save_task, (json, task.id)).await?;
-        if task.cancel_requested {
-            c.exec(&c.st.cancel_task, (task.id,)).await?;
-        }
-        Ok(())
-    }
-
-    async fn get_task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
-        let c = self.conn()?;
-        let row = c
-            .first_row::<(Option<String>, Option<bool>)>(&c.st.select_task, (id,))
-            .await?;
-        match row {
-            Some((Some(json), cancel)) => {
-                let mut t: TaskRecord =
-                    serde_json::from_str(&json).map_err(|e| StoreError::corrupt(e.to_string()))?;
-                t.cancel_requested |= cancel.unwrap_or(false);
-                Ok(Some(t))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
-        let c = self.conn()?;
-        let rows = c
-            .all_rows::<(Option<String>, Option<bool>)>(&c.st.list_tasks, ())
-            .await?;
-        let mut out = Vec::new();
-        for (json, cancel) in rows {
-            let Some(json) = json else { continue };
-            let mut t: TaskRecord =
-                serde_json::from_str(&json).map_err(|e| StoreError::corrupt(e.to_string()))?;
-            t.cancel_requested |= cancel.unwrap_or(false);
-            out.push(t);
-        }
-        Ok(out)
-    }
-
-    async fn request_cancel(&self, id: Uuid) -> Result<bool> {
-        if self.get_task(id).await?.is_none() {
-            return Ok(false);
-        }
-        let c = self.conn()?;
-        c.exec(&c.st.cancel_task, (id,)).await?;
-        Ok(true)
-    }
-
-    async fn delete_task(&self, id: Uuid) -> Result<bool> {
-        if self.get_task(id).await?.is_none() {
-            return Ok(false);
-        }
-        let c = self.conn()?;
-        c.exec(&c.st.delete_task, (id,)).await?;
-        Ok(true)
     }
 }
 

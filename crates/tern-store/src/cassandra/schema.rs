@@ -12,9 +12,17 @@ pub const SCHEMA_VERSION: i32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replication {
     /// For development and single-datacenter tests.
-    Simple { factor: u32 },
+    /// `SimpleStrategy` with `factor` replicas.
+    Simple {
+        /// Replicas of each row.
+        factor: u32,
+    },
     /// Production: a replication factor per datacenter.
-    NetworkTopology { datacenters: Vec<(String, u32)> },
+    /// `NetworkTopologyStrategy`: (datacenter, replicas) pairs.
+    NetworkTopology {
+        /// (datacenter, replicas) pairs.
+        datacenters: Vec<(String, u32)>,
+    },
 }
 
 impl Replication {

@@ -19,11 +19,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tern_store::{Directory, MailStore};
+use tern_store::{BodyCollection, Directory, MailStore, Repair};
 
 pub struct AdminState {
     pub directory: Arc<dyn Directory>,
     pub mail: Arc<dyn MailStore>,
+    /// For the fixPop3Inconsistencies task.
+    pub repair: Arc<dyn Repair>,
+    /// For the unreferenced-body collection task.
+    pub collection: Arc<dyn BodyCollection>,
     pub auth: Arc<Authenticator>,
     pub tasks: Arc<TaskManager>,
     /// Bearer token required on every route but the health checks, if set.
@@ -470,11 +474,11 @@ async fn mailbox_task(State(s): AppState, Query(q): Query<HashMap<String, String
             }
         },
     };
-    let mail = s.mail.clone();
+    let repair = s.repair.clone();
     let id = s
         .tasks
         .submit(fix_pop3::TYPE, fix_pop3::initial(rate), move |ctx| {
-            Box::pin(fix_pop3::run(mail, rate, ctx))
+            Box::pin(fix_pop3::run(repair, rate, ctx))
         })
         .await?;
     Ok(task_created(id))
@@ -507,11 +511,11 @@ async fn blobs_task(State(s): AppState, Query(q): Query<HashMap<String, String>>
                 ))
             })?,
     };
-    let mail = s.mail.clone();
+    let collection = s.collection.clone();
     let id = s
         .tasks
         .submit(body_gc::TYPE, body_gc::initial(grace), move |ctx| {
-            Box::pin(body_gc::run(mail, grace, ctx))
+            Box::pin(body_gc::run(collection, grace, ctx))
         })
         .await?;
     Ok(task_created(id))

@@ -16,7 +16,7 @@ use tern_proto::pop3::{
     retrieve_ok_line, LoginFailure, MaildropEntry, Pop3Config, Pop3Request, Pop3Session,
     RetrieveOutcome, UpdateOutcome,
 };
-use tern_store::{MailStore, MailboxId, MessageId};
+use tern_store::{MailStore, MailboxId, MessageId, Repair};
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 
@@ -29,6 +29,8 @@ pub struct Pop3Context {
     /// Name in the greeting.
     pub hostname: String,
     pub mail: Arc<dyn MailStore>,
+    /// Read repair of view entries whose message is gone.
+    pub repair: Arc<dyn Repair>,
     pub auth: Arc<Authenticator>,
     pub throttle: LoginThrottle,
     /// How a maildrop is numbered (`pop3.listing`).
@@ -250,7 +252,7 @@ where
             // Read repair: the view listed a message whose message or body is gone (a deletion
             // by another session, or a deletion that stopped half-way). Drop the entry so the
             // next session no longer lists it.
-            match svc.mail.remove_view_entry(maildrop.mailbox, id).await {
+            match svc.repair.remove_view_entry(maildrop.mailbox, id).await {
                 Ok(()) => {
                     tracing::info!(mailbox = %maildrop.mailbox, message = %id, "read repair: stale POP3 view entry removed")
                 }

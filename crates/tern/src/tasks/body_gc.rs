@@ -4,13 +4,15 @@
 //! reference it (body ids are time-based, so their age is known without another read).
 
 use super::{now_ms, TaskContext, TaskOutcome};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tern_store::MailStore;
+use tern_store::BodyCollection;
 
 pub const TYPE: &str = "BlobGCTask";
-const PAGE: usize = 200;
+/// Bodies examined between two progress reports.
+const REPORT_EVERY: u64 = 200;
 
 #[derive(Default)]
 struct Report {
@@ -44,7 +46,7 @@ pub fn initial(grace_minutes: u64) -> Value {
 }
 
 pub async fn run(
-    mail: Arc<dyn MailStore>,
+    collection: Arc<dyn BodyCollection>,
     grace_minutes: u64,
     ctx: Arc<TaskContext>,
 ) -> TaskOutcome {
@@ -53,39 +55,35 @@ pub async fn run(
         ..Default::default()
     };
     let grace = Duration::from_secs(grace_minutes * 60);
-    let mut cursor = None;
-    loop {
-        let page = match mail.scan_bodies(cursor.take(), PAGE).await {
-            Ok(p) => p,
+    let mut bodies = collection.all_bodies();
+    while let Some(blob) = bodies.next().await {
+        let blob = match blob {
+            Ok(b) => b,
             Err(e) => return TaskOutcome::Failed(format!("scanning bodies: {e}")),
         };
-        for blob in page.items {
-            if ctx.is_cancelled() {
-                ctx.report(report.json());
-                return TaskOutcome::Cancelled;
-            }
-            report.scanned += 1;
-            let old_enough = blob
-                .created()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age >= grace);
-            if !old_enough {
-                report.too_recent += 1;
-                continue;
-            }
-            match mail.remove_body_if_unreferenced(blob).await {
-                Ok(true) => report.collected += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(blob = %blob, error = %e, "body collection failed");
-                    report.errors += 1;
-                }
+        if ctx.is_cancelled() {
+            ctx.report(report.json());
+            return TaskOutcome::Cancelled;
+        }
+        report.scanned += 1;
+        let old_enough = blob
+            .created()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age >= grace);
+        if !old_enough {
+            report.too_recent += 1;
+            continue;
+        }
+        match collection.remove_body_if_unreferenced(blob).await {
+            Ok(true) => report.collected += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(blob = %blob, error = %e, "body collection failed");
+                report.errors += 1;
             }
         }
-        ctx.report(report.json());
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
+        if report.scanned.is_multiple_of(REPORT_EVERY) {
+            ctx.report(report.json());
         }
     }
     ctx.report(report.json());

@@ -5,15 +5,15 @@
 //! re-read before it is fixed.
 
 use super::{now_ms, TaskContext, TaskOutcome};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tern_store::{MailStore, MailboxId, MessageId, ViewEntry};
+use tern_store::{MailboxId, MessageId, Repair, ViewEntry};
 
 pub const TYPE: &str = "Pop3MetaDataFixInconsistenciesTask";
 /// Entries listed per report list at most (the counts stay exact).
 const MAX_LISTED: usize = 10_000;
-const PAGE: usize = 100;
 
 #[derive(Default)]
 struct Report {
@@ -87,7 +87,7 @@ enum Pass {
 }
 
 pub async fn run(
-    mail: Arc<dyn MailStore>,
+    repair: Arc<dyn Repair>,
     messages_per_second: u32,
     ctx: Arc<TaskContext>,
 ) -> TaskOutcome {
@@ -101,64 +101,50 @@ pub async fn run(
         done: 0,
     };
     for pass in [Pass::Messages, Pass::View] {
-        let mut cursor = None;
-        loop {
-            let page = match pass {
-                Pass::Messages => mail.scan_messages(cursor.take(), PAGE).await.map(|p| {
-                    (
-                        p.items
-                            .into_iter()
-                            .map(|(id, mb)| (mb, id))
-                            .collect::<Vec<_>>(),
-                        p.next,
-                    )
-                }),
-                Pass::View => mail
-                    .scan_view(cursor.take(), PAGE)
-                    .await
-                    .map(|p| (p.items, p.next)),
-            };
-            let (items, next) = match page {
-                Ok(p) => p,
+        // Both scans yield (mailbox, message id).
+        let mut entries = match pass {
+            Pass::Messages => repair
+                .all_messages()
+                .map(|r| r.map(|(id, mb)| (mb, id)))
+                .boxed(),
+            Pass::View => repair.all_view_entries(),
+        };
+        while let Some(entry) = entries.next().await {
+            let (mb, id) = match entry {
+                Ok(e) => e,
                 Err(e) => return TaskOutcome::Failed(format!("scanning: {e}")),
             };
-            for (mb, id) in items {
-                if ctx.is_cancelled() {
-                    ctx.report(report.json());
-                    return TaskOutcome::Cancelled;
-                }
-                rate.wait().await;
-                let checked = match pass {
-                    Pass::Messages => {
-                        report.processed_messages += 1;
-                        check_message(&*mail, mb, id).await
-                    }
-                    Pass::View => {
-                        report.processed_view += 1;
-                        check_view_entry(&*mail, mb, id).await
-                    }
-                };
-                match checked {
-                    Ok(Fix::Nothing) => {}
-                    Ok(Fix::Fixed) => {
-                        if pass == Pass::Messages {
-                            report.missing += 1;
-                        } else {
-                            report.stale += 1;
-                        }
-                        push(&mut report.fixed, (mb, id));
-                    }
-                    Err(e) => {
-                        tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
-                        push(&mut report.errors, (mb, id));
-                    }
-                }
+            if ctx.is_cancelled() {
                 ctx.report(report.json());
+                return TaskOutcome::Cancelled;
             }
-            match next {
-                Some(c) => cursor = Some(c),
-                None => break,
+            rate.wait().await;
+            let checked = match pass {
+                Pass::Messages => {
+                    report.processed_messages += 1;
+                    check_message(&*repair, mb, id).await
+                }
+                Pass::View => {
+                    report.processed_view += 1;
+                    check_view_entry(&*repair, mb, id).await
+                }
+            };
+            match checked {
+                Ok(Fix::Nothing) => {}
+                Ok(Fix::Fixed) => {
+                    if pass == Pass::Messages {
+                        report.missing += 1;
+                    } else {
+                        report.stale += 1;
+                    }
+                    push(&mut report.fixed, (mb, id));
+                }
+                Err(e) => {
+                    tracing::warn!(mailbox = %mb, message = %id, error = %e, "fix task: check failed");
+                    push(&mut report.errors, (mb, id));
+                }
             }
+            ctx.report(report.json());
         }
     }
     ctx.report(report.json());
@@ -179,7 +165,7 @@ enum Fix {
 
 /// A message without a view entry: re-read both, then add the entry.
 async fn check_message(
-    mail: &dyn MailStore,
+    mail: &dyn Repair,
     mb: MailboxId,
     id: MessageId,
 ) -> Result<Fix, tern_store::StoreError> {
@@ -206,7 +192,7 @@ async fn check_message(
 
 /// A view entry without its message: re-read both, then remove the entry.
 async fn check_view_entry(
-    mail: &dyn MailStore,
+    mail: &dyn Repair,
     mb: MailboxId,
     id: MessageId,
 ) -> Result<Fix, tern_store::StoreError> {

@@ -233,8 +233,9 @@ impl TestServer {
         self.runtime.as_ref().unwrap().block_on(f)
     }
 
-    pub fn mail_store(&self) -> std::sync::Arc<dyn tern_store::MailStore> {
-        self.server.as_ref().unwrap().mail.clone()
+    /// The server's store (every trait: bring the one a test uses into scope).
+    pub fn mail_store(&self) -> std::sync::Arc<dyn tern_store::Store> {
+        self.server.as_ref().unwrap().store.clone()
     }
 
     /// The INBOX id of `name@example.com`.

@@ -1,0 +1,53 @@
+//! Collection of unreferenced bodies on the cassandra store.
+
+use super::*;
+
+#[async_trait]
+impl BodyCollection for CassandraStore {
+    fn all_bodies(&self) -> ScanStream<'_, BlobId> {
+        paged(self.clone(), |store, cursor| async move {
+            store.scan_bodies_page(cursor, SCAN_PAGE).await
+        })
+    }
+
+    async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool> {
+        let c = self.conn()?;
+        // In-flight first, references second: a delivery clears its marker only after its
+        // references are written, so a body seen neither in flight nor referenced can never
+        // be referenced later.
+        if c.first_row::<(Uuid,)>(&c.st.collector_select_in_flight, (blob.0,))
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let refs = c
+            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.collector_select_refs, (blob.0,))
+            .await?;
+        let Some((refs,)) = refs else {
+            return Ok(false);
+        };
+        if refs.is_some_and(|r| !r.is_empty()) {
+            return Ok(false);
+        }
+        c.exec(&c.st.delete_blob, (blob.0,)).await?;
+        Ok(true)
+    }
+}
+
+impl CassandraStore {
+    pub(crate) async fn scan_bodies_page(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage<BlobId>> {
+        let c = self.conn()?;
+        let (rows, next) = c
+            .page::<(Uuid,)>(&c.st.scan_bodies, (), cursor, limit)
+            .await?;
+        Ok(ScanPage {
+            items: rows.into_iter().map(|r| BlobId(r.0)).collect(),
+            next,
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! The hot path on the cassandra store: bodies in, deliveries, the POP3 view, bodies out, deletions.
+
+use super::*;
+
+#[async_trait]
+impl MailStore for CassandraStore {
+    async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
+        let c = self.conn()?.clone();
+        Ok(Box::new(body::CassandraBodyWriter::new(
+            c,
+            self.inner.ids.next_id().uuid(),
+        )))
+    }
+
+    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
+        if mailboxes.is_empty() {
+            return Err(StoreError::invalid("delivery without recipients"));
+        }
+        let c = self.conn()?;
+        let ids: Vec<MessageId> = mailboxes.iter().map(|_| self.inner.ids.next_id()).collect();
+        let refs: Vec<CqlTimeuuid> = ids.iter().map(|id| timeuuid(*id)).collect();
+        let blob = body.blob_id.0;
+        let size = body.size as i64;
+        // 1. The body, with its references: complete before anything names it.
+        match body.payload {
+            StagedPayload::Inline(data) => {
+                c.exec(&c.st.insert_single_chunk_blob, (blob, data, size, refs))
+                    .await?;
+            }
+            StagedPayload::Stored => {
+                let chunks = body::chunk_count(body.size, c.chunk_size);
+                c.exec(&c.st.complete_blob, (size, chunks, refs, blob))
+                    .await?;
+            }
+        }
+        // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
+        drop(body.in_flight);
+        // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.
+        try_join_all(
+            mailboxes
+                .iter()
+                .zip(&ids)
+                .map(|(mb, id)| c.exec(&c.st.insert_message, (timeuuid(*id), mb.0, blob, size))),
+        )
+        .await?;
+        try_join_all(
+            mailboxes
+                .iter()
+                .zip(&ids)
+                .map(|(mb, id)| c.exec(&c.st.insert_view, (mb.0, timeuuid(*id), size, ""))),
+        )
+        .await?;
+        Ok(ids)
+    }
+
+    async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>> {
+        let c = self.conn()?;
+        let rows = c
+            .all_rows::<(CqlTimeuuid, i64, Option<String>)>(&c.st.select_view, (mailbox.0,))
+            .await?;
+        rows.into_iter()
+            .map(|(id, size, uidl)| {
+                Ok(ViewEntry {
+                    message_id: message_id(id)?,
+                    size: size.max(0) as u64,
+                    uidl: uidl.filter(|u| !u.is_empty()),
+                })
+            })
+            .collect()
+    }
+
+    async fn open_body(
+        &self,
+        mailbox: MailboxId,
+        message: MessageId,
+    ) -> Result<Option<Box<dyn BodyReader>>> {
+        let c = self.conn()?;
+        let Some((owner, blob)) = c
+            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (timeuuid(message),))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if owner != mailbox.0 {
+            return Ok(None);
+        }
+        body::open(c.clone(), blob).await
+    }
+
+    async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
+        let c = self.conn()?;
+        try_join_all(messages.iter().map(|id| self.delete_one(c, mailbox, *id))).await?;
+        Ok(())
+    }
+
+    async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
+        let c = self.conn()?;
+        let n = c
+            .first_row::<(i64,)>(&c.st.count_view, (mailbox.0,))
+            .await?
+            .map(|r| r.0)
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
+}
+
+impl CassandraStore {
+    pub(crate) async fn delete_one(
+        &self,
+        c: &Connected,
+        mailbox: MailboxId,
+        id: MessageId,
+    ) -> Result<()> {
+        let t = timeuuid(id);
+        let meta = c
+            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (t,))
+            .await?;
+        if let Some((owner, _)) = meta {
+            if owner == mailbox.0 {
+                self.remove_uid_entry(c, mailbox, t).await?;
+            }
+        }
+        let blob = match meta {
+            Some((owner, blob)) if owner == mailbox.0 => {
+                c.exec(&c.st.delete_message, (t,)).await?;
+                Some(blob)
+            }
+            // Another mailbox's message is not ours to delete.
+            Some(_) => return Ok(()),
+            None => None,
+        };
+        c.exec(&c.st.delete_view, (mailbox.0, t)).await?;
+        if let Some(blob) = blob {
+            c.exec(&c.st.remove_blob_ref, (vec![t], blob)).await?;
+            let refs = c
+                .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob,))
+                .await?;
+            if refs.and_then(|r| r.0).is_none_or(|r| r.is_empty()) {
+                c.exec(&c.st.delete_blob, (blob,)).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! The hot path on the embedded store: bodies in, deliveries, the POP3 view, bodies out, deletions.
+
+use super::*;
+
+#[async_trait]
+impl MailStore for EmbeddedStore {
+    async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
+        let id = BlobId(self.inner.ids.next_id().uuid());
+        Ok(Box::new(EmbeddedBodyWriter {
+            pending: self.inner.pending.hold(id),
+            id,
+            blobs_dir: self.inner.blobs_dir.clone(),
+            inline_max: self.inner.options.inline_max,
+            buf: Vec::new(),
+            file: None,
+            size: 0,
+        }))
+    }
+
+    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
+        if mailboxes.is_empty() {
+            return Err(StoreError::invalid("delivery without recipients"));
+        }
+        let entries: Vec<(u128, MessageId)> = mailboxes
+            .iter()
+            .map(|m| (m.0.as_u128(), self.inner.ids.next_id()))
+            .collect();
+        let StagedBody {
+            blob_id,
+            size,
+            payload,
+            in_flight,
+        } = body;
+        let inline = match payload {
+            StagedPayload::Inline(data) => Some(data),
+            StagedPayload::Stored => None,
+        };
+        let ids: Vec<MessageId> = entries.iter().map(|(_, id)| *id).collect();
+        self.inner
+            .committer
+            .write(move |txn| {
+                let blob = blob_id.0.as_u128();
+                txn.open_table(BLOB_REFS)
+                    .map_err(db_err)?
+                    .insert(blob, entries.len() as u64)
+                    .map_err(db_err)?;
+                if let Some(data) = &inline {
+                    txn.open_table(BLOB_INLINE)
+                        .map_err(db_err)?
+                        .insert(blob, data.as_slice())
+                        .map_err(db_err)?;
+                }
+                let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
+                let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+                for (mailbox, id) in &entries {
+                    messages
+                        .insert(id.sort_key(), (*mailbox, blob, size))
+                        .map_err(db_err)?;
+                    view.insert((*mailbox, id.sort_key()), (size, ""))
+                        .map_err(db_err)?;
+                }
+                Ok(())
+            })
+            .await?;
+        // Referenced now: the collector may judge it by its references alone.
+        drop(in_flight);
+        Ok(ids)
+    }
+
+    async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>> {
+        let txn = self.read()?;
+        let view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+        let m = mailbox.0.as_u128();
+        let mut out = Vec::new();
+        for row in view.range((m, 0u128)..=(m, u128::MAX)).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (size, uidl) = v.value();
+            out.push(ViewEntry {
+                message_id: MessageId::from_sort_key(k.value().1),
+                size,
+                uidl: (!uidl.is_empty()).then(|| uidl.to_string()),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn open_body(
+        &self,
+        mailbox: MailboxId,
+        message: MessageId,
+    ) -> Result<Option<Box<dyn BodyReader>>> {
+        let blob = {
+            let txn = self.read()?;
+            let messages = txn.open_table(MESSAGES).map_err(db_err)?;
+            let Some(meta) = messages.get(message.sort_key()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let (owner, blob, _size) = meta.value();
+            if owner != mailbox.0.as_u128() {
+                return Ok(None);
+            }
+            let inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+            if let Some(data) = inline.get(blob).map_err(db_err)? {
+                let bytes = Bytes::copy_from_slice(data.value());
+                return Ok(Some(Box::new(InlineReader(Some(bytes)))));
+            }
+            blob
+        };
+        let path = blob_path(&self.inner.blobs_dir, BlobId(Uuid::from_u128(blob)));
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(Box::new(FileReader(Some(f))))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
+        let m = mailbox.0.as_u128();
+        let keys: Vec<u128> = messages.iter().map(|id| id.sort_key()).collect();
+        let unreferenced_files = self
+            .inner
+            .committer
+            .write(move |txn| {
+                let mut files = Vec::new();
+                let mut msgs = txn.open_table(MESSAGES).map_err(db_err)?;
+                let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+                let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
+                let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+                let mut uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
+                let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
+                for &key in &keys {
+                    view.remove((m, key)).map_err(db_err)?;
+                    let owned = match msgs.get(key).map_err(db_err)? {
+                        Some(meta) if meta.value().0 == m => Some(meta.value().1),
+                        _ => None,
+                    };
+                    let Some(blob) = owned else { continue };
+                    msgs.remove(key).map_err(db_err)?;
+                    let uid = uids.remove(key).map_err(db_err)?.map(|u| u.value());
+                    if let Some(uid) = uid {
+                        by_uid.remove((m, uid)).map_err(db_err)?;
+                    }
+                    let count = refs
+                        .get(blob)
+                        .map_err(db_err)?
+                        .map(|v| v.value())
+                        .unwrap_or(0);
+                    if count > 1 {
+                        refs.insert(blob, count - 1).map_err(db_err)?;
+                    } else {
+                        refs.remove(blob).map_err(db_err)?;
+                        if inline.remove(blob).map_err(db_err)?.is_none() {
+                            files.push(BlobId(Uuid::from_u128(blob)));
+                        }
+                    }
+                }
+                Ok(files)
+            })
+            .await?;
+        for blob in unreferenced_files {
+            let path = blob_path(&self.inner.blobs_dir, blob);
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    // Left for the start-up sweep; the message itself is already gone.
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove body file");
+                }
+            }
+        }
+        Ok(())
+    }
+}
