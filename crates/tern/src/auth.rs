@@ -71,7 +71,7 @@ impl Authenticator {
 
     /// Checks a login; returns the user's INBOX. The user name is matched lower-cased.
     pub async fn login(&self, username: &str, password: &str) -> Result<MailboxId, AuthError> {
-        let name = username.trim().to_lowercase();
+        let name = crate::names::normalize_user(username);
         let user = self.directory.get_user(&name).await?;
         let (hash, inbox) = match user {
             Some(u) => (u.password_hash, Some(u.inbox)),

@@ -170,27 +170,63 @@ pub struct CassandraSection {
     pub tls_client_key_file: Option<PathBuf>,
 }
 
+/// The defaults are the store's own (`CassandraOptions::default()`): one definition of each.
 impl Default for CassandraSection {
     fn default() -> Self {
+        use tern_store::cassandra::{CassandraOptions, Replication};
+        let o = CassandraOptions::default();
+        let (replication_strategy, replication_factor, datacenter_replication) = match o.replication
+        {
+            Replication::Simple { factor } => {
+                (ReplicationStrategy::Simple, factor, Default::default())
+            }
+            Replication::NetworkTopology { datacenters } => (
+                ReplicationStrategy::NetworkTopology,
+                1,
+                datacenters.into_iter().collect(),
+            ),
+        };
         Self {
-            contact_points: vec!["127.0.0.1:9042".into()],
-            local_datacenter: None,
-            keyspace: "tern".into(),
-            replication_strategy: ReplicationStrategy::Simple,
-            replication_factor: 1,
-            datacenter_replication: Default::default(),
-            username: None,
-            password: None,
-            read_consistency: ConsistencyLevel::LocalQuorum,
-            write_consistency: ConsistencyLevel::LocalQuorum,
-            serial_consistency: SerialConsistencyLevel::LocalSerial,
-            request_timeout_ms: 5000,
-            connect_timeout_ms: 5000,
-            create_schema: true,
-            chunk_size: 256 * 1024,
-            tls_ca_file: None,
-            tls_client_cert_file: None,
-            tls_client_key_file: None,
+            contact_points: o.contact_points,
+            local_datacenter: o.local_datacenter,
+            keyspace: o.keyspace,
+            replication_strategy,
+            replication_factor,
+            datacenter_replication,
+            username: o.username,
+            password: o.password,
+            read_consistency: ConsistencyLevel::from_driver(o.read_consistency),
+            write_consistency: ConsistencyLevel::from_driver(o.write_consistency),
+            serial_consistency: match o.serial_consistency {
+                tern_store::cassandra::SerialConsistency::Serial => SerialConsistencyLevel::Serial,
+                tern_store::cassandra::SerialConsistency::LocalSerial => {
+                    SerialConsistencyLevel::LocalSerial
+                }
+            },
+            request_timeout_ms: o.request_timeout.as_millis() as u64,
+            connect_timeout_ms: o.connect_timeout.as_millis() as u64,
+            create_schema: o.create_schema,
+            chunk_size: o.chunk_size,
+            tls_ca_file: o.tls_ca_file,
+            tls_client_cert_file: o.tls_client_cert_file,
+            tls_client_key_file: o.tls_client_key_file,
+        }
+    }
+}
+
+impl ConsistencyLevel {
+    /// The configuration spelling of a driver consistency (ONE when it has none here).
+    fn from_driver(c: tern_store::cassandra::Consistency) -> Self {
+        use tern_store::cassandra::Consistency as C;
+        match c {
+            C::Two => Self::Two,
+            C::Three => Self::Three,
+            C::Quorum => Self::Quorum,
+            C::All => Self::All,
+            C::LocalQuorum => Self::LocalQuorum,
+            C::EachQuorum => Self::EachQuorum,
+            C::LocalOne => Self::LocalOne,
+            _ => Self::One,
         }
     }
 }
@@ -466,213 +502,27 @@ impl Config {
         ConfigError::from_list(self.problems())
     }
 
-    /// Every value the types accept but Tern does not.
+    /// Every value the types accept but Tern does not, section by section, then what spans
+    /// sections.
     pub fn problems(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        let mut check = |ok: bool, key: &'static str, message: &str| {
-            if !ok {
-                errors.push(ConfigError::Invalid {
-                    key,
-                    message: message.to_string(),
-                });
-            }
-        };
-        let s = &self.server;
-        check(
-            !s.hostname.trim().is_empty() && !s.hostname.contains(char::is_whitespace),
-            "server.hostname",
-            "must be a host name without spaces",
-        );
-        check(
-            !s.data_dir.as_os_str().is_empty(),
-            "server.data_dir",
-            "must not be empty",
-        );
-        check(
-            s.max_connections > 0,
-            "server.max_connections",
-            "must be at least 1",
-        );
-        let m = &self.smtp;
-        check(
-            m.max_message_size >= 1024,
-            "smtp.max_message_size",
-            "must be at least 1024 octets",
-        );
-        check(
-            m.max_recipients > 0,
-            "smtp.max_recipients",
-            "must be at least 1",
-        );
-        check(m.max_errors > 0, "smtp.max_errors", "must be at least 1");
-        check(
-            m.command_timeout_secs > 0,
-            "smtp.command_timeout_secs",
-            "must be at least 1",
-        );
-        check(
-            m.data_timeout_secs > 0,
-            "smtp.data_timeout_secs",
-            "must be at least 1",
-        );
-        let p = &self.pop3;
-        check(
-            p.idle_timeout_secs > 0,
-            "pop3.idle_timeout_secs",
-            "must be at least 1",
-        );
-        check(
-            p.max_auth_failures > 0,
-            "pop3.max_auth_failures",
-            "must be at least 1",
-        );
-        check(p.max_errors > 0, "pop3.max_errors", "must be at least 1");
-        let a = &self.auth;
-        check(
-            a.argon2_memory_kib >= 8 * a.argon2_parallelism.max(1),
-            "auth.argon2_memory_kib",
-            "must be at least 8 KiB per lane",
-        );
-        check(
-            a.argon2_iterations >= 1,
-            "auth.argon2_iterations",
-            "must be at least 1",
-        );
-        check(
-            (1..=255).contains(&a.argon2_parallelism),
-            "auth.argon2_parallelism",
-            "must be 1 to 255",
-        );
-        check(
-            self.log
-                .level
-                .parse::<tracing_subscriber::EnvFilter>()
-                .is_ok(),
-            "log.level",
-            "is not a valid filter (try \"info\" or \"tern=debug,info\")",
-        );
-        check(
+        let mut p = Problems::default();
+        self.server.check(&mut p);
+        self.smtp.check(&mut p);
+        self.pop3.check(&mut p);
+        self.admin.check(&mut p);
+        self.store.check(&mut p);
+        self.cassandra.check(&mut p);
+        self.auth.check(&mut p);
+        self.log.check(&mut p);
+        p.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.key_file",
             "set both tls.cert_file and tls.key_file, or neither",
         );
-        check(
+        p.check(
             self.pop3.tls_listen.is_none() || self.tls.enabled(),
             "pop3.tls_listen",
             "needs a certificate (tls.cert_file and tls.key_file)",
-        );
-        check(
-            self.server.max_connections_per_ip > 0,
-            "server.max_connections_per_ip",
-            "must be at least 1",
-        );
-        check(
-            self.auth.failure_window_secs > 0,
-            "auth.failure_window_secs",
-            "must be at least 1",
-        );
-        check(
-            self.admin
-                .token
-                .as_ref()
-                .is_none_or(|t| t.len() >= 16 && !t.contains(char::is_whitespace)),
-            "admin.token",
-            "must be at least 16 characters, without spaces",
-        );
-        let c = &self.cassandra;
-        check(
-            !c.contact_points.is_empty(),
-            "cassandra.contact_points",
-            "needs at least one host:port",
-        );
-        check(tern_store::cassandra::schema::valid_keyspace(&c.keyspace), "cassandra.keyspace",
-            "must be lower-case letters, digits and _, starting with a letter, at most 48 characters");
-        check(
-            c.replication_factor >= 1,
-            "cassandra.replication_factor",
-            "must be at least 1",
-        );
-        check(
-            c.replication_strategy == ReplicationStrategy::Simple
-                || !c.datacenter_replication.is_empty(),
-            "cassandra.datacenter_replication",
-            "must name at least one datacenter with network-topology",
-        );
-        check(
-            c.datacenter_replication.keys().all(|dc| {
-                !dc.is_empty()
-                    && dc
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            }),
-            "cassandra.datacenter_replication",
-            "datacenter names may hold letters, digits, _ and -",
-        );
-        check(
-            c.username.is_some() == c.password.is_some(),
-            "cassandra.password",
-            "set both username and password, or neither",
-        );
-        check(
-            c.tls_client_cert_file.is_some() == c.tls_client_key_file.is_some(),
-            "cassandra.tls_client_key_file",
-            "set both tls_client_cert_file and tls_client_key_file, or neither",
-        );
-        check(
-            c.tls_client_cert_file.is_none() || c.tls_ca_file.is_some(),
-            "cassandra.tls_ca_file",
-            "client certificates need TLS: set tls_ca_file",
-        );
-        check(
-            c.request_timeout_ms >= 10,
-            "cassandra.request_timeout_ms",
-            "must be at least 10",
-        );
-        check(
-            c.connect_timeout_ms >= 10,
-            "cassandra.connect_timeout_ms",
-            "must be at least 10",
-        );
-        check(
-            (4096..=1024 * 1024).contains(&c.chunk_size),
-            "cassandra.chunk_size",
-            "must be 4096 to 1048576 octets",
-        );
-        check(
-            self.store.cache_mib >= 1,
-            "store.cache_mib",
-            "must be at least 1",
-        );
-        check(
-            self.store.inline_max_bytes <= 16 * 1024 * 1024,
-            "store.inline_max_bytes",
-            "must be at most 16 MiB",
-        );
-        let ad = &self.admin;
-        check(
-            ad.header_timeout_secs > 0,
-            "admin.header_timeout_secs",
-            "must be at least 1",
-        );
-        check(
-            ad.request_timeout_secs > 0,
-            "admin.request_timeout_secs",
-            "must be at least 1",
-        );
-        check(
-            ad.max_connections > 0,
-            "admin.max_connections",
-            "must be at least 1",
-        );
-        check(
-            ad.max_password_bytes >= 8,
-            "admin.max_password_bytes",
-            "must be at least 8",
-        );
-        check(
-            m.data_deadline_secs >= m.data_timeout_secs,
-            "smtp.data_deadline_secs",
-            "must be at least smtp.data_timeout_secs",
         );
         let mut addresses = vec![
             ("smtp.listen", self.smtp.listen),
@@ -685,13 +535,203 @@ impl Config {
         for (i, (key, addr)) in addresses.iter().enumerate() {
             // Port 0 asks the system for a free port: never a clash.
             let clash = addr.port() != 0 && addresses[..i].iter().any(|(_, other)| other == addr);
-            check(
+            p.check(
                 !clash,
                 key,
                 &format!("{addr} is already used by another listener"),
             );
         }
-        errors
+        p.0
+    }
+}
+
+/// The problems found so far.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, key: &'static str, message: &str) {
+        if !ok {
+            self.0.push(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            });
+        }
+    }
+
+    /// A value that must be at least 1.
+    fn positive(&mut self, value: u64, key: &'static str) {
+        self.check(value > 0, key, "must be at least 1");
+    }
+}
+
+impl ServerSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            !self.hostname.trim().is_empty() && !self.hostname.contains(char::is_whitespace),
+            "server.hostname",
+            "must be a host name without spaces",
+        );
+        p.check(
+            !self.data_dir.as_os_str().is_empty(),
+            "server.data_dir",
+            "must not be empty",
+        );
+        p.positive(self.max_connections as u64, "server.max_connections");
+        p.positive(
+            self.max_connections_per_ip as u64,
+            "server.max_connections_per_ip",
+        );
+    }
+}
+
+impl SmtpSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            self.max_message_size >= 1024,
+            "smtp.max_message_size",
+            "must be at least 1024 octets",
+        );
+        p.positive(self.max_recipients as u64, "smtp.max_recipients");
+        p.positive(self.max_errors.into(), "smtp.max_errors");
+        p.positive(self.command_timeout_secs, "smtp.command_timeout_secs");
+        p.positive(self.data_timeout_secs, "smtp.data_timeout_secs");
+        p.check(
+            self.data_deadline_secs >= self.data_timeout_secs,
+            "smtp.data_deadline_secs",
+            "must be at least smtp.data_timeout_secs",
+        );
+    }
+}
+
+impl Pop3Section {
+    fn check(&self, p: &mut Problems) {
+        p.positive(self.idle_timeout_secs, "pop3.idle_timeout_secs");
+        p.positive(self.max_auth_failures.into(), "pop3.max_auth_failures");
+        p.positive(self.max_errors.into(), "pop3.max_errors");
+    }
+}
+
+impl AdminSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            self.token
+                .as_ref()
+                .is_none_or(|t| t.len() >= 16 && !t.contains(char::is_whitespace)),
+            "admin.token",
+            "must be at least 16 characters, without spaces",
+        );
+        p.positive(self.header_timeout_secs, "admin.header_timeout_secs");
+        p.positive(self.request_timeout_secs, "admin.request_timeout_secs");
+        p.positive(self.max_connections as u64, "admin.max_connections");
+        p.check(
+            self.max_password_bytes >= 8,
+            "admin.max_password_bytes",
+            "must be at least 8",
+        );
+    }
+}
+
+impl StoreSection {
+    fn check(&self, p: &mut Problems) {
+        p.positive(self.cache_mib as u64, "store.cache_mib");
+        p.check(
+            self.inline_max_bytes <= 16 * 1024 * 1024,
+            "store.inline_max_bytes",
+            "must be at most 16 MiB",
+        );
+    }
+}
+
+impl CassandraSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            !self.contact_points.is_empty(),
+            "cassandra.contact_points",
+            "needs at least one host:port",
+        );
+        p.check(
+            tern_store::cassandra::schema::valid_keyspace(&self.keyspace),
+            "cassandra.keyspace",
+            "must be lower-case letters, digits and _, starting with a letter, at most 48 characters",
+        );
+        p.positive(
+            self.replication_factor.into(),
+            "cassandra.replication_factor",
+        );
+        p.check(
+            self.replication_strategy == ReplicationStrategy::Simple
+                || !self.datacenter_replication.is_empty(),
+            "cassandra.datacenter_replication",
+            "must name at least one datacenter with network-topology",
+        );
+        p.check(
+            self.datacenter_replication.keys().all(|dc| {
+                !dc.is_empty()
+                    && dc
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }),
+            "cassandra.datacenter_replication",
+            "datacenter names may hold letters, digits, _ and -",
+        );
+        p.check(
+            self.username.is_some() == self.password.is_some(),
+            "cassandra.password",
+            "set both username and password, or neither",
+        );
+        p.check(
+            self.tls_client_cert_file.is_some() == self.tls_client_key_file.is_some(),
+            "cassandra.tls_client_key_file",
+            "set both tls_client_cert_file and tls_client_key_file, or neither",
+        );
+        p.check(
+            self.tls_client_cert_file.is_none() || self.tls_ca_file.is_some(),
+            "cassandra.tls_ca_file",
+            "client certificates need TLS: set tls_ca_file",
+        );
+        p.check(
+            self.request_timeout_ms >= 10,
+            "cassandra.request_timeout_ms",
+            "must be at least 10",
+        );
+        p.check(
+            self.connect_timeout_ms >= 10,
+            "cassandra.connect_timeout_ms",
+            "must be at least 10",
+        );
+        p.check(
+            (4096..=1024 * 1024).contains(&self.chunk_size),
+            "cassandra.chunk_size",
+            "must be 4096 to 1048576 octets",
+        );
+    }
+}
+
+impl AuthSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            self.argon2_memory_kib >= 8 * self.argon2_parallelism.max(1),
+            "auth.argon2_memory_kib",
+            "must be at least 8 KiB per lane",
+        );
+        p.positive(self.argon2_iterations.into(), "auth.argon2_iterations");
+        p.check(
+            (1..=255).contains(&self.argon2_parallelism),
+            "auth.argon2_parallelism",
+            "must be 1 to 255",
+        );
+        p.positive(self.failure_window_secs, "auth.failure_window_secs");
+    }
+}
+
+impl LogSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            self.level.parse::<tracing_subscriber::EnvFilter>().is_ok(),
+            "log.level",
+            "is not a valid filter (try \"info\" or \"tern=debug,info\")",
+        );
     }
 }
 
@@ -716,6 +756,29 @@ mod tests {
         assert_eq!(example.pop3.idle_timeout_secs, d.pop3.idle_timeout_secs);
         assert_eq!(example.store.inline_max_bytes, d.store.inline_max_bytes);
         assert_eq!(example.auth.argon2_memory_kib, d.auth.argon2_memory_kib);
+    }
+
+    #[test]
+    fn cassandra_defaults_are_the_stores_own() {
+        let from_config = CassandraSection::default().options();
+        let store = tern_store::cassandra::CassandraOptions::default();
+        assert_eq!(format!("{from_config:?}"), format!("{store:?}"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_key() {
+        let e = Config::from_toml(
+            "[smtp]\nmax_recipients = 0\n[pop3]\nmax_errors = 0\n[cassandra]\nchunk_size = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "smtp.max_recipients",
+            "pop3.max_errors",
+            "cassandra.chunk_size",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

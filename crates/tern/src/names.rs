@@ -16,9 +16,15 @@ pub fn valid_domain(d: &str) -> bool {
         })
 }
 
+/// The form a user name is stored and compared in: trimmed and lower-cased (users log in with
+/// their address in any case; SMTP's `Mailbox::user_name` gives the same form).
+pub fn normalize_user(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
 /// Splits and checks `local@domain` (lower-cased); `None` if it is not a plain address.
 pub fn parse_user(name: &str) -> Option<(String, String)> {
-    let name = name.to_lowercase();
+    let name = normalize_user(name);
     let (local, domain) = name.rsplit_once('@')?;
     let local_ok = !local.is_empty()
         && local.len() <= 64

@@ -68,20 +68,24 @@ impl MailStore for EmbeddedStore {
     }
 
     async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>> {
-        let txn = self.read()?;
-        let view = txn.open_table(POP3_VIEW).map_err(db_err)?;
-        let m = mailbox.0.as_u128();
-        let mut out = Vec::new();
-        for row in view.range((m, 0u128)..=(m, u128::MAX)).map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            let (size, uidl) = v.value();
-            out.push(ViewEntry {
-                message_id: MessageId::from_sort_key(k.value().1),
-                size,
-                uidl: (!uidl.is_empty()).then(|| uidl.to_string()),
-            });
-        }
-        Ok(out)
+        // A large mailbox's view may have to come from disk: read it on the blocking pool, so
+        // that the async workers keep serving everyone else meanwhile.
+        self.read_blocking(move |txn| {
+            let view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+            let m = mailbox.0.as_u128();
+            let mut out = Vec::new();
+            for row in view.range((m, 0u128)..=(m, u128::MAX)).map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let (size, uidl) = v.value();
+                out.push(ViewEntry {
+                    message_id: MessageId::from_sort_key(k.value().1),
+                    size,
+                    uidl: (!uidl.is_empty()).then(|| uidl.to_string()),
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn open_body(

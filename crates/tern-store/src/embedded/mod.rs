@@ -141,6 +141,18 @@ impl EmbeddedStore {
     fn read(&self) -> Result<redb::ReadTransaction> {
         self.inner.db.begin_read().map_err(db_err)
     }
+
+    /// Runs a read that may touch the disk at length on the blocking pool.
+    async fn read_blocking<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T> + Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || read(&db.begin_read().map_err(db_err)?))
+            .await
+            .map_err(|e| StoreError::unavailable(format!("read task: {e}")))?
+    }
 }
 
 fn init_schema(db: &Database) -> Result<()> {

@@ -123,7 +123,7 @@ impl Protocol for Pop3Connection {
         let ctx = &*self.ctx;
         match request {
             Pop3Request::Authenticate { username, password } => {
-                self.user = username.to_lowercase();
+                self.user = crate::names::normalize_user(&username);
                 match login(ctx, peer, &username, &password).await {
                     Ok((maildrop, entries)) => {
                         tracing::info!(%peer, user = %Escaped(&self.user), messages = entries.len(), "pop3 login");
@@ -188,7 +188,7 @@ async fn login(
     username: &str,
     password: &str,
 ) -> Result<(Maildrop, Vec<MaildropEntry>), LoginFailure> {
-    let name = username.trim().to_lowercase();
+    let name = crate::names::normalize_user(username);
     if let Some(why) = svc.throttle.refusal(peer.ip(), &name) {
         return Err(LoginFailure::Delayed(why));
     }
