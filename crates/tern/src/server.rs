@@ -191,10 +191,10 @@ impl Server {
             tls,
         });
         let accepting = Arc::new(Accepting { limits, proxies });
-        if let Some(certs) = certs {
-            tokio::spawn(reload_on_sighup(certs));
-        }
         let (shutdown, shutdown_rx) = watch::channel(false);
+        if let Some(certs) = certs {
+            tokio::spawn(reload_on_sighup(certs, shutdown_rx.clone()));
+        }
         let (connection_token, connections_done) = mpsc::channel(1);
 
         let mut listeners = vec![
@@ -419,14 +419,19 @@ async fn accept_loop(
     }
 }
 
-async fn reload_on_sighup(certs: Arc<CertStore>) {
+/// Reloads the certificate on each SIGHUP, until the server stops.
+async fn reload_on_sighup(certs: Arc<CertStore>, mut shutdown: watch::Receiver<bool>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             return;
         };
-        while hup.recv().await.is_some() {
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { return },
+                _ = shutdown.changed() => return,
+            }
             match certs.reload() {
                 Ok(()) => tracing::info!("TLS certificate reloaded"),
                 Err(e) => {
@@ -436,7 +441,7 @@ async fn reload_on_sighup(certs: Arc<CertStore>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = certs;
+    let _ = (certs, shutdown);
 }
 
 async fn refuse_busy(mut stream: TcpStream, serves: &Listener) {

@@ -439,6 +439,23 @@ fn cli_manages_domains_and_users() {
     assert!(c.cmd("PASS pw carol").starts_with("-ERR"));
 }
 
+/// The peak resident size since the last reset (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Octets received on the socket and not read yet.
+fn pending_octets(socket: &std::net::TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which outlives the call.
+    let r = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD failed");
+    n.max(0) as usize
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -464,20 +481,30 @@ fn slow_reader_of_a_20_mib_retr_keeps_server_memory_bounded() {
     );
     c.quit();
     let mut pop = pop3_login(p.pop3, "gina@example.com", "pw");
-    std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib(p.child.id());
-    // Ask for the message and read nothing for a while.
+    // Reset the server's peak resident size (Linux: clear_refs 5), so that the peak measured
+    // after the transfer is this transfer's.
+    let pid = p.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = rss_kib(pid);
+    // Ask for the message; read nothing until the client's socket holds a good part of it
+    // (the server is streaming and TCP is pushing back), then read it.
     pop.send_raw(b"RETR 1\r\n");
-    std::thread::sleep(Duration::from_secs(2));
-    let during = rss_kib(p.child.id());
-    assert!(
-        during < before + 8 * 1024,
-        "server memory grew from {before} KiB to {during} KiB while the client did not read"
-    );
-    // The message still arrives whole once the client reads.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pending_octets(&pop.w) < 64 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never started sending"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(pop.line().starts_with("+OK"));
     let got = pop.read_multiline();
-    assert!(got.ends_with(&body));
+    assert!(got.ends_with(&body), "the message arrives whole");
+    let peak = peak_rss_kib(pid);
+    assert!(
+        peak < before + 8 * 1024,
+        "server memory peaked at {peak} KiB (from {before} KiB) while sending 20 MiB to a slow reader"
+    );
 }
 
 #[test]
