@@ -33,6 +33,10 @@ pub enum Next {
 pub trait Protocol: Send {
     type Session: Session + Send;
 
+    /// Octets read from the peer at a time: small for a command protocol (an idle connection
+    /// costs little), larger where bodies arrive (SMTP DATA).
+    const READ_BUFFER: usize;
+
     /// Serves one request. The protocol may write to the stream itself (a streamed RETR), after
     /// taking the session's pending output so that replies stay in order.
     fn serve(
@@ -63,7 +67,7 @@ pub async fn run<P: Protocol>(
     mut shutdown: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; P::READ_BUFFER];
     let mut stopping = false;
     let write_timeout = protocol.write_timeout();
     'connection: loop {

@@ -108,6 +108,7 @@ pub async fn serve_connection(
 
 impl Protocol for Pop3Connection {
     type Session = Pop3Session;
+    const READ_BUFFER: usize = 4 * 1024;
 
     fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.ctx.settings.idle_timeout_secs)

@@ -89,6 +89,7 @@ pub async fn serve_connection(
 
 impl Protocol for SmtpConnection {
     type Session = SmtpSession<MailboxId>;
+    const READ_BUFFER: usize = 16 * 1024;
 
     fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.ctx.settings.command_timeout_secs)
