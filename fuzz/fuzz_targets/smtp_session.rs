@@ -3,12 +3,20 @@
 //! of that message; a message ends only after the client sent CRLF.CRLF.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tern_proto::smtp::{RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
+use tern_proto::smtp::{AuthFailure, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knobs, input)) = data.split_first() else { return };
     let chunk = 1 + (knobs as usize % 64);
-    let config = SmtpConfig { max_message_size: 4096, max_recipients: 3, starttls_available: knobs & 0x40 != 0, ..Default::default() };
+    let config = SmtpConfig {
+        max_message_size: 4096,
+        max_recipients: 3,
+        starttls_available: knobs & 0x40 != 0,
+        auth_offered: knobs & 0x20 != 0,
+        auth_required: knobs & 0x10 != 0,
+        plaintext_auth_allowed: knobs & 0x08 != 0,
+        ..Default::default()
+    };
     let mut s: SmtpSession<u8> = SmtpSession::new(config);
     s.take_output();
     let mut in_message = false;
@@ -50,6 +58,14 @@ fuzz_target!(|data: &[u8]| {
                 }
                 SmtpRequest::AbortMessage => in_message = false,
                 SmtpRequest::StartTls => s.tls_established(),
+                SmtpRequest::Authenticate { username, .. } => {
+                    assert!(!username.chars().any(char::is_control));
+                    s.auth_finished(match n % 3 {
+                        0 => Err(AuthFailure::BadCredentials),
+                        1 => Err(AuthFailure::Delayed("wait".into())),
+                        _ => Ok(()),
+                    })
+                }
             }
             s.take_output();
         }

@@ -52,6 +52,15 @@ pub struct SmtpSection {
     pub data_timeout_secs: u64,
     /// Time allowed for a whole DATA, from 354 to the final dot.
     pub data_deadline_secs: u64,
+    /// The message submission listener (RFC 6409, the port-587 role): STARTTLS, then AUTH,
+    /// before any mail.
+    pub submission_listen: Option<SocketAddr>,
+    /// Message submission over TLS from the first byte (RFC 8314, the port-465 role).
+    pub submissions_listen: Option<SocketAddr>,
+    /// Accept AUTH before TLS on non-loopback submission connections.
+    pub allow_plaintext_auth: bool,
+    /// Treat loopback submission connections as secure for that rule.
+    pub loopback_is_secure: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +366,10 @@ impl Default for SmtpSection {
             command_timeout_secs: 300,
             data_timeout_secs: 600,
             data_deadline_secs: 3600,
+            submission_listen: None,
+            submissions_listen: None,
+            allow_plaintext_auth: false,
+            loopback_is_secure: true,
         }
     }
 }
@@ -524,6 +537,11 @@ impl Config {
             "pop3.tls_listen",
             "needs a certificate (tls.cert_file and tls.key_file)",
         );
+        p.check(
+            self.smtp.submissions_listen.is_none() || self.tls.enabled(),
+            "smtp.submissions_listen",
+            "needs a certificate (tls.cert_file and tls.key_file)",
+        );
         let mut addresses = vec![
             ("smtp.listen", self.smtp.listen),
             ("pop3.listen", self.pop3.listen),
@@ -531,6 +549,12 @@ impl Config {
         ];
         if let Some(a) = self.pop3.tls_listen {
             addresses.push(("pop3.tls_listen", a));
+        }
+        if let Some(a) = self.smtp.submission_listen {
+            addresses.push(("smtp.submission_listen", a));
+        }
+        if let Some(a) = self.smtp.submissions_listen {
+            addresses.push(("smtp.submissions_listen", a));
         }
         for (i, (key, addr)) in addresses.iter().enumerate() {
             // Port 0 asks the system for a free port: never a clash.

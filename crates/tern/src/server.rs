@@ -7,7 +7,7 @@ use crate::config::Pop3ListingMode;
 use crate::config::{Config, StoreBackend};
 use crate::listing::{MessageIdListing, Pop3Listing, UidListing};
 use crate::pop3::Pop3Context;
-use crate::smtp::SmtpContext;
+use crate::smtp::{SmtpContext, SmtpRole};
 use crate::tasks::TaskManager;
 use crate::throttle::LoginThrottle;
 use crate::tls::CertStore;
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 /// What a listener serves, with the narrow context of its protocol.
 #[derive(Clone)]
 enum Listener {
-    Smtp(Arc<SmtpContext>),
+    Smtp(Arc<SmtpContext>, SmtpRole),
     Pop3(Arc<Pop3Context>),
     /// POP3 with TLS from the first byte (the port-995 role).
     Pop3Tls(Arc<Pop3Context>),
@@ -38,7 +38,9 @@ enum Listener {
 impl Listener {
     fn name(&self) -> &'static str {
         match self {
-            Listener::Smtp(_) => "SMTP",
+            Listener::Smtp(_, SmtpRole::Inbound) => "SMTP",
+            Listener::Smtp(_, SmtpRole::Submission) => "submission",
+            Listener::Smtp(_, SmtpRole::Submissions) => "submission over TLS",
             Listener::Pop3(_) => "POP3",
             Listener::Pop3Tls(_) => "POP3 over TLS",
         }
@@ -51,6 +53,9 @@ pub struct Server {
     pub pop3_addr: SocketAddr,
     /// The implicit-TLS POP3 listener, when configured.
     pub pop3_tls_addr: Option<SocketAddr>,
+    /// The submission listeners (STARTTLS, and implicit TLS), when configured.
+    pub submission_addr: Option<SocketAddr>,
+    pub submissions_addr: Option<SocketAddr>,
     /// The store, for tools and tests that work on it directly.
     pub store: Arc<dyn Store>,
     pub admin_addr: SocketAddr,
@@ -155,6 +160,16 @@ impl Server {
             None => None,
         };
         let pop3_tls_addr = pop3_tls.as_ref().map(|l| l.local_addr()).transpose()?;
+        let submission = match config.smtp.submission_listen {
+            Some(addr) => Some(bind(addr, "submission").await?),
+            None => None,
+        };
+        let submissions = match config.smtp.submissions_listen {
+            Some(addr) => Some(bind(addr, "submission over TLS").await?),
+            None => None,
+        };
+        let submission_addr = submission.as_ref().map(|l| l.local_addr()).transpose()?;
+        let submissions_addr = submissions.as_ref().map(|l| l.local_addr()).transpose()?;
         let (smtp_addr, pop3_addr, admin_addr) = (
             smtp.local_addr()?,
             pop3.local_addr()?,
@@ -169,7 +184,7 @@ impl Server {
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: config.server.max_connections_per_ip,
         });
-        let throttle = LoginThrottle::new(&config.auth);
+        let throttle = Arc::new(LoginThrottle::new(&config.auth));
         let proxies =
             crate::proxy::TrustedProxies::new(config.server.proxy_trusted_networks.clone());
         let smtp_context = Arc::new(SmtpContext {
@@ -179,6 +194,8 @@ impl Server {
             mail: mail.clone(),
             listing: listing.clone(),
             tls: tls.clone(),
+            auth: auth.clone(),
+            throttle: throttle.clone(),
         });
         let pop3_context = Arc::new(Pop3Context {
             settings: config.pop3.clone(),
@@ -198,11 +215,23 @@ impl Server {
         let (connection_token, connections_done) = mpsc::channel(1);
 
         let mut listeners = vec![
-            (smtp, Listener::Smtp(smtp_context)),
+            (
+                smtp,
+                Listener::Smtp(smtp_context.clone(), SmtpRole::Inbound),
+            ),
             (pop3, Listener::Pop3(pop3_context.clone())),
         ];
         if let Some(l) = pop3_tls {
             listeners.push((l, Listener::Pop3Tls(pop3_context)));
+        }
+        if let Some(l) = submission {
+            listeners.push((
+                l,
+                Listener::Smtp(smtp_context.clone(), SmtpRole::Submission),
+            ));
+        }
+        if let Some(l) = submissions {
+            listeners.push((l, Listener::Smtp(smtp_context, SmtpRole::Submissions)));
         }
         for (listener, serves) in listeners {
             tokio::spawn(accept_loop(
@@ -244,11 +273,19 @@ impl Server {
         if let Some(addr) = pop3_tls_addr {
             tracing::info!(%addr, "POP3 over TLS listening");
         }
+        if let Some(addr) = submission_addr {
+            tracing::info!(%addr, "submission listening");
+        }
+        if let Some(addr) = submissions_addr {
+            tracing::info!(%addr, "submission over TLS listening");
+        }
         tracing::info!(addr = %admin_addr, "admin API listening");
         Ok(Server {
             smtp_addr,
             pop3_addr,
             pop3_tls_addr,
+            submission_addr,
+            submissions_addr,
             store,
             admin_addr,
             shutdown,
@@ -405,7 +442,9 @@ async fn accept_loop(
                 return;
             };
             match serves {
-                Listener::Smtp(ctx) => crate::smtp::serve_connection(stream, peer, ctx, rx).await,
+                Listener::Smtp(ctx, role) => {
+                    crate::smtp::serve_connection(stream, peer, ctx, rx, role).await
+                }
                 Listener::Pop3(ctx) => {
                     crate::pop3::serve_connection(stream, peer, ctx, rx, false).await
                 }
@@ -446,7 +485,9 @@ async fn reload_on_sighup(certs: Arc<CertStore>, mut shutdown: watch::Receiver<b
 
 async fn refuse_busy(mut stream: TcpStream, serves: &Listener) {
     let msg: &[u8] = match serves {
-        Listener::Smtp(_) => b"421 4.3.2 Too many connections, try again later\r\n",
+        // No TLS handshake for a refused implicit-TLS connection: just close it.
+        Listener::Smtp(_, SmtpRole::Submissions) => return,
+        Listener::Smtp(..) => b"421 4.3.2 Too many connections, try again later\r\n",
         Listener::Pop3(_) => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
         // No TLS handshake for a refused implicit-TLS connection: just close it.
         Listener::Pop3Tls(_) => return,

@@ -211,17 +211,9 @@ fn pending_deletions_are_invisible_to_a_concurrent_session(b: Backend) {
     assert_eq!(third.stat().0, 1);
 }
 
-fn dropped_connection_applies_no_deletion(b: Backend) {
-    // One connection at a time: a new one is admitted only once the server has finished with
-    // the dropped one, which is the evidence that it is done (and applied nothing).
-    let s = TestServer::start_with(b, |c| c.server.max_connections = 1);
-    let alice = s.user("alice");
-    s.deliver(&[&alice], &message("a", "x\r\n"));
-    {
-        let mut c = s.login("alice");
-        assert!(c.cmd("DELE 1").starts_with("+OK"));
-        // Dropped without QUIT.
-    }
+/// A POP3 connection once the server admits one (with `server.max_connections = 1`, only when
+/// the previous connection is over), logged in as alice.
+fn alice_when_admitted(s: &TestServer) -> Pop3Client {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut c = loop {
         let mut c = Pop3Client::connect_any(s.pop3_addr);
@@ -230,13 +222,28 @@ fn dropped_connection_applies_no_deletion(b: Backend) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the dropped session never ended: {}",
+            "the previous session never ended: {}",
             c.greeting
         );
         let _ = c.read_to_close();
     };
     c.cmd("USER alice@example.com");
     assert!(c.cmd("PASS pw-alice").starts_with("+OK"));
+    c
+}
+
+fn dropped_connection_applies_no_deletion(b: Backend) {
+    // One connection at a time: a new one is admitted only once the server has finished with
+    // the dropped one, which is the evidence that it is done (and applied nothing).
+    let s = TestServer::start_with(b, |c| c.server.max_connections = 1);
+    let alice = s.user("alice");
+    s.deliver(&[&alice], &message("a", "x\r\n"));
+    {
+        let mut c = alice_when_admitted(&s);
+        assert!(c.cmd("DELE 1").starts_with("+OK"));
+        // Dropped without QUIT.
+    }
+    let mut c = alice_when_admitted(&s);
     assert_eq!(c.stat().0, 1);
 }
 

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -25,44 +25,6 @@ fn tls_server(adjust: impl FnOnce(&mut tern::config::Config)) -> (TestServer, te
 
 fn wrap(tcp: TcpStream, certs: &Path) -> Tls {
     tls_wrap(tcp, &[&certs.join("cert.pem")])
-}
-
-/// Line-oriented client over any stream (TLS or not).
-struct Lines<S: Read + Write>(BufReader<S>);
-
-impl<S: Read + Write> Lines<S> {
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.0.read_line(&mut l).unwrap();
-        l.trim_end_matches("\r\n").to_string()
-    }
-    fn send(&mut self, data: &str) {
-        let s = self.0.get_mut();
-        s.write_all(data.as_bytes()).unwrap();
-        s.flush().unwrap();
-    }
-    fn cmd(&mut self, c: &str) -> String {
-        self.send(&format!("{c}\r\n"));
-        self.line()
-    }
-    /// Reads a POP3 multi-line body, or an SMTP multi-line reply, to its end.
-    fn until(&mut self, last: impl Fn(&str) -> bool) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line();
-            all.push_str(&l);
-            all.push('\n');
-            if last(&l) {
-                return all;
-            }
-        }
-    }
-}
-
-fn tcp(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
 }
 
 #[test]

@@ -1,10 +1,10 @@
-//! Inbound SMTP (RFC 5321) with SIZE (RFC 1870), 8BITMIME (RFC 6152), PIPELINING (RFC 2920) and
-//! enhanced status codes (RFC 2034/3463).
+//! SMTP (RFC 5321) with SIZE (RFC 1870), 8BITMIME (RFC 6152), PIPELINING (RFC 2920), enhanced
+//! status codes (RFC 2034/3463) and, on submission listeners, AUTH PLAIN/LOGIN (RFC 4954).
 
 mod address;
 mod session;
 mod trace;
 
 pub use address::{parse_path, Mailbox, PathError};
-pub use session::{RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
+pub use session::{AuthFailure, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
 pub use trace::{trace_headers, Trace};

@@ -1,6 +1,7 @@
 use super::address::{parse_path, Mailbox};
 use crate::dot::{DataDecoder, DataViolation};
 use crate::line::{Line, LineBuffer};
+use crate::sasl::{self, SaslError};
 use crate::session::{Deadline, Session};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,13 @@ pub struct SmtpConfig {
     pub data_timeout: Duration,
     /// Time allowed for a whole DATA, from 354 to the final dot.
     pub data_deadline: Duration,
+    /// SMTP AUTH (RFC 4954, PLAIN and LOGIN) is offered: the submission listeners.
+    pub auth_offered: bool,
+    /// MAIL needs a successful AUTH first (530 5.7.0 otherwise): the submission listeners.
+    pub auth_required: bool,
+    /// AUTH may be used on this connection as it is now; otherwise it waits for STARTTLS
+    /// (538 5.7.11, and EHLO does not advertise it).
+    pub plaintext_auth_allowed: bool,
 }
 
 impl Default for SmtpConfig {
@@ -40,6 +48,9 @@ impl Default for SmtpConfig {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             data_deadline: Duration::from_secs(3600),
+            auth_offered: false,
+            auth_required: false,
+            plaintext_auth_allowed: false,
         }
     }
 }
@@ -85,6 +96,8 @@ pub enum SmtpRequest<R> {
         esmtp: bool,
         /// The accepted recipients.
         recipients: Vec<Mailbox>,
+        /// The user the client authenticated as, if it did (ESMTPA in Received, RFC 3848).
+        authenticated: Option<String>,
     },
     /// The next part of the body, already unstuffed.
     MessageData(Vec<u8>),
@@ -99,6 +112,24 @@ pub enum SmtpRequest<R> {
     /// STARTTLS was accepted: write the pending output, run the TLS handshake, then call
     /// [`SmtpSession::tls_established`] (or drop the connection if it fails).
     StartTls,
+    /// AUTH: check these credentials, then call [`SmtpSession::auth_finished`].
+    Authenticate {
+        /// The user name as the client gave it.
+        username: String,
+        /// The password as the client gave it.
+        password: String,
+    },
+}
+
+/// Why an AUTH did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Wrong user name or password (535 5.7.8).
+    BadCredentials,
+    /// The check could not be made (454 4.7.0).
+    Temporary,
+    /// Refused without checking, for this reason (too many failures: 454 4.7.0).
+    Delayed(String),
 }
 
 #[derive(Debug)]
@@ -113,6 +144,17 @@ enum State {
     Data(DataDecoder),
     Storing,
     StartingTls,
+    /// AUTH PLAIN without an initial response: waiting for it.
+    SaslPlain,
+    /// AUTH LOGIN: waiting for the user name, then the password.
+    SaslLoginUser,
+    SaslLoginPass {
+        username: String,
+    },
+    /// Waiting for the driver's verdict on the credentials.
+    Authenticating {
+        username: String,
+    },
     Closed,
 }
 
@@ -134,6 +176,8 @@ pub struct SmtpSession<R> {
     tls: bool,
     /// The server is stopping: say goodbye once the message in progress is done.
     stopping: bool,
+    /// The user this session authenticated as (normalised: trimmed, lower-cased).
+    authenticated: Option<String>,
     /// Deadlines for the command being waited for, the next data block, and the whole DATA.
     command_deadline: Deadline,
     block_deadline: Deadline,
@@ -152,6 +196,7 @@ impl<R: Clone> SmtpSession<R> {
             errors: 0,
             tls: false,
             stopping: false,
+            authenticated: None,
             command_deadline: Deadline::default(),
             block_deadline: Deadline::default(),
             data_deadline: Deadline::default(),
@@ -188,7 +233,10 @@ impl<R: Clone> SmtpSession<R> {
         self.input.clear();
         self.helo = None;
         self.envelope = None;
+        self.authenticated = None;
         self.tls = true;
+        // Inside TLS, passwords may travel.
+        self.config.plaintext_auth_allowed = true;
         self.config.starttls_available = false;
         self.state = State::Connected;
     }
@@ -320,7 +368,8 @@ impl<R: Clone> SmtpSession<R> {
                 | State::CheckingRecipient(_)
                 | State::Preparing
                 | State::Storing
-                | State::StartingTls => return None,
+                | State::StartingTls
+                | State::Authenticating { .. } => return None,
                 State::Data(decoder) => {
                     if decoder.is_ended() {
                         let violation = decoder.violation();
@@ -344,7 +393,11 @@ impl<R: Clone> SmtpSession<R> {
                     }
                     return Some(self.end_of_data(violation));
                 }
-                State::Connected | State::Ready => {}
+                State::Connected
+                | State::Ready
+                | State::SaslPlain
+                | State::SaslLoginUser
+                | State::SaslLoginPass { .. } => {}
             }
             let line = self.input.next_line()?;
             // A whole command arrived: the next one gets its full time, counted from when the
@@ -357,9 +410,179 @@ impl<R: Clone> SmtpSession<R> {
                     continue;
                 }
             };
-            if let Some(req) = self.command(&line) {
+            let req = if self.in_sasl() {
+                self.sasl_response(&line)
+            } else {
+                self.command(&line)
+            };
+            if let Some(req) = req {
                 return Some(req);
             }
+        }
+    }
+
+    /// The user this session authenticated as, if it did.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
+    fn in_sasl(&self) -> bool {
+        matches!(
+            self.state,
+            State::SaslPlain | State::SaslLoginUser | State::SaslLoginPass { .. }
+        )
+    }
+
+    /// `AUTH mechanism [initial-response]` (RFC 4954 section 4).
+    fn auth(&mut self, arg: &str) -> Option<SmtpRequest<R>> {
+        if !self.config.auth_offered {
+            self.error("503 5.5.1 AUTH not offered here; use the submission port");
+            return None;
+        }
+        if matches!(self.state, State::Connected) {
+            self.error("503 5.5.1 Send EHLO first");
+            return None;
+        }
+        if self.authenticated.is_some() {
+            self.error("503 5.5.1 Already authenticated");
+            return None;
+        }
+        if self.envelope.is_some() {
+            self.error("503 5.5.1 AUTH is not allowed during a mail transaction");
+            return None;
+        }
+        if !self.config.plaintext_auth_allowed {
+            self.error("538 5.7.11 Encryption required for requested authentication mechanism; use STARTTLS");
+            return None;
+        }
+        let mut words = arg.split_ascii_whitespace();
+        let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+        let initial = words.next();
+        match (mechanism.as_str(), initial) {
+            ("PLAIN", None) => {
+                self.reply("334 ");
+                self.state = State::SaslPlain;
+                None
+            }
+            ("PLAIN", Some(ir)) => {
+                let creds =
+                    sasl::decode_response(ir.as_bytes()).and_then(|m| sasl::parse_plain(&m));
+                self.sasl_outcome(creds)
+            }
+            ("LOGIN", None) => {
+                self.reply("334 VXNlcm5hbWU6");
+                self.state = State::SaslLoginUser;
+                None
+            }
+            ("LOGIN", Some(ir)) => {
+                match sasl::login_username(ir.as_bytes()) {
+                    Ok(username) => {
+                        self.reply("334 UGFzc3dvcmQ6");
+                        self.state = State::SaslLoginPass { username };
+                    }
+                    Err(e) => self.sasl_error(e),
+                }
+                None
+            }
+            ("", _) => {
+                self.error("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+                None
+            }
+            _ => {
+                self.error("504 5.5.4 Unrecognized authentication type; use PLAIN or LOGIN");
+                None
+            }
+        }
+    }
+
+    /// A line answering a 334 challenge.
+    fn sasl_response(&mut self, line: &[u8]) -> Option<SmtpRequest<R>> {
+        match std::mem::replace(&mut self.state, State::Ready) {
+            State::SaslPlain => {
+                let creds = sasl::decode_response(line).and_then(|m| sasl::parse_plain(&m));
+                self.sasl_outcome(creds)
+            }
+            State::SaslLoginUser => {
+                match sasl::login_username(line) {
+                    Ok(username) => {
+                        self.reply("334 UGFzc3dvcmQ6");
+                        self.state = State::SaslLoginPass { username };
+                    }
+                    Err(e) => self.sasl_error(e),
+                }
+                None
+            }
+            State::SaslLoginPass { username } => {
+                let creds = sasl::decode_response(line)
+                    .and_then(|p| sasl::utf8(&p))
+                    .map(|password| sasl::Credentials { username, password });
+                self.sasl_outcome(creds)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn sasl_outcome(
+        &mut self,
+        creds: Result<sasl::Credentials, SaslError>,
+    ) -> Option<SmtpRequest<R>> {
+        match creds {
+            Ok(c) => {
+                self.state = State::Authenticating {
+                    username: c.username.trim().to_lowercase(),
+                };
+                Some(SmtpRequest::Authenticate {
+                    username: c.username,
+                    password: c.password,
+                })
+            }
+            Err(e) => {
+                self.state = State::Ready;
+                self.sasl_error(e);
+                None
+            }
+        }
+    }
+
+    fn sasl_error(&mut self, e: SaslError) {
+        match e {
+            SaslError::Cancelled => self.error("501 5.7.0 Authentication cancelled"),
+            SaslError::Malformed(why) => self.error(&format!(
+                "501 5.5.2 Malformed authentication response: {why}"
+            )),
+            SaslError::AuthzidMismatch => {
+                self.error("535 5.7.8 Authenticating as another user is not supported")
+            }
+            SaslError::ControlInIdentity => {
+                self.error("535 5.7.8 User names may not contain control characters")
+            }
+        }
+    }
+
+    /// Answer to [`SmtpRequest::Authenticate`].
+    pub fn auth_finished(&mut self, outcome: Result<(), AuthFailure>) {
+        let State::Authenticating { username } = std::mem::replace(&mut self.state, State::Ready)
+        else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                self.authenticated = Some(username);
+                self.reply("235 2.7.0 Authentication successful");
+            }
+            // Failures count as errors: a guessing client is closed after max_errors.
+            Err(AuthFailure::BadCredentials) => {
+                self.error("535 5.7.8 Authentication credentials invalid")
+            }
+            Err(AuthFailure::Temporary) => {
+                self.reply("454 4.7.0 Temporary authentication failure, try again later")
+            }
+            Err(AuthFailure::Delayed(why)) => self.error(&format!(
+                "454 4.7.0 Temporary authentication failure: {why}"
+            )),
         }
     }
 
@@ -427,8 +650,7 @@ impl<R: Clone> SmtpSession<R> {
             }
             "STARTTLS" => return self.starttls(arg),
             "BDAT" => self.error("502 5.5.1 CHUNKING not supported; use DATA"),
-            "AUTH" => self
-                .error("503 5.5.1 AUTH not offered: this server only accepts mail for local users"),
+            "AUTH" => return self.auth(arg),
             "" => self.error("500 5.5.2 Empty command"),
             _ => self.error("500 5.5.2 Syntax error, command unrecognized"),
         }
@@ -476,6 +698,11 @@ impl<R: Clone> SmtpSession<R> {
             if self.config.starttls_available && !self.tls {
                 r.push_str("250-STARTTLS\r\n");
             }
+            // AUTH is advertised only where it may be used now (RFC 4954 section 4: not
+            // before TLS when passwords must not cross in clear).
+            if self.config.auth_offered && self.config.plaintext_auth_allowed {
+                r.push_str("250-AUTH PLAIN LOGIN\r\n");
+            }
             r.push_str("250 HELP");
             self.reply(&r);
         } else {
@@ -487,6 +714,9 @@ impl<R: Clone> SmtpSession<R> {
     fn mail(&mut self, arg: &str) {
         if matches!(self.state, State::Connected) {
             return self.error("503 5.5.1 Send EHLO/HELO first");
+        }
+        if self.config.auth_required && self.authenticated.is_none() {
+            return self.error("530 5.7.0 Authentication required");
         }
         if self.envelope.is_some() {
             return self.error("503 5.5.1 Nested MAIL command");
@@ -516,6 +746,15 @@ impl<R: Clone> SmtpSession<R> {
             }
         }
         let reverse_path = mailbox.map(|m| m.to_string()).unwrap_or_default();
+        if let Some(user) = &self.authenticated {
+            // An authenticated user sends as itself (RFC 6409 section 6.1 lets the server
+            // insist on it); aliases it owns come with recipient rewriting.
+            if !reverse_path.eq_ignore_ascii_case(user) {
+                return self.error(&format!(
+                    "553 5.7.1 <{reverse_path}>: Sender address rejected: not owned by user {user}"
+                ));
+            }
+        }
         self.envelope = Some(Envelope {
             reverse_path,
             recipients: Vec::new(),
@@ -575,6 +814,7 @@ impl<R: Clone> SmtpSession<R> {
             helo,
             esmtp,
             recipients: env.recipients.iter().map(|(m, _)| m.clone()).collect(),
+            authenticated: self.authenticated.clone(),
         };
         self.state = State::Preparing;
         Some(req)
@@ -603,7 +843,11 @@ impl<R: Clone> Session for SmtpSession<R> {
 
     fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         match self.state {
-            State::Connected | State::Ready => {
+            State::Connected
+            | State::Ready
+            | State::SaslPlain
+            | State::SaslLoginUser
+            | State::SaslLoginPass { .. } => {
                 Some(self.command_deadline.arm(now, self.config.command_timeout))
             }
             State::Data(_) => Some(
@@ -618,7 +862,11 @@ impl<R: Clone> Session for SmtpSession<R> {
 
     fn handle_timeout(&mut self, now: Instant) {
         let expired = match self.state {
-            State::Connected | State::Ready => self.command_deadline.expired(now),
+            State::Connected
+            | State::Ready
+            | State::SaslPlain
+            | State::SaslLoginUser
+            | State::SaslLoginPass { .. } => self.command_deadline.expired(now),
             State::Data(_) => self.block_deadline.expired(now) || self.data_deadline.expired(now),
             _ => false,
         };
@@ -717,6 +965,7 @@ mod tests {
                 }
                 Some(SmtpRequest::AbortMessage) => body.clear(),
                 Some(SmtpRequest::StartTls) => s.tls_established(),
+                Some(SmtpRequest::Authenticate { .. }) => s.auth_finished(Ok(())),
             }
         }
     }
@@ -879,6 +1128,113 @@ mod tests {
         let mut idle = session();
         idle.shutdown();
         assert!(idle.is_closed());
+    }
+
+    fn submission(plaintext: bool) -> Session {
+        let mut s = Session::new(SmtpConfig {
+            auth_offered: true,
+            auth_required: true,
+            plaintext_auth_allowed: plaintext,
+            starttls_available: true,
+            ..Default::default()
+        });
+        s.take_output();
+        s
+    }
+
+    #[test]
+    fn auth_is_not_offered_on_the_inbound_port() {
+        let mut s = session();
+        let (out, req) = run(&mut s, "EHLO c\r\nAUTH PLAIN AGFAeABwdw==\r\n");
+        assert!(!out.contains("AUTH PLAIN LOGIN"), "{out}");
+        assert!(out.contains("503 5.5.1 AUTH not offered"), "{out}");
+        assert_eq!(req, None);
+    }
+
+    #[test]
+    fn auth_waits_for_tls_then_mail_needs_it() {
+        let mut s = submission(false);
+        let (out, _) = run(&mut s, "EHLO c\r\n");
+        assert!(!out.contains("AUTH"), "not advertised before TLS: {out}");
+        let (out, req) = run(&mut s, "AUTH PLAIN AGFAeABwdw==\r\nMAIL FROM:<a@x>\r\n");
+        assert_eq!(req, None);
+        assert!(out.starts_with("538 5.7.11"), "{out}");
+        assert!(out.contains("530 5.7.0 Authentication required"), "{out}");
+        s.tls_established();
+        let (out, _) = run(&mut s, "EHLO c\r\n");
+        assert!(out.contains("250-AUTH PLAIN LOGIN\r\n"), "{out}");
+    }
+
+    #[test]
+    fn auth_plain_then_mail_from_the_user_only() {
+        let mut s = submission(true);
+        let ir = sasl::encode(b"\0Alice@X\0pw");
+        let (_, req) = run(&mut s, &format!("EHLO c\r\nAUTH PLAIN {ir}\r\n"));
+        assert_eq!(
+            req,
+            Some(SmtpRequest::Authenticate {
+                username: "Alice@X".into(),
+                password: "pw".into()
+            })
+        );
+        s.auth_finished(Ok(()));
+        assert_eq!(s.take_output(), b"235 2.7.0 Authentication successful\r\n");
+        assert_eq!(s.authenticated_user(), Some("alice@x"));
+        let (out, _) = run(
+            &mut s,
+            "MAIL FROM:<bob@x>\r\nMAIL FROM:<ALICE@x>\r\nAUTH PLAIN x\r\n",
+        );
+        assert!(out.starts_with("553 5.7.1 <bob@x>"), "{out}");
+        assert!(out.contains("250 2.1.0 Ok"), "{out}");
+        assert!(out.contains("503 5.5.1"), "no second AUTH: {out}");
+        let (_, req) = run(&mut s, "RCPT TO:<b@x>\r\n");
+        let Some(SmtpRequest::CheckRecipient(_)) = req else {
+            panic!("{req:?}")
+        };
+        s.rcpt_verdict(RcptVerdict::Accept(1));
+        let (_, req) = run(&mut s, "DATA\r\n");
+        let Some(SmtpRequest::BeginMessage { authenticated, .. }) = req else {
+            panic!()
+        };
+        assert_eq!(authenticated.as_deref(), Some("alice@x"));
+    }
+
+    #[test]
+    fn auth_login_cancel_and_failures() {
+        let mut s = submission(true);
+        let (out, _) = run(&mut s, "EHLO c\r\nAUTH LOGIN\r\n");
+        assert!(out.ends_with("334 VXNlcm5hbWU6\r\n"), "{out}");
+        let (out, _) = run(&mut s, &format!("{}\r\n", sasl::encode(b"a@x")));
+        assert_eq!(out, "334 UGFzc3dvcmQ6\r\n");
+        let (out, req) = run(&mut s, "*\r\n");
+        assert_eq!(req, None);
+        assert!(
+            out.starts_with("501 5.7.0 Authentication cancelled"),
+            "{out}"
+        );
+        let (out, req) = run(&mut s, "AUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n");
+        assert_eq!(req, None);
+        assert!(
+            out.starts_with("504 5.5.4") && out.contains("501 5.5.2"),
+            "{out}"
+        );
+        // Three errors so far; seventeen failed logins make twenty: the session closes.
+        let mut out = String::new();
+        for _ in 0..17 {
+            let (_, req) = run(
+                &mut s,
+                &format!("AUTH PLAIN {}\r\n", sasl::encode(b"\0a@x\0bad")),
+            );
+            assert!(req.is_some());
+            s.auth_finished(Err(AuthFailure::BadCredentials));
+            out.push_str(&String::from_utf8(s.take_output()).unwrap());
+        }
+        assert_eq!(out.matches("535 5.7.8").count(), 17, "{out}");
+        assert!(
+            out.ends_with("Too many errors, closing connection\r\n"),
+            "{out}"
+        );
+        assert!(s.is_closed());
     }
 
     #[test]

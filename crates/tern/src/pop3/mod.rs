@@ -32,7 +32,8 @@ pub struct Pop3Context {
     /// Read repair of view entries whose message is gone.
     pub repair: Arc<dyn Repair>,
     pub auth: Arc<Authenticator>,
-    pub throttle: LoginThrottle,
+    /// Shared with SMTP submission: one count of failures per address and user.
+    pub throttle: Arc<LoginThrottle>,
     /// How a maildrop is numbered (`pop3.listing`).
     pub listing: Arc<dyn Pop3Listing>,
     /// Present when a certificate is configured (STLS, the implicit-TLS listener).

@@ -3,14 +3,19 @@
 //! acknowledged with 250 only after `MailStore::deliver` returned, i.e. once body, metadata and
 //! POP3 view entries are durable.
 
+use crate::auth::Authenticator;
 use crate::config::SmtpSection;
 use crate::driver::{BoxStream, Next, Protocol};
 use crate::listing::Pop3Listing;
+use crate::logging::Escaped;
+use crate::names;
+use crate::throttle::LoginThrottle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tern_proto::smtp::{
-    trace_headers, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome, Trace,
+    trace_headers, AuthFailure, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession,
+    StoreOutcome, Trace,
 };
 use tern_store::{BodyWriter, Directory, MailStore, MailboxId};
 use tokio::sync::watch;
@@ -26,21 +31,44 @@ pub struct SmtpContext {
     pub listing: Arc<dyn Pop3Listing>,
     /// Present when a certificate is configured (STARTTLS).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Password checks for AUTH on the submission listeners.
+    pub auth: Arc<Authenticator>,
+    /// Failed-login throttling, shared with POP3.
+    pub throttle: Arc<LoginThrottle>,
+}
+
+/// Which SMTP listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpRole {
+    /// Port 25: mail for local users, no AUTH.
+    Inbound,
+    /// Message submission (port 587): STARTTLS, AUTH required before MAIL.
+    Submission,
+    /// Message submission over implicit TLS (port 465).
+    Submissions,
 }
 
 impl SmtpContext {
-    fn session_config(&self) -> SmtpConfig {
+    fn session_config(&self, role: SmtpRole, peer: SocketAddr) -> SmtpConfig {
         let s = &self.settings;
+        let submission = role != SmtpRole::Inbound;
+        // Passwords may cross in clear only inside TLS, on loopback, or when the operator says so.
+        let plaintext_auth_allowed = role == SmtpRole::Submissions
+            || s.allow_plaintext_auth
+            || (s.loopback_is_secure && peer.ip().to_canonical().is_loopback());
         SmtpConfig {
             hostname: self.hostname.clone(),
             max_line: tern_proto::line::MAX_COMMAND_LINE,
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
             max_errors: s.max_errors,
-            starttls_available: self.tls.is_some(),
+            starttls_available: self.tls.is_some() && role != SmtpRole::Submissions,
             command_timeout: Duration::from_secs(s.command_timeout_secs),
             data_timeout: Duration::from_secs(s.data_timeout_secs),
             data_deadline: Duration::from_secs(s.data_deadline_secs),
+            auth_offered: submission,
+            auth_required: submission,
+            plaintext_auth_allowed,
         }
     }
 }
@@ -64,9 +92,25 @@ pub async fn serve_connection(
     peer: SocketAddr,
     ctx: Arc<SmtpContext>,
     shutdown: watch::Receiver<bool>,
+    role: SmtpRole,
 ) {
-    let mut session: SmtpSession<MailboxId> = SmtpSession::new(ctx.session_config());
+    let mut session: SmtpSession<MailboxId> = SmtpSession::new(ctx.session_config(role, peer));
     let tls = ctx.tls.clone();
+    let stream: BoxStream = if role == SmtpRole::Submissions {
+        let Some(acceptor) = tls.as_ref() else {
+            return;
+        };
+        let timeout = Duration::from_secs(ctx.settings.command_timeout_secs);
+        match crate::tls::handshake(acceptor, stream, peer, timeout).await {
+            Some(s) => {
+                session.tls_established();
+                Box::new(s)
+            }
+            None => return,
+        }
+    } else {
+        Box::new(stream)
+    };
     let mut connection = SmtpConnection {
         ctx,
         peer,
@@ -75,7 +119,6 @@ pub async fn serve_connection(
             failed: false,
         },
     };
-    let stream: BoxStream = Box::new(stream);
     crate::driver::run(
         &mut connection,
         &mut session,
@@ -118,11 +161,15 @@ impl Protocol for SmtpConnection {
                 helo,
                 esmtp,
                 recipients,
+                authenticated,
             } => {
-                let protocol = match (esmtp, session.is_tls()) {
-                    (true, true) => "ESMTPS",
-                    (true, false) => "ESMTP",
-                    (false, _) => "SMTP",
+                // RFC 3848's names for the Received "with" clause.
+                let protocol = match (esmtp, session.is_tls(), authenticated.is_some()) {
+                    (true, true, true) => "ESMTPSA",
+                    (true, false, true) => "ESMTPA",
+                    (true, true, false) => "ESMTPS",
+                    (true, false, false) => "ESMTP",
+                    (false, _, _) => "SMTP",
                 };
                 let ok = begin_message(
                     ctx,
@@ -158,8 +205,45 @@ impl Protocol for SmtpConnection {
                 incoming.failed = false;
             }
             SmtpRequest::StartTls => return Next::StartTls,
+            SmtpRequest::Authenticate { username, password } => {
+                let outcome = authenticate(ctx, peer, &username, &password).await;
+                if outcome.is_ok() {
+                    tracing::info!(%peer, user = %Escaped(&names::normalize_user(&username)), "smtp auth");
+                } else {
+                    tracing::info!(%peer, user = %Escaped(&names::normalize_user(&username)), outcome = ?outcome, "smtp auth failed");
+                }
+                session.auth_finished(outcome);
+            }
         }
         Next::Continue
+    }
+}
+
+/// Checks AUTH credentials with the same password check, login cache and throttling as POP3.
+async fn authenticate(
+    ctx: &SmtpContext,
+    peer: SocketAddr,
+    username: &str,
+    password: &str,
+) -> Result<(), AuthFailure> {
+    let name = names::normalize_user(username);
+    if let Some(why) = ctx.throttle.refusal(peer.ip(), &name) {
+        return Err(AuthFailure::Delayed(why));
+    }
+    match ctx.auth.login(username, password).await {
+        Ok(_) => {
+            ctx.throttle.succeeded(peer.ip(), &name);
+            Ok(())
+        }
+        Err(crate::auth::AuthError::BadCredentials) => {
+            let delay = ctx.throttle.failed(peer.ip(), &name);
+            tokio::time::sleep(delay).await;
+            Err(AuthFailure::BadCredentials)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "smtp auth could not be checked");
+            Err(AuthFailure::Temporary)
+        }
     }
 }
 

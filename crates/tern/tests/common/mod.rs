@@ -579,3 +579,41 @@ impl WriteChecked for TcpStream {
         self.write_all(data)
     }
 }
+
+/// Line-oriented client over any stream (TLS or not).
+pub struct Lines<S: Read + Write>(pub BufReader<S>);
+
+impl<S: Read + Write> Lines<S> {
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.0.read_line(&mut l).unwrap();
+        l.trim_end_matches("\r\n").to_string()
+    }
+    pub fn send(&mut self, data: &str) {
+        let s = self.0.get_mut();
+        s.write_all(data.as_bytes()).unwrap();
+        s.flush().unwrap();
+    }
+    pub fn cmd(&mut self, c: &str) -> String {
+        self.send(&format!("{c}\r\n"));
+        self.line()
+    }
+    /// Reads a POP3 multi-line body, or an SMTP multi-line reply, to its end.
+    pub fn until(&mut self, last: impl Fn(&str) -> bool) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line();
+            all.push_str(&l);
+            all.push('\n');
+            if last(&l) {
+                return all;
+            }
+        }
+    }
+}
+
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}

@@ -1,0 +1,188 @@
+//! Message submission (RFC 6409) and submission over TLS (RFC 8314) with SMTP AUTH (RFC 4954),
+//! over real sockets with a rustls client and curl: STARTTLS before AUTH, AUTH before MAIL, the
+//! sender must be the user, mail for local users is delivered and marked ESMTPSA, the inbound
+//! port offers no AUTH. Relaying to other domains waits for the outbound queue (issue 11).
+
+#[macro_use]
+mod common;
+
+use common::*;
+use std::io::BufReader;
+use std::path::Path;
+
+/// A server with a certificate, a submission listener and a submission-over-TLS listener; on
+/// loopback, passwords still need TLS (as for any other client).
+fn submission_server(b: Backend) -> (TestServer, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tern::tls::write_self_signed("localhost", certs.path()).unwrap();
+    let s = TestServer::start_with(b, |c| {
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+        c.smtp.submission_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.smtp.submissions_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.smtp.loopback_is_secure = false;
+    });
+    (s, certs)
+}
+
+fn wrap(tcp: std::net::TcpStream, certs: &Path) -> Tls {
+    tls_wrap(tcp, &[&certs.join("cert.pem")])
+}
+
+fn submission_with_starttls_and_auth_delivers_locally(b: Backend) {
+    let (s, certs) = submission_server(b);
+    let alice = s.user("alice");
+    let bob = s.user("bob");
+    let addr = s.server.as_ref().unwrap().submission_addr.unwrap();
+    let mut plain = Lines(BufReader::new(tcp(addr)));
+    assert!(plain.line().starts_with("220"));
+    plain.send("EHLO client.test\r\n");
+    let ehlo = plain.until(|l| &l[3..4] == " ");
+    assert!(
+        ehlo.contains("250-STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    assert!(plain
+        .cmd("MAIL FROM:<alice@example.com>")
+        .starts_with("530 5.7.0"));
+    let plain_auth = plain.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(b"\0alice@example.com\0pw-alice")
+    ));
+    assert!(plain_auth.starts_with("538 5.7.11"), "{plain_auth}");
+    assert!(plain.cmd("STARTTLS").starts_with("220"));
+    let mut c = Lines(BufReader::new(wrap(plain.0.into_inner(), certs.path())));
+    c.send("EHLO client.test\r\n");
+    let ehlo = c.until(|l| &l[3..4] == " ");
+    assert!(ehlo.contains("250-AUTH PLAIN LOGIN"), "{ehlo}");
+    let wrong = c.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice@example.com\0nope")));
+    assert!(wrong.starts_with("535 5.7.8"), "{wrong}");
+    let ok = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(b"\0Alice@Example.com\0pw-alice")
+    ));
+    assert!(ok.starts_with("235 2.7.0"), "{ok}");
+    let other = c.cmd("MAIL FROM:<bob@example.com>");
+    assert!(other.starts_with("553 5.7.1"), "{other}");
+    assert!(c.cmd(&format!("MAIL FROM:<{alice}>")).starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{bob}>")).starts_with("250"));
+    let relay = c.cmd("RCPT TO:<someone@elsewhere.test>");
+    assert!(
+        relay.starts_with("550 5.7.1"),
+        "no relaying before the outbound queue: {relay}"
+    );
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd("Subject: submitted\r\n\r\nhello bob\r\n.")
+        .starts_with("250"));
+    let m = String::from_utf8(s.login("bob").retr(1)).unwrap();
+    assert!(m.contains("with ESMTPSA"), "{m}");
+    assert!(m.contains("hello bob"), "{m}");
+}
+
+fn submission_over_implicit_tls_with_auth_login(b: Backend) {
+    let (s, certs) = submission_server(b);
+    let alice = s.user("alice");
+    let addr = s.server.as_ref().unwrap().submissions_addr.unwrap();
+    let mut c = Lines(BufReader::new(wrap(tcp(addr), certs.path())));
+    assert!(c.line().starts_with("220"));
+    c.send("EHLO client.test\r\n");
+    let ehlo = c.until(|l| &l[3..4] == " ");
+    assert!(
+        ehlo.contains("250-AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    assert_eq!(c.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6");
+    assert_eq!(c.cmd(&b64(alice.as_bytes())), "334 UGFzc3dvcmQ6");
+    assert!(c.cmd(&b64(b"pw-alice")).starts_with("235"));
+    assert!(c.cmd(&format!("MAIL FROM:<{alice}>")).starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{alice}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd("Subject: to myself\r\n\r\nnote\r\n.")
+        .starts_with("250"));
+    let m = String::from_utf8(s.login("alice").retr(1)).unwrap();
+    assert!(
+        m.contains("with ESMTPSA") && m.contains("Subject: to myself"),
+        "{m}"
+    );
+}
+
+on_both_backends!(
+    submission_with_starttls_and_auth_delivers_locally,
+    submission_over_implicit_tls_with_auth_login,
+);
+
+#[test]
+fn the_inbound_port_offers_no_auth() {
+    let (s, _certs) = submission_server(Backend::Embedded);
+    s.user("alice");
+    let mut c = s.smtp();
+    let ehlo = c.ehlo();
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    let (code, text) = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(b"\0alice@example.com\0pw-alice")
+    ));
+    assert_eq!(code, 503, "{text}");
+}
+
+#[test]
+fn curl_submits_with_auth_on_loopback() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("curl is needed for this test (apt-get install curl)");
+    }
+    // Loopback counts as secure here (the default): curl may send its password in clear.
+    let s = TestServer::start_with(Backend::Embedded, |c| {
+        c.smtp.submission_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    s.user("alice");
+    s.user("bob");
+    let addr = s.server.as_ref().unwrap().submission_addr.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail.txt");
+    std::fs::write(&mail, "Subject: via curl\r\n\r\nHi Bob!\r\n").unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            &format!("smtp://{addr}"),
+            "--user",
+            "alice@example.com:pw-alice",
+        ])
+        .args([
+            "--mail-from",
+            "alice@example.com",
+            "--mail-rcpt",
+            "bob@example.com",
+            "-T",
+        ])
+        .arg(&mail)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = String::from_utf8(s.login("bob").retr(1)).unwrap();
+    assert!(m.contains("Hi Bob!") && m.contains("with ESMTPA"), "{m}");
+    // Without credentials, submission refuses the mail.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &format!("smtp://{addr}")])
+        .args([
+            "--mail-from",
+            "alice@example.com",
+            "--mail-rcpt",
+            "bob@example.com",
+            "-T",
+        ])
+        .arg(&mail)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(s.login("bob").stat().0, 1, "nothing more was delivered");
+}
