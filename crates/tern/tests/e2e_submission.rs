@@ -73,11 +73,21 @@ fn submission_with_starttls_and_auth_delivers_locally(b: Backend) {
     );
     assert!(c.cmd("DATA").starts_with("354"));
     assert!(c
-        .cmd("Subject: submitted\r\n\r\nhello bob\r\n.")
+        .cmd("Subject: submitted\r\nBcc: secret@example.com,\r\n\tother@example.com\r\n\r\nhello bob\r\n.")
         .starts_with("250"));
     let m = String::from_utf8(s.login("bob").retr(1)).unwrap();
     assert!(m.contains("with ESMTPSA"), "{m}");
     assert!(m.contains("hello bob"), "{m}");
+    // RFC 6409 section 8: the blind copies stay blind, Date and Message-ID are added.
+    let (header, _) = m.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !header.contains("Bcc") && !m.contains("secret@example.com"),
+        "{m}"
+    );
+    assert!(
+        header.contains("\r\nDate: ") && header.contains("\r\nMessage-ID: <"),
+        "{header}"
+    );
 }
 
 fn submission_over_implicit_tls_with_auth_login(b: Backend) {
@@ -106,6 +116,7 @@ fn submission_over_implicit_tls_with_auth_login(b: Backend) {
         m.contains("with ESMTPSA") && m.contains("Subject: to myself"),
         "{m}"
     );
+    assert_eq!(m.matches("\r\nDate: ").count(), 1, "one Date, added: {m}");
 }
 
 on_both_backends!(

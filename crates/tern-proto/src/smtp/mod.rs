@@ -3,6 +3,7 @@
 
 mod address;
 mod session;
+pub mod submission;
 mod trace;
 
 pub use address::{parse_path, Mailbox, PathError};

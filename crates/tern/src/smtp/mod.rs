@@ -13,6 +13,7 @@ use crate::throttle::LoginThrottle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tern_proto::smtp::submission::SubmissionHeaders;
 use tern_proto::smtp::{
     trace_headers, AuthFailure, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession,
     StoreOutcome, Trace,
@@ -78,6 +79,49 @@ struct Incoming {
     writer: Option<Box<dyn BodyWriter>>,
     /// Set when a write failed: the rest of the body is read and dropped, then 451.
     failed: bool,
+    /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
+    headers: Option<SubmissionHeaders>,
+}
+
+impl Incoming {
+    /// Writes the next part of the body (through the submission fixes, if any).
+    async fn write(&mut self, data: &[u8], peer: SocketAddr) {
+        let fixed;
+        let data = match self.headers.as_mut() {
+            Some(h) => {
+                let mut out = Vec::with_capacity(data.len() + 128);
+                h.push(data, &mut out);
+                fixed = out;
+                &fixed[..]
+            }
+            None => data,
+        };
+        self.write_raw(data, peer).await;
+    }
+
+    async fn write_raw(&mut self, data: &[u8], peer: SocketAddr) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.write(data).await {
+                tracing::error!(%peer, error = %e, "cannot write message body");
+                self.failed = true;
+                if let Some(w) = self.writer.take() {
+                    w.abort().await;
+                }
+            }
+        }
+    }
+
+    /// The end of the data: writes what the submission fixes still hold.
+    async fn end(&mut self, peer: SocketAddr) {
+        if let Some(mut h) = self.headers.take() {
+            let mut out = Vec::new();
+            h.finish(&mut out);
+            self.write_raw(&out, peer).await;
+        }
+    }
 }
 
 /// One SMTP connection's protocol state beside its session.
@@ -117,6 +161,7 @@ pub async fn serve_connection(
         incoming: Incoming {
             writer: None,
             failed: false,
+            headers: None,
         },
     };
     crate::driver::run(
@@ -181,20 +226,16 @@ impl Protocol for SmtpConnection {
                     &recipients,
                 )
                 .await;
+                // Submitted mail gets its header completed (and its Bcc removed) on the way.
+                incoming.headers = (ok && authenticated.is_some()).then(|| {
+                    let id = format!("<{}@{}>", uuid::Uuid::new_v4().simple(), ctx.hostname);
+                    SubmissionHeaders::new(rfc5322_now(), id)
+                });
                 session.data_ready(ok);
             }
-            SmtpRequest::MessageData(data) => {
-                if let Some(w) = incoming.writer.as_mut() {
-                    if let Err(e) = w.write(&data).await {
-                        tracing::error!(%peer, error = %e, "cannot write message body");
-                        incoming.failed = true;
-                        if let Some(w) = incoming.writer.take() {
-                            w.abort().await;
-                        }
-                    }
-                }
-            }
+            SmtpRequest::MessageData(data) => incoming.write(&data, peer).await,
             SmtpRequest::EndMessage { recipients } => {
+                incoming.end(peer).await;
                 let outcome = store_message(ctx, incoming, recipients, peer).await;
                 session.message_stored(outcome);
             }
@@ -203,6 +244,7 @@ impl Protocol for SmtpConnection {
                     w.abort().await;
                 }
                 incoming.failed = false;
+                incoming.headers = None;
             }
             SmtpRequest::StartTls => return Next::StartTls,
             SmtpRequest::Authenticate { username, password } => {

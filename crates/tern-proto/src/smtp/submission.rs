@@ -1,0 +1,191 @@
+//! What a submission server does to the header of a message it accepts (RFC 6409 section 8):
+//! adds a `Date` and a `Message-ID` when the client left them out, and removes `Bcc` (the blind
+//! copies must not reveal each other). Sans-IO: fed the message data as it arrives, in any
+//! chunks, it hands back what to store.
+
+/// Header bytes buffered at most while looking for the end of the header. A header larger than
+/// this is passed through unchanged (nothing is lost; only the fixes are skipped).
+pub const MAX_HEADER: usize = 256 * 1024;
+
+/// Fixes the header of one submitted message.
+#[derive(Debug)]
+pub struct SubmissionHeaders {
+    /// `Some` while the header is still being collected.
+    pending: Option<Vec<u8>>,
+    date: String,
+    message_id: String,
+}
+
+impl SubmissionHeaders {
+    /// `date` (RFC 5322 date-time) and `message_id` (with its angle brackets) are used when the
+    /// message has none.
+    pub fn new(date: String, message_id: String) -> Self {
+        Self {
+            pending: Some(Vec::new()),
+            date,
+            message_id,
+        }
+    }
+
+    /// The next part of the message data (unstuffed, CRLF line ends); appends to `out` what to
+    /// store now.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let Some(buf) = self.pending.as_mut() else {
+            out.extend_from_slice(data);
+            return;
+        };
+        // Only the new bytes (and the three before them) can complete the end of the header:
+        // each octet is looked at a bounded number of times, however small the chunks.
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(data);
+        if let Some(end) = header_end(buf, from) {
+            let buf = self.pending.take().unwrap_or_default();
+            self.fix(&buf[..end], out);
+            out.extend_from_slice(&buf[end..]);
+        } else if buf.len() > MAX_HEADER {
+            out.extend_from_slice(&self.pending.take().unwrap_or_default());
+        }
+    }
+
+    /// The end of the data: appends what is still held back.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(buf) = self.pending.take() {
+            // A message that is all header (no empty line): the header runs to the end.
+            self.fix(&buf, out);
+        }
+    }
+
+    /// Writes the header fields, without Bcc, plus the missing Date and Message-ID. `header`
+    /// is the header block with its final CRLF but without the empty line.
+    fn fix(&self, header: &[u8], out: &mut Vec<u8>) {
+        let (mut has_date, mut has_id) = (false, false);
+        for field in fields(header) {
+            let name = field_name(field);
+            if name.eq_ignore_ascii_case(b"bcc") {
+                continue;
+            }
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            has_id |= name.eq_ignore_ascii_case(b"message-id");
+            out.extend_from_slice(field);
+        }
+        if !header.is_empty() && !header.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        if !has_date {
+            out.extend_from_slice(format!("Date: {}\r\n", self.date).as_bytes());
+        }
+        if !has_id {
+            out.extend_from_slice(format!("Message-ID: {}\r\n", self.message_id).as_bytes());
+        }
+    }
+}
+
+/// Where the body starts: the offset of the empty line (CRLF CRLF) that ends the header, past
+/// the header's own last CRLF. A message starting with an empty line has an empty header.
+/// Searches from offset `from` on.
+fn header_end(buf: &[u8], from: usize) -> Option<usize> {
+    if buf.starts_with(b"\r\n") {
+        return Some(0);
+    }
+    buf[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 2)
+}
+
+/// The header fields, each with its continuation lines and its CRLF.
+fn fields(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = header;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        loop {
+            match rest[end..].windows(2).position(|w| w == b"\r\n") {
+                Some(i) => {
+                    end += i + 2;
+                    // A line starting with a space or a tab continues the field.
+                    if !matches!(rest.get(end), Some(b' ' | b'\t')) {
+                        break;
+                    }
+                }
+                None => {
+                    end = rest.len();
+                    break;
+                }
+            }
+        }
+        let (field, tail) = rest.split_at(end);
+        rest = tail;
+        Some(field)
+    })
+}
+
+fn field_name(field: &[u8]) -> &[u8] {
+    let name = field.split(|&b| b == b':').next().unwrap_or(field);
+    name.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(message: &[u8], chunk: usize) -> String {
+        let mut h =
+            SubmissionHeaders::new("Tue, 1 Dec 2026 22:00:00 +0000".into(), "<id@tern>".into());
+        let mut out = Vec::new();
+        for part in message.chunks(chunk.max(1)) {
+            h.push(part, &mut out);
+        }
+        h.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn adds_date_and_message_id_and_drops_bcc_however_the_data_is_cut() {
+        let message = b"From: a@x\r\nBcc: hidden@y,\r\n\tother@z\r\nTo: b@x\r\nSubject: hi\r\n\r\nBcc: in the body stays\r\n";
+        let want = "From: a@x\r\nTo: b@x\r\nSubject: hi\r\nDate: Tue, 1 Dec 2026 22:00:00 +0000\r\nMessage-ID: <id@tern>\r\n\r\nBcc: in the body stays\r\n";
+        for chunk in 1..=message.len() {
+            assert_eq!(fixed(message, chunk), want, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn keeps_what_the_client_gave() {
+        let message = b"date: Mon, 30 Nov 2026 10:00:00 +0100\r\nMESSAGE-ID: <mine@client>\r\nSubject: x\r\n\r\nbody\r\n";
+        assert_eq!(
+            fixed(message, 7),
+            String::from_utf8(message.to_vec()).unwrap()
+        );
+    }
+
+    #[test]
+    fn header_only_and_empty_header() {
+        assert_eq!(
+            fixed(b"Subject: only\r\n", 3),
+            "Subject: only\r\nDate: Tue, 1 Dec 2026 22:00:00 +0000\r\nMessage-ID: <id@tern>\r\n"
+        );
+        assert_eq!(
+            fixed(b"\r\nbody\r\n", 2),
+            "Date: Tue, 1 Dec 2026 22:00:00 +0000\r\nMessage-ID: <id@tern>\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn a_huge_header_passes_unchanged() {
+        let mut message = Vec::new();
+        // Past the limit by more than a chunk before the header ends.
+        while message.len() <= MAX_HEADER + 8192 {
+            message.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        message.extend_from_slice(b"Bcc: kept@y\r\n\r\nbody\r\n");
+        let out = fixed(&message, 4096);
+        assert!(
+            out.as_bytes() == &message[..],
+            "changed ({} octets in, {} out)",
+            message.len(),
+            out.len()
+        );
+    }
+}
