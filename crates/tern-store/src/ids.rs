@@ -15,7 +15,8 @@ pub struct MessageId(Uuid);
 pub struct MailboxId(pub Uuid);
 
 /// A stored body, shared by every copy of one delivered message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct BlobId(pub Uuid);
 
 impl MailboxId {

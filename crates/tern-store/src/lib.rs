@@ -13,6 +13,7 @@ pub mod embedded;
 mod error;
 mod ids;
 mod model;
+mod queue;
 
 pub use error::StoreError;
 pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
@@ -21,6 +22,8 @@ pub use model::{
     MessageMeta, Repair, ScanStream, StagedBody, StagedPayload, Store, TaskRecord, TaskStore,
     UidEntry, UidListing, UidStore, UserRecord, ViewEntry, INBOX,
 };
+
+pub use queue::{now_ms, NewQueuedMail, Notify, OutboundQueue, QueuedMail, QueuedRecipient};
 
 pub(crate) use model::{paged, ScanPage, SCAN_PAGE};
 

@@ -1,4 +1,4 @@
-use crate::{BlobId, MailboxId, MessageId, Result};
+use crate::{BlobId, MailboxId, MessageId, OutboundQueue, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -222,9 +222,15 @@ pub trait BodyCollection: Send + Sync {
 
 /// A whole backend: every concern, one object. Callers take the narrow trait they need (a
 /// `&dyn Repair`, an `Arc<dyn MailStore>`...), upcast from this.
-pub trait Store: Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore {}
+pub trait Store:
+    Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore + OutboundQueue
+{
+}
 
-impl<S: Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore> Store for S {}
+impl<S> Store for S where
+    S: Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore + OutboundQueue
+{
+}
 
 /// Turns a backend's paged scan into a stream: `page(store, cursor)` returns one page and the
 /// cursor of the next (`None` at the end).

@@ -14,6 +14,7 @@ mod body;
 mod collection;
 mod directory;
 mod mail;
+mod queue;
 mod repair;
 pub mod schema;
 mod tasks;
@@ -27,6 +28,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
+pub use queue::QUEUE_SHARDS;
 pub use schema::Replication;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -165,11 +167,15 @@ struct Inner {
     connected: OnceCell<Arc<Connected>>,
     last_error: Mutex<String>,
     ids: IdGenerator,
+    queue: Mutex<queue::QueueState>,
+    /// Wakes the queue runner when this node queued or rescheduled an entry.
+    queue_changed: Arc<tokio::sync::Notify>,
 }
 
 pub(crate) struct Connected {
     pub(crate) session: Session,
     pub(crate) st: Statements,
+    pub(crate) qst: queue::QueueStatements,
     pub(crate) chunk_size: usize,
 }
 
@@ -202,6 +208,8 @@ impl CassandraStore {
                 connected: OnceCell::new(),
                 last_error: Mutex::new(connecting),
                 ids: IdGenerator::new(),
+                queue: Mutex::new(queue::QueueState::default()),
+                queue_changed: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         let background = store.clone();
@@ -332,9 +340,11 @@ async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
     }
     check_schema_version(&session, o).await?;
     let st = Statements::prepare(&session, o).await?;
+    let qst = queue::QueueStatements::prepare(&session, o).await?;
     Ok(Connected {
         session,
         st,
+        qst,
         chunk_size: o.chunk_size,
     })
 }
@@ -706,6 +716,46 @@ mod tests {
             (crate::contract::Backend::new(store), guard)
         }
     );
+
+    /// Two nodes on one keyspace split the queue's shards, and one takes over what the other
+    /// releases (the expiry of an unrenewed lease is proven end to end in e2e_outbound).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Cassandra: run scripts/test"]
+    async fn nodes_share_the_queue_shards_and_take_over_released_ones() {
+        use crate::OutboundQueue;
+        let a = test_store().await;
+        let _guard = DropKeyspace(a.inner.options.clone());
+        let b = CassandraStore::connect(a.inner.options.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let all: Vec<u32> = (0..QUEUE_SHARDS).collect();
+        assert_eq!(
+            a.hold_shards("a").await.unwrap(),
+            all,
+            "alone, a holds everything"
+        );
+        assert_eq!(
+            b.hold_shards("b").await.unwrap(),
+            Vec::<u32>::new(),
+            "all taken"
+        );
+        let a_share = a.hold_shards("a").await.unwrap();
+        assert_eq!(
+            a_share.len(),
+            QUEUE_SHARDS as usize / 2,
+            "a gives half back"
+        );
+        let b_share = b.hold_shards("b").await.unwrap();
+        assert_eq!(b_share.len(), QUEUE_SHARDS as usize / 2);
+        assert!(
+            a_share.iter().all(|s| !b_share.contains(s)),
+            "{a_share:?} {b_share:?}"
+        );
+        // Renewals keep each node's shards.
+        assert_eq!(a.hold_shards("a").await.unwrap(), a_share);
+        a.release_shards("a").await.unwrap();
+        assert_eq!(b.hold_shards("b").await.unwrap(), all, "b takes a's shards");
+    }
 
     #[tokio::test]
     async fn unreachable_cluster_gives_unavailable_errors_not_hangs() {

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 /// Bumped when a migration is added; stored in `schema_version`.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Keyspace replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,25 @@ const TABLES: &[(&str, &str)] = &[
     (
         "tasks",
         "(task_id uuid PRIMARY KEY, record text, cancel_requested boolean)",
+    ),
+    // Version 3: the outbound queue (see cassandra/queue.rs and docs/cassandra.md).
+    (
+        "outbound_queue",
+        "(dc text, shard int, slice bigint, queue_id timeuuid, record text, \
+         PRIMARY KEY ((dc, shard, slice), queue_id))",
+    ),
+    (
+        "outbound_slices",
+        "(dc text, shard int, slice bigint, PRIMARY KEY ((dc, shard), slice)) \
+         WITH CLUSTERING ORDER BY (slice ASC)",
+    ),
+    (
+        "outbound_leases",
+        "(dc text, shard int, owner text, PRIMARY KEY ((dc), shard))",
+    ),
+    (
+        "outbound_nodes",
+        "(dc text, node text, PRIMARY KEY ((dc), node))",
     ),
 ];
 

@@ -8,6 +8,7 @@
 mod collection;
 mod directory;
 mod mail;
+mod queue;
 mod repair;
 mod tasks;
 mod uids;
@@ -15,13 +16,14 @@ mod uids;
 pub use collection::*;
 pub use directory::*;
 pub use mail::*;
+pub use queue::*;
 pub use repair::*;
 pub use tasks::*;
 pub use uids::*;
 
 use crate::{
-    BodyCollection, Directory, MailStore, MailboxId, MessageId, Repair, Store, TaskRecord,
-    TaskStore, UidStore, ViewEntry,
+    BodyCollection, Directory, MailStore, MailboxId, MessageId, OutboundQueue, Repair, Store,
+    TaskRecord, TaskStore, UidStore, ViewEntry,
 };
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct Backend {
     pub collection: Arc<dyn BodyCollection>,
     /// Task records.
     pub tasks: Arc<dyn TaskStore>,
+    /// The outbound queue.
+    pub queue: Arc<dyn OutboundQueue>,
 }
 
 impl Backend {
@@ -53,7 +57,8 @@ impl Backend {
             repair: store.clone(),
             uids: store.clone(),
             collection: store.clone(),
-            tasks: store,
+            tasks: store.clone(),
+            queue: store,
         }
     }
 }
@@ -87,6 +92,9 @@ macro_rules! store_contract_tests {
             tasks_save_and_cancellation_survives_updates,
             unreferenced_bodies_are_collected_and_referenced_ones_kept,
             bodies_in_flight_are_never_collected,
+            queued_mail_is_durable_due_and_readable,
+            rescheduled_mail_waits_and_removal_frees_the_body,
+            concurrent_enqueues_all_land,
         );
     };
     (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {

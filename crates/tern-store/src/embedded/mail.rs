@@ -103,19 +103,9 @@ impl MailStore for EmbeddedStore {
             if owner != mailbox.0.as_u128() {
                 return Ok(None);
             }
-            let inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
-            if let Some(data) = inline.get(blob).map_err(db_err)? {
-                let bytes = Bytes::copy_from_slice(data.value());
-                return Ok(Some(Box::new(InlineReader(Some(bytes)))));
-            }
             blob
         };
-        let path = blob_path(&self.inner.blobs_dir, BlobId(Uuid::from_u128(blob)));
-        match std::fs::File::open(&path) {
-            Ok(f) => Ok(Some(Box::new(FileReader(Some(f))))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.open_blob(BlobId(Uuid::from_u128(blob)))
     }
 
     async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
@@ -128,8 +118,6 @@ impl MailStore for EmbeddedStore {
                 let mut files = Vec::new();
                 let mut msgs = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
-                let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
-                let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
                 let mut uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
                 let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
                 for &key in &keys {
@@ -144,24 +132,38 @@ impl MailStore for EmbeddedStore {
                     if let Some(uid) = uid {
                         by_uid.remove((m, uid)).map_err(db_err)?;
                     }
-                    let count = refs
-                        .get(blob)
-                        .map_err(db_err)?
-                        .map(|v| v.value())
-                        .unwrap_or(0);
-                    if count > 1 {
-                        refs.insert(blob, count - 1).map_err(db_err)?;
-                    } else {
-                        refs.remove(blob).map_err(db_err)?;
-                        if inline.remove(blob).map_err(db_err)?.is_none() {
-                            files.push(BlobId(Uuid::from_u128(blob)));
-                        }
-                    }
+                    files.extend(drop_blob_ref(txn, blob)?);
                 }
                 Ok(files)
             })
             .await?;
-        for blob in unreferenced_files {
+        self.remove_body_files(unreferenced_files).await;
+        Ok(())
+    }
+}
+
+impl EmbeddedStore {
+    /// A stored body, inline in the database or in its file; `None` if it is gone.
+    pub(crate) fn open_blob(&self, blob: BlobId) -> Result<Option<Box<dyn BodyReader>>> {
+        {
+            let txn = self.read()?;
+            let inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+            if let Some(data) = inline.get(blob.0.as_u128()).map_err(db_err)? {
+                let bytes = Bytes::copy_from_slice(data.value());
+                return Ok(Some(Box::new(InlineReader(Some(bytes)))));
+            }
+        }
+        let path = blob_path(&self.inner.blobs_dir, blob);
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(Box::new(FileReader(Some(f))))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the body files whose last reference a committed transaction dropped.
+    pub(crate) async fn remove_body_files(&self, blobs: Vec<BlobId>) {
+        for blob in blobs {
             let path = blob_path(&self.inner.blobs_dir, blob);
             if let Err(e) = tokio::fs::remove_file(&path).await {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -170,6 +172,24 @@ impl MailStore for EmbeddedStore {
                 }
             }
         }
-        Ok(())
     }
+}
+
+/// Drops one reference to a body inside a write transaction; returns the body if it was a
+/// file that nothing references any more (to be removed once the transaction committed).
+pub(crate) fn drop_blob_ref(txn: &redb::WriteTransaction, blob: u128) -> Result<Option<BlobId>> {
+    let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
+    let count = refs
+        .get(blob)
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    if count > 1 {
+        refs.insert(blob, count - 1).map_err(db_err)?;
+        return Ok(None);
+    }
+    refs.remove(blob).map_err(db_err)?;
+    let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+    let was_inline = inline.remove(blob).map_err(db_err)?.is_some();
+    Ok((!was_inline).then(|| BlobId(Uuid::from_u128(blob))))
 }

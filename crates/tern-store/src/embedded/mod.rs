@@ -6,6 +6,7 @@ mod collection;
 mod committer;
 mod directory;
 mod mail;
+mod queue;
 mod repair;
 mod tasks;
 mod uids;
@@ -48,6 +49,8 @@ const MESSAGES_BY_UID: TableDefinition<(u128, u64), (u128, u64)> =
 const MAILBOX_UIDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("mailbox_uids");
 /// task id -> task record (JSON)
 const TASKS: TableDefinition<u128, &str> = TableDefinition::new("tasks");
+/// outbound queue: (due time in ms, entry id) -> entry (JSON)
+const OUTBOUND_QUEUE: TableDefinition<(i64, u128), &str> = TableDefinition::new("outbound_queue");
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -84,6 +87,8 @@ struct Inner {
     options: EmbeddedOptions,
     /// Bodies the collector must leave alone (see [`crate::InFlight`]).
     pending: PendingBodies,
+    /// Wakes the queue runner when an entry is added or rescheduled.
+    queue_changed: Arc<tokio::sync::Notify>,
 }
 
 fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -134,6 +139,7 @@ impl EmbeddedStore {
                 ids: IdGenerator::new(),
                 options,
                 pending: PendingBodies::default(),
+                queue_changed: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -170,6 +176,7 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
         txn.open_table(MAILBOX_UIDS).map_err(db_err)?;
         txn.open_table(TASKS).map_err(db_err)?;
+        txn.open_table(OUTBOUND_QUEUE).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
         let found = meta
             .get("schema_version")
