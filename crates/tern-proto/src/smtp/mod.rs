@@ -2,6 +2,8 @@
 //! status codes (RFC 2034/3463) and, on submission listeners, AUTH PLAIN/LOGIN (RFC 4954).
 
 mod address;
+pub mod client;
+pub mod dsn;
 mod session;
 pub mod submission;
 mod trace;
