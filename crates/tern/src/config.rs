@@ -18,6 +18,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub tls: TlsSection,
     pub log: LogSection,
+    pub outbound: OutboundSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +62,145 @@ pub struct SmtpSection {
     pub allow_plaintext_auth: bool,
     /// Treat loopback submission connections as secure for that rule.
     pub loopback_is_secure: bool,
+    /// Clients in these networks may relay through the port-25 listener without AUTH
+    /// (application servers; James's SMTPIsAuthNetwork).
+    pub relay_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboundTls {
+    /// STARTTLS when offered, clear text otherwise.
+    Opportunistic,
+    /// Never send in clear.
+    Required,
+}
+
+/// Remote delivery of mail for other domains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSection {
+    /// Per-domain routes, as Postfix's transport(5): `"example.org" = "host:port"`. A route
+    /// wins over the relay host and over MX records.
+    pub transport: std::collections::BTreeMap<String, String>,
+    /// A smart host ("host:port") that takes all remote mail not routed by `transport`.
+    pub relayhost: Option<String>,
+    /// Credentials for the relay host (AUTH PLAIN, only ever sent inside TLS).
+    pub relayhost_username: Option<String>,
+    pub relayhost_password: Option<String>,
+    /// The relay host speaks TLS from the first byte (port 465) instead of STARTTLS.
+    pub relayhost_implicit_tls: bool,
+    /// DNS resolvers ("ip" or "ip:port"); the system's (/etc/resolv.conf) when empty.
+    pub dns_servers: Vec<String>,
+    /// STARTTLS policy towards remote servers.
+    pub tls: OutboundTls,
+    /// Waits between attempts after a temporary failure; the last one repeats.
+    pub retry_delays_secs: Vec<u64>,
+    /// A message not delivered after this long is bounced (Postfix: 5 days).
+    pub max_queue_lifetime_secs: u64,
+    /// Messages being delivered at once by one node.
+    pub concurrency: usize,
+    /// Connections at once to one destination.
+    pub max_connections_per_destination: usize,
+    /// Time allowed to connect to a remote server.
+    pub connect_timeout_secs: u64,
+    /// Time allowed for each reply of a remote server (RFC 5321: 5 minutes; 10 after the data).
+    pub command_timeout_secs: u64,
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        Self {
+            transport: Default::default(),
+            relayhost: None,
+            relayhost_username: None,
+            relayhost_password: None,
+            relayhost_implicit_tls: false,
+            dns_servers: Vec::new(),
+            tls: OutboundTls::Opportunistic,
+            retry_delays_secs: vec![300, 900, 1800, 3600, 7200, 14400],
+            max_queue_lifetime_secs: 5 * 24 * 3600,
+            concurrency: 64,
+            max_connections_per_destination: 20,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+        }
+    }
+}
+
+/// A "host:port" destination: the host is a name or an IP address (IPv6 in brackets).
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = !host.is_empty()
+        && (host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    valid.then(|| (host.to_ascii_lowercase(), port))
+}
+
+/// A DNS server: "ip" (port 53) or "ip:port" ("[v6]:port").
+pub fn parse_dns_server(s: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    s.parse().ok()
+}
+
+impl OutboundSection {
+    fn check(&self, p: &mut Problems) {
+        for (domain, route) in &self.transport {
+            p.check(
+                !domain.is_empty() && !domain.contains(char::is_whitespace),
+                "outbound.transport",
+                &format!("{domain:?} is not a domain"),
+            );
+            p.check(
+                parse_host_port(route).is_some(),
+                "outbound.transport",
+                &format!("{domain} = {route:?}: use \"host:port\""),
+            );
+        }
+        if let Some(r) = &self.relayhost {
+            p.check(
+                parse_host_port(r).is_some(),
+                "outbound.relayhost",
+                &format!("{r:?}: use \"host:port\""),
+            );
+        }
+        p.check(
+            self.relayhost_username.is_some() == self.relayhost_password.is_some(),
+            "outbound.relayhost_password",
+            "set both outbound.relayhost_username and outbound.relayhost_password, or neither",
+        );
+        p.check(
+            self.relayhost_username.is_none() || self.relayhost.is_some(),
+            "outbound.relayhost_username",
+            "needs outbound.relayhost",
+        );
+        for d in &self.dns_servers {
+            p.check(
+                parse_dns_server(d).is_some(),
+                "outbound.dns_servers",
+                &format!("{d:?}: use an IP address, optionally with :port"),
+            );
+        }
+        p.check(
+            !self.retry_delays_secs.is_empty() && self.retry_delays_secs.iter().all(|d| *d > 0),
+            "outbound.retry_delays_secs",
+            "must list at least one delay, each at least 1",
+        );
+        p.positive(self.max_queue_lifetime_secs, "outbound.max_queue_lifetime_secs");
+        p.positive(self.concurrency as u64, "outbound.concurrency");
+        p.positive(
+            self.max_connections_per_destination as u64,
+            "outbound.max_connections_per_destination",
+        );
+        p.positive(self.connect_timeout_secs, "outbound.connect_timeout_secs");
+        p.positive(self.command_timeout_secs, "outbound.command_timeout_secs");
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -370,6 +510,7 @@ impl Default for SmtpSection {
             submissions_listen: None,
             allow_plaintext_auth: false,
             loopback_is_secure: true,
+            relay_networks: Vec::new(),
         }
     }
 }
@@ -527,6 +668,7 @@ impl Config {
         self.cassandra.check(&mut p);
         self.auth.check(&mut p);
         self.log.check(&mut p);
+        self.outbound.check(&mut p);
         p.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.key_file",

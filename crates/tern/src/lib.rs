@@ -10,6 +10,7 @@ mod io;
 pub mod listing;
 pub mod logging;
 pub mod names;
+pub mod outbound;
 pub mod pop3;
 pub mod proxy;
 pub mod server;

@@ -64,6 +64,9 @@ pub struct Server {
     connections_done: mpsc::Receiver<()>,
     connection_token: mpsc::Sender<()>,
     admin_task: tokio::task::JoinHandle<()>,
+    /// Remote delivery (the queue runner).
+    pub outbound: Arc<crate::outbound::Outbound>,
+    outbound_task: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -196,6 +199,7 @@ impl Server {
             tls: tls.clone(),
             auth: auth.clone(),
             throttle: throttle.clone(),
+            queue: store.clone(),
         });
         let pop3_context = Arc::new(Pop3Context {
             settings: config.pop3.clone(),
@@ -209,6 +213,15 @@ impl Server {
         });
         let accepting = Arc::new(Accepting { limits, proxies });
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let outbound = crate::outbound::Outbound::new(
+            store.clone(),
+            mail.clone(),
+            directory.clone(),
+            pop3_context.listing.clone(),
+            config.outbound.clone(),
+            config.server.hostname.clone(),
+        )?;
+        let outbound_task = tokio::spawn(outbound.clone().run(shutdown_rx.clone()));
         if let Some(certs) = certs {
             tokio::spawn(reload_on_sighup(certs, shutdown_rx.clone()));
         }
@@ -256,6 +269,7 @@ impl Server {
                 StoreBackend::Cassandra => "Cassandra backend",
             },
             max_password_bytes: admin_config.max_password_bytes,
+            outbound: outbound.clone(),
         }));
         let limits = admin::listener::AdminLimits {
             header_timeout: Duration::from_secs(admin_config.header_timeout_secs),
@@ -292,6 +306,8 @@ impl Server {
             connections_done,
             connection_token,
             admin_task,
+            outbound,
+            outbound_task,
             grace,
         })
     }
@@ -315,6 +331,9 @@ impl Server {
             tracing::warn!("grace period over with connections still open");
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.admin_task).await;
+        // Deliveries in progress finish (bounded by the runner) and the queue shards are
+        // released for the other nodes.
+        let _ = tokio::time::timeout(Duration::from_secs(35), self.outbound_task).await;
         tracing::info!("stopped");
     }
 }

@@ -96,6 +96,8 @@ pub enum SmtpRequest<R> {
         esmtp: bool,
         /// The accepted recipients.
         recipients: Vec<Mailbox>,
+        /// What [`RcptVerdict::Accept`] gave for each of them, in the same order.
+        targets: Vec<R>,
         /// The user the client authenticated as, if it did (ESMTPA in Received, RFC 3848).
         authenticated: Option<String>,
     },
@@ -814,6 +816,7 @@ impl<R: Clone> SmtpSession<R> {
             helo,
             esmtp,
             recipients: env.recipients.iter().map(|(m, _)| m.clone()).collect(),
+            targets: env.recipients.iter().map(|(_, r)| r.clone()).collect(),
             authenticated: self.authenticated.clone(),
         };
         self.state = State::Preparing;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod listener;
+mod queues;
 
 use crate::auth::Authenticator;
 use crate::names;
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub store_component: &'static str,
     /// Longest password accepted, in octets.
     pub max_password_bytes: usize,
+    /// The outgoing queue (`/mailQueues`).
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 /// Largest request body: the only bodies are small JSON objects.
@@ -119,6 +122,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/tasks", get(list_tasks).delete(cleanup_tasks))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/await", get(await_task))
+        .route("/mailQueues", get(queues::list_queues))
+        .route(
+            "/mailQueues/{name}",
+            get(queues::queue_details).patch(queues::flush),
+        )
+        .route(
+            "/mailQueues/{name}/mails",
+            get(queues::list_mails).delete(queues::delete_mails),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, NOT_FOUND, "no such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,7 +1,8 @@
 //! The SMTP listener's protocol: serves the requests of a sans-IO [`SmtpSession`] (recipient
 //! lookups, body streaming, delivery) for the generic [`driver`](crate::driver). A message is
-//! acknowledged with 250 only after `MailStore::deliver` returned, i.e. once body, metadata and
-//! POP3 view entries are durable.
+//! acknowledged with 250 only once it is durable: for local recipients after
+//! `MailStore::deliver` returned (body, metadata and POP3 view entries), for remote ones (mail
+//! submitted by an authenticated user or a relay network) after `OutboundQueue::enqueue`.
 
 use crate::auth::Authenticator;
 use crate::config::SmtpSection;
@@ -18,7 +19,10 @@ use tern_proto::smtp::{
     trace_headers, AuthFailure, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession,
     StoreOutcome, Trace,
 };
-use tern_store::{BodyWriter, Directory, MailStore, MailboxId};
+use tern_store::{
+    BodyWriter, Directory, MailStore, MailboxId, NewQueuedMail, OutboundQueue, QueuedRecipient,
+    StagedBody,
+};
 use tokio::sync::watch;
 
 /// What an SMTP connection uses, and nothing more.
@@ -36,6 +40,17 @@ pub struct SmtpContext {
     pub auth: Arc<Authenticator>,
     /// Failed-login throttling, shared with POP3.
     pub throttle: Arc<LoginThrottle>,
+    /// Where mail for other domains goes.
+    pub queue: Arc<dyn OutboundQueue>,
+}
+
+/// Where an accepted recipient's copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A local mailbox.
+    Local(MailboxId),
+    /// Another domain: through the outbound queue.
+    Remote(String),
 }
 
 /// Which SMTP listener a connection came in on.
@@ -76,7 +91,12 @@ impl SmtpContext {
 
 /// The body being received, if any.
 struct Incoming {
+    /// The copy for local mailboxes.
     writer: Option<Box<dyn BodyWriter>>,
+    /// The copy for the outbound queue (a separate body: its life follows the queue entry).
+    queued: Option<Box<dyn BodyWriter>>,
+    /// The envelope sender, for the queue.
+    reverse_path: String,
     /// Set when a write failed: the rest of the body is read and dropped, then 451.
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
@@ -103,14 +123,22 @@ impl Incoming {
         if data.is_empty() {
             return;
         }
-        if let Some(w) = self.writer.as_mut() {
-            if let Err(e) = w.write(data).await {
-                tracing::error!(%peer, error = %e, "cannot write message body");
-                self.failed = true;
-                if let Some(w) = self.writer.take() {
-                    w.abort().await;
+        for slot in [&mut self.writer, &mut self.queued] {
+            if let Some(w) = slot.as_mut() {
+                if let Err(e) = w.write(data).await {
+                    tracing::error!(%peer, error = %e, "cannot write message body");
+                    self.failed = true;
                 }
             }
+        }
+        if self.failed {
+            self.abort().await;
+        }
+    }
+
+    async fn abort(&mut self) {
+        for w in [self.writer.take(), self.queued.take()].into_iter().flatten() {
+            w.abort().await;
         }
     }
 
@@ -129,6 +157,8 @@ struct SmtpConnection {
     ctx: Arc<SmtpContext>,
     peer: SocketAddr,
     incoming: Incoming,
+    /// The client may send to other domains without AUTH (`smtp.relay_networks`).
+    relay_network: bool,
 }
 
 pub async fn serve_connection(
@@ -138,7 +168,9 @@ pub async fn serve_connection(
     shutdown: watch::Receiver<bool>,
     role: SmtpRole,
 ) {
-    let mut session: SmtpSession<MailboxId> = SmtpSession::new(ctx.session_config(role, peer));
+    let mut session: SmtpSession<Recipient> = SmtpSession::new(ctx.session_config(role, peer));
+    let ip = peer.ip().to_canonical();
+    let relay_network = ctx.settings.relay_networks.iter().any(|n| n.contains(&ip));
     let tls = ctx.tls.clone();
     let stream: BoxStream = if role == SmtpRole::Submissions {
         let Some(acceptor) = tls.as_ref() else {
@@ -160,9 +192,12 @@ pub async fn serve_connection(
         peer,
         incoming: Incoming {
             writer: None,
+            queued: None,
+            reverse_path: String::new(),
             failed: false,
             headers: None,
         },
+        relay_network,
     };
     crate::driver::run(
         &mut connection,
@@ -176,7 +211,7 @@ pub async fn serve_connection(
 }
 
 impl Protocol for SmtpConnection {
-    type Session = SmtpSession<MailboxId>;
+    type Session = SmtpSession<Recipient>;
     const READ_BUFFER: usize = 16 * 1024;
 
     fn write_timeout(&self) -> Duration {
@@ -184,21 +219,21 @@ impl Protocol for SmtpConnection {
     }
 
     async fn finish(&mut self) {
-        if let Some(w) = self.incoming.writer.take() {
-            w.abort().await;
-        }
+        self.incoming.abort().await;
     }
 
     async fn serve(
         &mut self,
-        request: SmtpRequest<MailboxId>,
-        session: &mut SmtpSession<MailboxId>,
+        request: SmtpRequest<Recipient>,
+        session: &mut SmtpSession<Recipient>,
         _stream: &mut BoxStream,
     ) -> Next {
         let (ctx, peer, incoming) = (&*self.ctx, self.peer, &mut self.incoming);
         match request {
             SmtpRequest::CheckRecipient(mailbox) => {
-                let verdict = check_recipient(ctx, &mailbox).await;
+                // Authenticated users and relay networks may send anywhere.
+                let may_relay = self.relay_network || session.authenticated_user().is_some();
+                let verdict = check_recipient(ctx, &mailbox, may_relay).await;
                 session.rcpt_verdict(verdict);
             }
             SmtpRequest::BeginMessage {
@@ -206,6 +241,7 @@ impl Protocol for SmtpConnection {
                 helo,
                 esmtp,
                 recipients,
+                targets,
                 authenticated,
             } => {
                 // RFC 3848's names for the Received "with" clause.
@@ -220,10 +256,13 @@ impl Protocol for SmtpConnection {
                     ctx,
                     incoming,
                     peer,
-                    &reverse_path,
-                    &helo,
-                    protocol,
-                    &recipients,
+                    &Envelope {
+                        reverse_path: &reverse_path,
+                        helo: &helo,
+                        protocol,
+                        recipients: &recipients,
+                        targets: &targets,
+                    },
                 )
                 .await;
                 // Submitted mail gets its header completed (and its Bcc removed) on the way.
@@ -240,9 +279,7 @@ impl Protocol for SmtpConnection {
                 session.message_stored(outcome);
             }
             SmtpRequest::AbortMessage => {
-                if let Some(w) = incoming.writer.take() {
-                    w.abort().await;
-                }
+                incoming.abort().await;
                 incoming.failed = false;
                 incoming.headers = None;
             }
@@ -289,12 +326,17 @@ async fn authenticate(
     }
 }
 
-async fn check_recipient(svc: &SmtpContext, mailbox: &Mailbox) -> RcptVerdict<MailboxId> {
+async fn check_recipient(
+    svc: &SmtpContext,
+    mailbox: &Mailbox,
+    may_relay: bool,
+) -> RcptVerdict<Recipient> {
     if mailbox.is_bare_postmaster() {
         return postmaster(svc).await;
     }
     match svc.directory.domain_exists(&mailbox.domain).await {
         Ok(true) => {}
+        Ok(false) if may_relay => return RcptVerdict::Accept(Recipient::Remote(mailbox.to_string())),
         Ok(false) => return RcptVerdict::RelayDenied,
         Err(e) => {
             tracing::error!(error = %e, "recipient domain lookup failed");
@@ -302,7 +344,7 @@ async fn check_recipient(svc: &SmtpContext, mailbox: &Mailbox) -> RcptVerdict<Ma
         }
     }
     match svc.directory.get_user(&mailbox.user_name()).await {
-        Ok(Some(user)) => RcptVerdict::Accept(user.inbox),
+        Ok(Some(user)) => RcptVerdict::Accept(Recipient::Local(user.inbox)),
         Ok(None) => RcptVerdict::UnknownUser,
         Err(e) => {
             tracing::error!(error = %e, "recipient lookup failed");
@@ -313,7 +355,7 @@ async fn check_recipient(svc: &SmtpContext, mailbox: &Mailbox) -> RcptVerdict<Ma
 
 /// `RCPT TO:<postmaster>` (no domain) goes to the `postmaster@` user of the served domains, the
 /// first in alphabetical order that has one.
-async fn postmaster(svc: &SmtpContext) -> RcptVerdict<MailboxId> {
+async fn postmaster(svc: &SmtpContext) -> RcptVerdict<Recipient> {
     let domains = match svc.directory.list_domains().await {
         Ok(mut d) => {
             d.sort();
@@ -330,7 +372,7 @@ async fn postmaster(svc: &SmtpContext) -> RcptVerdict<MailboxId> {
             .get_user(&format!("postmaster@{domain}"))
             .await
         {
-            Ok(Some(user)) => return RcptVerdict::Accept(user.inbox),
+            Ok(Some(user)) => return RcptVerdict::Accept(Recipient::Local(user.inbox)),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "postmaster lookup failed");
@@ -346,83 +388,153 @@ fn rfc5322_now() -> String {
     httpdate::fmt_http_date(SystemTime::now()).replace("GMT", "+0000")
 }
 
+/// What `begin_message` needs to know of the transaction.
+struct Envelope<'a> {
+    reverse_path: &'a str,
+    helo: &'a str,
+    protocol: &'a str,
+    recipients: &'a [Mailbox],
+    targets: &'a [Recipient],
+}
+
 async fn begin_message(
     svc: &SmtpContext,
     incoming: &mut Incoming,
     peer: std::net::SocketAddr,
-    reverse_path: &str,
-    helo: &str,
-    protocol: &str,
-    recipients: &[Mailbox],
+    envelope: &Envelope<'_>,
 ) -> bool {
     incoming.failed = false;
-    let mut writer = match svc.mail.begin_body().await {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(%peer, error = %e, "cannot start a message body");
-            return false;
-        }
-    };
-    let single = (recipients.len() == 1).then(|| recipients[0].to_string());
+    incoming.reverse_path = envelope.reverse_path.to_string();
+    let single = (envelope.recipients.len() == 1).then(|| envelope.recipients[0].to_string());
     let id = format!("{:016x}", rand::random::<u64>());
     let headers = trace_headers(&Trace {
-        reverse_path,
-        helo,
+        reverse_path: envelope.reverse_path,
+        helo: envelope.helo,
         peer_ip: &peer.ip().to_string(),
         hostname: &svc.hostname,
-        protocol,
+        protocol: envelope.protocol,
         id: &id,
         single_recipient: single.as_deref(),
         date: &rfc5322_now(),
     });
-    if let Err(e) = writer.write(headers.as_bytes()).await {
-        tracing::error!(%peer, error = %e, "cannot write trace headers");
-        writer.abort().await;
-        return false;
+    let local = envelope.targets.iter().any(|t| matches!(t, Recipient::Local(_)));
+    let remote = envelope.targets.iter().any(|t| matches!(t, Recipient::Remote(_)));
+    for (wanted, queued) in [(local, false), (remote, true)] {
+        if !wanted {
+            continue;
+        }
+        match svc.mail.begin_body().await {
+            Ok(w) if queued => incoming.queued = Some(w),
+            Ok(w) => incoming.writer = Some(w),
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "cannot start a message body");
+                incoming.abort().await;
+                return false;
+            }
+        }
     }
-    incoming.writer = Some(writer);
-    true
+    incoming.write_raw(headers.as_bytes(), peer).await;
+    !incoming.failed
 }
 
 async fn store_message(
     svc: &SmtpContext,
     incoming: &mut Incoming,
-    mut recipients: Vec<MailboxId>,
+    recipients: Vec<Recipient>,
     peer: std::net::SocketAddr,
 ) -> StoreOutcome {
-    let writer = incoming.writer.take();
-    let Some(writer) = writer.filter(|_| !incoming.failed) else {
+    if incoming.failed {
+        incoming.abort().await;
         return StoreOutcome::Failed;
-    };
-    // The same mailbox named twice (aliases, case variants) gets one copy.
-    recipients.sort();
-    recipients.dedup();
-    let staged = match writer.finish().await {
+    }
+    let mut local: Vec<MailboxId> = Vec::new();
+    let mut remote: Vec<String> = Vec::new();
+    for r in recipients {
+        match r {
+            Recipient::Local(m) => local.push(m),
+            Recipient::Remote(a) => remote.push(a),
+        }
+    }
+    // The same mailbox named twice (aliases, case variants) gets one copy; so does an address.
+    local.sort();
+    local.dedup();
+    remote.sort_by_key(|a| a.to_ascii_lowercase());
+    remote.dedup_by_key(|a| a.to_ascii_lowercase());
+    let (writer, queued) = (incoming.writer.take(), incoming.queued.take());
+    let staged_local = match finish_body(writer, peer).await {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(%peer, error = %e, "cannot make the message body durable");
+        Err(()) => {
+            if let Some(w) = queued {
+                w.abort().await;
+            }
             return StoreOutcome::Failed;
         }
     };
-    let (blob, size) = (staged.blob_id, staged.size);
-    match svc.mail.deliver(staged, &recipients).await {
-        Ok(ids) => {
-            for (mailbox, id) in recipients.iter().zip(&ids) {
-                // The message is durable and in the POP3 view already; in UID mode it also
-                // needs its UID. If that fails, the next UID-mode login numbers it, so the
-                // message is still acknowledged (a 451 would only make the client send it twice).
-                if let Err(e) = svc.listing.delivered(*mailbox, &[*id]).await {
-                    tracing::warn!(%peer, message = %id, error = %e, "UID assignment deferred to the next login");
-                }
+    let Ok(staged_queued) = finish_body(queued, peer).await else {
+        return StoreOutcome::Failed;
+    };
+    let mut reference = None;
+    // The queue first: if the local delivery then fails, the client sends again and the
+    // remote recipients may get two copies, which is better than none.
+    if let Some(staged) = staged_queued {
+        let mail = NewQueuedMail {
+            sender: incoming.reverse_path.clone(),
+            recipients: remote.iter().map(QueuedRecipient::new).collect(),
+            envid: None,
+            return_full: false,
+        };
+        match svc.queue.enqueue(staged, mail).await {
+            Ok(q) => {
+                tracing::info!(%peer, queue_id = %q.id, size = q.size, recipients = remote.len(), "message queued for remote delivery");
+                reference = Some(q.id.to_string());
             }
-            tracing::info!(%peer, blob = %blob, size, recipients = ids.len(), "message stored");
-            StoreOutcome::Stored {
-                id: blob.to_string(),
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "cannot queue the message");
+                return StoreOutcome::Failed;
             }
         }
+    }
+    if let Some(staged) = staged_local {
+        let (blob, size) = (staged.blob_id, staged.size);
+        match svc.mail.deliver(staged, &local).await {
+            Ok(ids) => {
+                for (mailbox, id) in local.iter().zip(&ids) {
+                    // The message is durable and in the POP3 view already; in UID mode it also
+                    // needs its UID. If that fails, the next UID-mode login numbers it, so the
+                    // message is still acknowledged (a 451 would only make the client send it
+                    // twice).
+                    if let Err(e) = svc.listing.delivered(*mailbox, &[*id]).await {
+                        tracing::warn!(%peer, message = %id, error = %e, "UID assignment deferred to the next login");
+                    }
+                }
+                tracing::info!(%peer, blob = %blob, size, recipients = ids.len(), "message stored");
+                reference.get_or_insert(blob.to_string());
+            }
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "delivery failed");
+                return StoreOutcome::Failed;
+            }
+        }
+    }
+    match reference {
+        Some(id) => StoreOutcome::Stored { id },
+        None => StoreOutcome::Failed,
+    }
+}
+
+/// Makes a body durable; `Ok(None)` when there was none to make.
+async fn finish_body(
+    writer: Option<Box<dyn BodyWriter>>,
+    peer: SocketAddr,
+) -> Result<Option<StagedBody>, ()> {
+    let Some(writer) = writer else {
+        return Ok(None);
+    };
+    match writer.finish().await {
+        Ok(s) => Ok(Some(s)),
         Err(e) => {
-            tracing::error!(%peer, error = %e, "delivery failed");
-            StoreOutcome::Failed
+            tracing::error!(%peer, error = %e, "cannot make the message body durable");
+            Err(())
         }
     }
 }

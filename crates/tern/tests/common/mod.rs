@@ -3,6 +3,8 @@
 //! independently of tern-proto, so the server is never checked against its own code.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
