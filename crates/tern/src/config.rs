@@ -192,7 +192,10 @@ impl OutboundSection {
             "outbound.retry_delays_secs",
             "must list at least one delay, each at least 1",
         );
-        p.positive(self.max_queue_lifetime_secs, "outbound.max_queue_lifetime_secs");
+        p.positive(
+            self.max_queue_lifetime_secs,
+            "outbound.max_queue_lifetime_secs",
+        );
         p.positive(self.concurrency as u64, "outbound.concurrency");
         p.positive(
             self.max_connections_per_destination as u64,

@@ -200,9 +200,10 @@ impl SmtpClient {
         while !self.failed {
             match self.input.next_line() {
                 Some(Line::Complete(line)) => self.line(&line),
-                Some(Line::TooLong) => {
-                    self.fail(Reply::local(421, "4.5.0 over-long reply line from the server"))
-                }
+                Some(Line::TooLong) => self.fail(Reply::local(
+                    421,
+                    "4.5.0 over-long reply line from the server",
+                )),
                 None => break,
             }
         }
@@ -461,7 +462,8 @@ impl SmtpClient {
             // behind on the server. Its reply comes before anything sent later.
             self.send(b"RSET\r\n".to_vec(), Expect::Rset);
         }
-        self.actions.push_back(ClientAction::TransactionDone(outcome));
+        self.actions
+            .push_back(ClientAction::TransactionDone(outcome));
     }
 
     fn after_hello(&mut self) {
@@ -487,12 +489,9 @@ impl SmtpClient {
                     "4.7.0 the server does not offer AUTH PLAIN",
                 ));
             }
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("\0{user}\0{password}"));
-            return self.send(
-                format!("AUTH PLAIN {token}\r\n").into_bytes(),
-                Expect::Auth,
-            );
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            return self.send(format!("AUTH PLAIN {token}\r\n").into_bytes(), Expect::Auth);
         }
         self.actions.push_back(ClientAction::Ready);
     }
@@ -662,7 +661,10 @@ mod tests {
         };
         let mut c = SmtpClient::new(auth.clone());
         c.feed(b"220 s\r\n250 s\r\n");
-        assert!(matches!(drain(&mut c).last(), Some(ClientAction::Failed(_))));
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ClientAction::Failed(_))
+        ));
         let mut c = SmtpClient::new(ClientConfig {
             implicit_tls: true,
             ..auth
@@ -699,6 +701,9 @@ mod tests {
         let long = vec![b'2'; 10_000];
         c.feed(&long);
         c.feed(b"\r\n");
-        assert!(matches!(drain(&mut c).last(), Some(ClientAction::Failed(_))));
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ClientAction::Failed(_))
+        ));
     }
 }

@@ -103,10 +103,7 @@ fn one_line(s: &str) -> String {
 
 /// The report as a complete message (CRLF line ends), ready to be queued from `<>`.
 pub fn build(r: &DsnReport<'_>) -> Vec<u8> {
-    let failed = r
-        .recipients
-        .iter()
-        .any(|x| x.action == DsnAction::Failed);
+    let failed = r.recipients.iter().any(|x| x.action == DsnAction::Failed);
     let subject = if failed {
         "Undelivered Mail Returned to Sender"
     } else {
@@ -165,7 +162,10 @@ pub fn build(r: &DsnReport<'_>) -> Vec<u8> {
     }
     m.push_str(&format!("Arrival-Date: {}\r\n", r.arrival_date));
     for x in r.recipients {
-        m.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", one_line(&x.address)));
+        m.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\n",
+            one_line(&x.address)
+        ));
         if let Some(orcpt) = &x.original_recipient {
             m.push_str(&format!("Original-Recipient: {}\r\n", one_line(orcpt)));
         }

@@ -55,11 +55,11 @@ pub(super) async fn list_mails(
     queue_name(&name)?;
     let limit = match q.get("limit") {
         None => usize::MAX,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| bad_request(&format!("limit must be a strictly positive integer, got {v:.40}")))?,
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            bad_request(&format!(
+                "limit must be a strictly positive integer, got {v:.40}"
+            ))
+        })?,
     };
     let mut mails = s.outbound.all_queued().await?;
     mails.sort_by_key(|m| (m.next_attempt_ms, m.id));
@@ -92,8 +92,16 @@ pub(super) async fn delete_mails(
         [(k, v)] if k.as_str() == "sender" => Selector::Sender(address(v)?),
         [(k, v)] if k.as_str() == "recipient" => Selector::Recipient(address(v)?),
         [(k, v)] if k.as_str() == "name" => Selector::Name(v.to_string()),
-        [(k, _)] => return Err(bad_request(&format!("unsupported query parameter {k:.40}; use sender, recipient or name"))),
-        _ => return Err(bad_request("give exactly one of sender, recipient and name")),
+        [(k, _)] => {
+            return Err(bad_request(&format!(
+                "unsupported query parameter {k:.40}; use sender, recipient or name"
+            )))
+        }
+        _ => {
+            return Err(bad_request(
+                "give exactly one of sender, recipient and name",
+            ))
+        }
     };
     let outbound = s.outbound.clone();
     let task_selector = selector.clone();

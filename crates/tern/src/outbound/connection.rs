@@ -44,13 +44,19 @@ impl Connection {
             Ok(Err(e)) => {
                 return Err(Reply::local(
                     451,
-                    format!("4.4.1 cannot connect to {} [{}]: {e}", target.name, target.addr),
+                    format!(
+                        "4.4.1 cannot connect to {} [{}]: {e}",
+                        target.name, target.addr
+                    ),
                 ))
             }
             Err(_) => {
                 return Err(Reply::local(
                     451,
-                    format!("4.4.1 connection to {} [{}] timed out", target.name, target.addr),
+                    format!(
+                        "4.4.1 connection to {} [{}] timed out",
+                        target.name, target.addr
+                    ),
                 ))
             }
         };
@@ -68,7 +74,10 @@ impl Connection {
         };
         match conn.run(tls).await? {
             Stop::Ready => Ok(conn),
-            _ => Err(Reply::local(421, "4.5.0 unexpected state after the greeting")),
+            _ => Err(Reply::local(
+                421,
+                "4.5.0 unexpected state after the greeting",
+            )),
         }
     }
 

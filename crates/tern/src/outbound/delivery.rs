@@ -3,10 +3,10 @@
 //! removed when nothing is left, bounced for permanent failures and expiry, rescheduled for
 //! temporary ones.
 
+use super::bounce::Failure;
+use super::connection::Connection;
 use super::route::Route;
 use super::Outbound;
-use super::connection::Connection;
-use super::bounce::Failure;
 use std::collections::BTreeMap;
 use tern_proto::smtp::client::{Envelope, Reply};
 use tern_store::{now_ms, QueuedMail, QueuedRecipient};
@@ -92,7 +92,10 @@ impl Outbound {
     /// Received headers), `None` otherwise.
     async fn loop_check(&self, mail: &QueuedMail) -> tern_store::Result<Option<Reply>> {
         let Some(mut body) = self.queue.open_queued_body(mail).await? else {
-            return Ok(Some(Reply::local(554, "5.3.0 the queued message body is missing")));
+            return Ok(Some(Reply::local(
+                554,
+                "5.3.0 the queued message body is missing",
+            )));
         };
         let mut header = Vec::new();
         while let Some(chunk) = body.next_chunk().await? {
@@ -123,12 +126,11 @@ impl Outbound {
             let domain = r.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             groups.entry(self.router.route(domain)).or_default().push(i);
         }
-        let results = futures_util::future::join_all(
-            groups
-                .into_iter()
-                .map(|(route, idx)| async move { (self.send_group(mail, &route, &idx).await, idx) }),
-        )
-        .await;
+        let results =
+            futures_util::future::join_all(groups.into_iter().map(|(route, idx)| async move {
+                (self.send_group(mail, &route, &idx).await, idx)
+            }))
+            .await;
         let mut out = vec![
             Outcome {
                 reply: Reply::local(451, "4.3.0 not attempted"),
@@ -161,7 +163,10 @@ impl Outbound {
         };
         let envelope = Envelope {
             sender: mail.sender.clone(),
-            recipients: idx.iter().map(|i| mail.recipients[*i].address.clone()).collect(),
+            recipients: idx
+                .iter()
+                .map(|i| mail.recipients[*i].address.clone())
+                .collect(),
             size: mail.size,
         };
         // A pooled connection first; the server may have closed it meanwhile, in which case
@@ -185,7 +190,13 @@ impl Outbound {
             Ok(t) => t,
             Err(reply) => return all(reply, None),
         };
-        let relayhost = matches!(route, Route::Host { relayhost: true, .. });
+        let relayhost = matches!(
+            route,
+            Route::Host {
+                relayhost: true,
+                ..
+            }
+        );
         let connect_timeout = std::time::Duration::from_secs(self.settings.connect_timeout_secs);
         let mut last = Reply::local(451, "4.4.0 no server to try");
         let mut last_remote = None;
@@ -223,7 +234,12 @@ impl Outbound {
                     // server may or may not have the message; at least once, never lost).
                     return all(reply, Some(name));
                 }
-                None => return all(Reply::local(554, "5.3.0 the queued message body is missing"), None),
+                None => {
+                    return all(
+                        Reply::local(554, "5.3.0 the queued message body is missing"),
+                        None,
+                    )
+                }
             }
         }
         // Every server failed before a transaction: a refusal is final only if it was.

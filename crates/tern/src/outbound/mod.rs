@@ -102,7 +102,11 @@ impl Outbound {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         map.entry(key.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_connections_per_destination)))
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.settings.max_connections_per_destination,
+                ))
+            })
             .clone()
     }
 
@@ -130,8 +134,9 @@ impl Outbound {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             let mut out = Vec::new();
             for idle in pool.values_mut() {
-                let (old, fresh): (Vec<_>, Vec<_>) =
-                    idle.drain(..).partition(|(_, since)| since.elapsed() >= POOL_IDLE);
+                let (old, fresh): (Vec<_>, Vec<_>) = idle
+                    .drain(..)
+                    .partition(|(_, since)| since.elapsed() >= POOL_IDLE);
                 *idle = fresh;
                 out.extend(old.into_iter().map(|(c, _)| c));
             }

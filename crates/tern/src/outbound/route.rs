@@ -178,7 +178,10 @@ impl Router {
         }
         if out.is_empty() {
             return Err(last_error.unwrap_or_else(|| {
-                Reply::local(451, format!("4.4.4 no address for the MX hosts of {domain}"))
+                Reply::local(
+                    451,
+                    format!("4.4.4 no address for the MX hosts of {domain}"),
+                )
             }));
         }
         Ok(out)

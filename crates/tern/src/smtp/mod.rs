@@ -137,7 +137,10 @@ impl Incoming {
     }
 
     async fn abort(&mut self) {
-        for w in [self.writer.take(), self.queued.take()].into_iter().flatten() {
+        for w in [self.writer.take(), self.queued.take()]
+            .into_iter()
+            .flatten()
+        {
             w.abort().await;
         }
     }
@@ -336,7 +339,9 @@ async fn check_recipient(
     }
     match svc.directory.domain_exists(&mailbox.domain).await {
         Ok(true) => {}
-        Ok(false) if may_relay => return RcptVerdict::Accept(Recipient::Remote(mailbox.to_string())),
+        Ok(false) if may_relay => {
+            return RcptVerdict::Accept(Recipient::Remote(mailbox.to_string()))
+        }
         Ok(false) => return RcptVerdict::RelayDenied,
         Err(e) => {
             tracing::error!(error = %e, "recipient domain lookup failed");
@@ -417,8 +422,14 @@ async fn begin_message(
         single_recipient: single.as_deref(),
         date: &rfc5322_now(),
     });
-    let local = envelope.targets.iter().any(|t| matches!(t, Recipient::Local(_)));
-    let remote = envelope.targets.iter().any(|t| matches!(t, Recipient::Remote(_)));
+    let local = envelope
+        .targets
+        .iter()
+        .any(|t| matches!(t, Recipient::Local(_)));
+    let remote = envelope
+        .targets
+        .iter()
+        .any(|t| matches!(t, Recipient::Remote(_)));
     for (wanted, queued) in [(local, false), (remote, true)] {
         if !wanted {
             continue;

@@ -50,7 +50,11 @@ pub fn initial(selector: &Selector) -> Value {
     selector.json(0, 0)
 }
 
-pub async fn run(outbound: Arc<Outbound>, selector: Selector, ctx: Arc<TaskContext>) -> TaskOutcome {
+pub async fn run(
+    outbound: Arc<Outbound>,
+    selector: Selector,
+    ctx: Arc<TaskContext>,
+) -> TaskOutcome {
     let mails = match outbound.all_queued().await {
         Ok(m) => m,
         Err(e) => return TaskOutcome::Failed(format!("reading the queue: {e}")),

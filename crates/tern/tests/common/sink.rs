@@ -142,7 +142,11 @@ fn serve(stream: TcpStream, state: Arc<Mutex<SinkState>>, tls: Option<Arc<rustls
             io = BufReader::new(Box::new(rustls::StreamOwned::new(conn, tcp)));
             secured = true;
         } else if upper.starts_with("MAIL FROM:") {
-            let path = line[10..].split('>').next().unwrap_or("").trim_start_matches('<');
+            let path = line[10..]
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('<');
             sender = Some(path.to_string());
             recipients.clear();
             say(&mut io, "250 2.1.0 ok\r\n");

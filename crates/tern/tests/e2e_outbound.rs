@@ -1,0 +1,407 @@
+//! Outbound mail over real sockets: submission with AUTH (STARTTLS and implicit TLS, swaks and
+//! curl too), the durable queue, remote delivery through `outbound.transport` to a destination
+//! server the test runs (with STARTTLS), retries after 451, bounces (RFC 3464) into the sender's
+//! POP3 mailbox, relay refused without AUTH, relay networks, and James's `/mailQueues` routes.
+
+#[macro_use]
+mod common;
+
+use common::sink::{free_port, Sink};
+use common::*;
+use mail_parser::MimeHeaders;
+use std::io::BufReader;
+use std::time::{Duration, Instant};
+
+/// A server with submission listeners that routes `remote.test` to `destination`.
+fn outbound_server(
+    b: Backend,
+    destination: std::net::SocketAddr,
+    adjust: impl FnOnce(&mut tern::config::Config),
+) -> (TestServer, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tern::tls::write_self_signed("localhost", certs.path()).unwrap();
+    let s = TestServer::start_with(b, |c| {
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+        c.smtp.submission_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.smtp.submissions_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.smtp.loopback_is_secure = false;
+        c.outbound
+            .transport
+            .insert("remote.test".into(), destination.to_string());
+        c.outbound.retry_delays_secs = vec![1];
+        adjust(c);
+    });
+    (s, certs)
+}
+
+/// Submits over STARTTLS with AUTH PLAIN; returns the final reply.
+fn submit(s: &TestServer, certs: &std::path::Path, user: &str, to: &[&str], body: &str) -> String {
+    let addr = s.server.as_ref().unwrap().submission_addr.unwrap();
+    let mut plain = Lines(BufReader::new(tcp(addr)));
+    assert!(plain.line().starts_with("220"));
+    plain.send("EHLO client.test\r\n");
+    plain.until(|l| &l[3..4] == " ");
+    assert!(plain.cmd("STARTTLS").starts_with("220"));
+    let tls = tls_wrap(plain.0.into_inner(), &[&certs.join("cert.pem")]);
+    let mut c = Lines(BufReader::new(tls));
+    c.send("EHLO client.test\r\n");
+    c.until(|l| &l[3..4] == " ");
+    let auth = format!("\0{user}\0pw-{}", user.split('@').next().unwrap());
+    assert!(c
+        .cmd(&format!("AUTH PLAIN {}", b64(auth.as_bytes())))
+        .starts_with("235"));
+    assert!(c.cmd(&format!("MAIL FROM:<{user}>")).starts_with("250"));
+    for r in to {
+        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+        assert!(reply.starts_with("250"), "{r}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let reply = c.cmd(&format!("{body}\r\n."));
+    c.cmd("QUIT");
+    reply
+}
+
+/// Waits until the outgoing queue (James's route) holds `size` mails.
+fn wait_queue_size(s: &TestServer, size: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let body = s.admin_ok("GET", "/mailQueues/outgoing", None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["name"], "outgoing");
+        if v["size"].as_u64() == Some(size) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue size never reached {size}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `name`'s mailbox holds `n` messages.
+fn wait_mailbox(s: &TestServer, name: &str, n: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut c = s.login(name);
+        let (count, _) = c.stat();
+        c.quit();
+        if count >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never got {n} messages");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn submitted_mail_is_relayed_once_retried_and_bounced(b: Backend) {
+    let sink = Sink::start(true);
+    let (s, certs) = outbound_server(b, sink.addr, |_| {});
+    let alice = s.user("alice");
+    s.user("bob");
+    let reply = submit(
+        &s,
+        certs.path(),
+        &alice,
+        &[
+            "carol@remote.test",
+            "defer@remote.test",
+            "reject@remote.test",
+            "bob@example.com",
+        ],
+        "Subject: outbound\r\n\r\nhello world\r\n..dot line",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    // The local recipient has it at once, from the local delivery, not the queue.
+    wait_mailbox(&s, "bob", 1, 10);
+    // carol at once; defer after its 451 and a retry one second later.
+    sink.wait_for(30, "carol and defer", |a| {
+        let to: Vec<&String> = a.iter().flat_map(|m| &m.recipients).collect();
+        to.contains(&&"carol@remote.test".to_string())
+            && to.contains(&&"defer@remote.test".to_string())
+    });
+    wait_queue_size(&s, 0, 30);
+    let accepted = sink.accepted();
+    for r in ["carol@remote.test", "defer@remote.test"] {
+        let n = accepted
+            .iter()
+            .filter(|m| m.recipients.contains(&r.to_string()))
+            .count();
+        assert_eq!(n, 1, "{r} got the message {n} times");
+    }
+    assert!(accepted
+        .iter()
+        .all(|m| !m.recipients.iter().any(|r| r.starts_with("reject"))));
+    let m = &accepted[0];
+    assert_eq!(m.sender, alice);
+    assert!(m.tls, "opportunistic STARTTLS was used");
+    assert_eq!(m.helo, "tern.test");
+    let text = String::from_utf8_lossy(&m.data);
+    assert!(
+        text.contains("with ESMTPSA") && text.contains("\r\nMessage-ID: <"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hello world\r\n.dot line\r\n"),
+        "dots unstuffed once: {text}"
+    );
+    // The 550 comes back to alice as a delivery status notification.
+    wait_mailbox(&s, "alice", 1, 30);
+    let dsn = s.login("alice").retr(1);
+    let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
+    let ct = parsed.content_type().unwrap();
+    assert_eq!(ct.ctype(), "multipart");
+    assert_eq!(ct.subtype(), Some("report"));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let text = String::from_utf8_lossy(&dsn);
+    assert!(
+        text.contains("From: Mail Delivery System <MAILER-DAEMON@tern.test>"),
+        "{text}"
+    );
+    let status = parsed
+        .parts
+        .iter()
+        .find(|p| {
+            p.content_type()
+                .is_some_and(|c| c.ctype() == "message" && c.subtype() == Some("delivery-status"))
+        })
+        .expect("a message/delivery-status part");
+    let status = String::from_utf8_lossy(status.contents());
+    assert!(status.contains("Reporting-MTA: dns; tern.test"), "{status}");
+    assert!(
+        status.contains("Final-Recipient: rfc822; reject@remote.test"),
+        "{status}"
+    );
+    assert!(
+        status.contains("Action: failed") && status.contains("Status: 5.1.1"),
+        "{status}"
+    );
+    assert!(
+        status.contains("Diagnostic-Code: smtp; 550 5.1.1"),
+        "{status}"
+    );
+    assert!(
+        !status.contains("carol@") && !status.contains("defer@"),
+        "only the failed recipient: {status}"
+    );
+    assert!(
+        text.contains("Subject: outbound"),
+        "the original header is returned: {text}"
+    );
+}
+
+fn relay_needs_auth_or_a_relay_network(b: Backend) {
+    let sink = Sink::start(false);
+    let (s, _certs) = outbound_server(b, sink.addr, |_| {});
+    s.user("alice");
+    // Port 25: no relaying for strangers.
+    let mut c = s.smtp();
+    c.ehlo();
+    assert_eq!(c.cmd("MAIL FROM:<x@elsewhere.test>").0, 250);
+    let (code, text) = c.cmd("RCPT TO:<carol@remote.test>");
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("5.7.1"), "{text}");
+    // Submission: nothing before AUTH.
+    let addr = s.server.as_ref().unwrap().submission_addr.unwrap();
+    let mut c = SmtpClient::connect(addr);
+    c.ehlo();
+    let (code, text) = c.cmd("MAIL FROM:<alice@example.com>");
+    assert_eq!(code, 530, "{text}");
+    drop(s);
+
+    // A relay network (an application server) may send without AUTH on port 25.
+    let (s, _certs) = outbound_server(b, sink.addr, |c| {
+        c.smtp.relay_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    });
+    let mut c = s.smtp();
+    c.ehlo();
+    let (code, text) = c.send_mail(
+        "app@example.com",
+        &["carol@remote.test"],
+        b"Subject: from app\r\n\r\nhi\r\n",
+    );
+    assert_eq!(code, 250, "{text}");
+    sink.wait_for(30, "the relayed message", |a| {
+        a.iter().any(|m| m.sender == "app@example.com")
+    });
+}
+
+fn queue_routes_list_flush_and_delete(b: Backend) {
+    // The destination is down; retries are an hour apart, so only a flush brings the mail.
+    let down = free_port();
+    let (s, certs) = outbound_server(b, down, |c| c.outbound.retry_delays_secs = vec![3600]);
+    let alice = s.user("alice");
+    assert_eq!(s.admin_ok("GET", "/mailQueues", None), r#"["outgoing"]"#);
+    assert_eq!(s.admin("GET", "/mailQueues/spool", None).status, 404);
+    for i in 0..3 {
+        let to = if i == 2 {
+            "dave@remote.test"
+        } else {
+            "carol@remote.test"
+        };
+        let reply = submit(
+            &s,
+            certs.path(),
+            &alice,
+            &[to],
+            &format!("Subject: {i}\r\n\r\nbody {i}"),
+        );
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    wait_queue_size(&s, 3, 10);
+    // Each got its first attempt (connection refused) and waits an hour.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mails = loop {
+        let body = s.admin_ok("GET", "/mailQueues/outgoing/mails", None);
+        let mails: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        if mails.iter().all(|m| m["attempts"] == 1) {
+            break mails;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "first attempts never made: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(mails[0]["sender"], alice);
+    assert!(
+        mails[0]["lastError"].as_str().unwrap().contains("4.4.1"),
+        "{mails:?}"
+    );
+    let limited = s.admin_ok("GET", "/mailQueues/outgoing/mails?limit=1", None);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&limited)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.admin("GET", "/mailQueues/outgoing/mails?limit=0", None)
+            .status,
+        400
+    );
+    // Delete dave's mail by recipient (a task).
+    let task = s.admin(
+        "DELETE",
+        "/mailQueues/outgoing/mails?recipient=dave@remote.test",
+        None,
+    );
+    assert_eq!(task.status, 201, "{}", task.body);
+    let id: serde_json::Value = serde_json::from_str(&task.body).unwrap();
+    let done = s.admin_ok(
+        "GET",
+        &format!("/tasks/{}/await", id["taskId"].as_str().unwrap()),
+        None,
+    );
+    assert!(done.contains(r#""status":"completed""#), "{done}");
+    assert!(
+        done.contains(r#""initialCount":3"#) && done.contains(r#""remainingCount":2"#),
+        "{done}"
+    );
+    wait_queue_size(&s, 2, 5);
+    // A bad flush is refused; the right one makes them due now.
+    let bad = s.admin(
+        "PATCH",
+        "/mailQueues/outgoing?delayed=true",
+        Some(r#"{"delayed": true}"#),
+    );
+    assert_eq!(bad.status, 400);
+    let sink = Sink::start_on(down, false);
+    let flush = s.admin(
+        "PATCH",
+        "/mailQueues/outgoing?delayed=true",
+        Some(r#"{"delayed": false}"#),
+    );
+    assert_eq!(flush.status, 204, "{}", flush.body);
+    sink.wait_for(30, "both flushed mails", |a| a.len() == 2);
+    wait_queue_size(&s, 0, 30);
+    assert!(sink
+        .accepted()
+        .iter()
+        .all(|m| m.recipients == vec!["carol@remote.test".to_string()]));
+}
+
+on_both_backends!(
+    submitted_mail_is_relayed_once_retried_and_bounced,
+    relay_needs_auth_or_a_relay_network,
+    queue_routes_list_flush_and_delete,
+);
+
+#[test]
+fn swaks_and_curl_submit_with_auth_to_a_remote_domain() {
+    for tool in ["swaks", "curl"] {
+        let found = std::process::Command::new(tool).arg("--version").output();
+        assert!(
+            found.is_ok(),
+            "{tool} is needed for this test (apt-get install {tool})"
+        );
+    }
+    let sink = Sink::start(true);
+    let (s, _certs) = outbound_server(Backend::Embedded, sink.addr, |c| {
+        c.smtp.loopback_is_secure = true;
+    });
+    s.user("alice");
+    let submission = s.server.as_ref().unwrap().submission_addr.unwrap();
+    let submissions = s.server.as_ref().unwrap().submissions_addr.unwrap();
+    // swaks over implicit TLS (port-465 role).
+    let out = std::process::Command::new("swaks")
+        .args([
+            "--server",
+            &submissions.ip().to_string(),
+            "--port",
+            &submissions.port().to_string(),
+        ])
+        .args([
+            "--tls-on-connect",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@example.com",
+        ])
+        .args(["--auth-password", "pw-alice", "--from", "alice@example.com"])
+        .args([
+            "--to",
+            "swaks@remote.test",
+            "--header",
+            "Subject: via swaks",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // curl over the submission port (loopback counts as secure here).
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail.txt");
+    std::fs::write(&mail, "Subject: via curl\r\n\r\nHi!\r\n").unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            &format!("smtp://{submission}"),
+            "--user",
+            "alice@example.com:pw-alice",
+        ])
+        .args([
+            "--mail-from",
+            "alice@example.com",
+            "--mail-rcpt",
+            "curl@remote.test",
+            "-T",
+        ])
+        .arg(&mail)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sink.wait_for(30, "both submissions", |a| {
+        let to: Vec<&String> = a.iter().flat_map(|m| &m.recipients).collect();
+        to.contains(&&"swaks@remote.test".to_string())
+            && to.contains(&&"curl@remote.test".to_string())
+    });
+}
