@@ -92,6 +92,8 @@ pub struct OutboundSection {
     pub relayhost_implicit_tls: bool,
     /// DNS resolvers ("ip" or "ip:port"); the system's (/etc/resolv.conf) when empty.
     pub dns_servers: Vec<String>,
+    /// The port of the servers found through MX records (Postfix's smtp_tcp_port).
+    pub smtp_port: u16,
     /// STARTTLS policy towards remote servers.
     pub tls: OutboundTls,
     /// Waits between attempts after a temporary failure; the last one repeats.
@@ -117,6 +119,7 @@ impl Default for OutboundSection {
             relayhost_password: None,
             relayhost_implicit_tls: false,
             dns_servers: Vec::new(),
+            smtp_port: 25,
             tls: OutboundTls::Opportunistic,
             retry_delays_secs: vec![300, 900, 1800, 3600, 7200, 14400],
             max_queue_lifetime_secs: 5 * 24 * 3600,

@@ -326,6 +326,7 @@ on_both_backends!(
     submitted_mail_is_relayed_once_retried_and_bounced,
     relay_needs_auth_or_a_relay_network,
     queue_routes_list_flush_and_delete,
+    mx_records_are_followed_by_preference,
 );
 
 #[test]
@@ -404,4 +405,47 @@ fn swaks_and_curl_submit_with_auth_to_a_remote_domain() {
         to.contains(&&"swaks@remote.test".to_string())
             && to.contains(&&"curl@remote.test".to_string())
     });
+}
+
+/// MX records from a DNS server the test runs: the preferred MX is down, so the next one gets
+/// the mail; a domain without MX is reached at its own address (RFC 5321 section 5.1); a domain
+/// that does not exist bounces at once.
+fn mx_records_are_followed_by_preference(b: Backend) {
+    let sink = Sink::start(false);
+    // MX hosts are reached on outbound.smtp_port: the sink's. The preferred MX resolves to an
+    // address where nothing listens on that port.
+    let zone = common::dns::Zone::default()
+        .mx("mx.test", 10, "primary.mx.test")
+        .mx("mx.test", 20, "backup.mx.test")
+        .a("primary.mx.test", "127.0.0.2".parse().unwrap())
+        .a("backup.mx.test", "127.0.0.1".parse().unwrap())
+        .a("nomx.test", "127.0.0.1".parse().unwrap());
+    let dns = zone.serve();
+    let (s, certs) = outbound_server(b, sink.addr, |c| {
+        c.outbound.transport.clear();
+        c.outbound.dns_servers = vec![dns.to_string()];
+        c.outbound.smtp_port = sink.addr.port();
+        c.outbound.connect_timeout_secs = 5;
+    });
+    let alice = s.user("alice");
+    let reply = submit(
+        &s,
+        certs.path(),
+        &alice,
+        &["erin@mx.test", "frank@nomx.test", "gina@nowhere.test"],
+        "Subject: via MX\r\n\r\nhi",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    sink.wait_for(30, "mail through the backup MX and the A fallback", |a| {
+        let to: Vec<&String> = a.iter().flat_map(|m| &m.recipients).collect();
+        to.contains(&&"erin@mx.test".to_string()) && to.contains(&&"frank@nomx.test".to_string())
+    });
+    wait_mailbox(&s, "alice", 1, 30);
+    let dsn = String::from_utf8_lossy(&s.login("alice").retr(1)).to_string();
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; gina@nowhere.test"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Status: 5.1.2"), "{dsn}");
+    wait_queue_size(&s, 0, 30);
 }

@@ -47,6 +47,8 @@ pub struct Router {
     transport: BTreeMap<String, (String, u16)>,
     relayhost: Option<(String, u16)>,
     resolver: TokioResolver,
+    /// Port of MX hosts.
+    smtp_port: u16,
 }
 
 impl Router {
@@ -85,6 +87,7 @@ impl Router {
             transport,
             relayhost,
             resolver,
+            smtp_port: settings.smtp_port,
         })
     }
 
@@ -171,7 +174,7 @@ impl Router {
             match self.addresses(&host).await {
                 Ok(ips) => out.extend(ips.into_iter().map(|ip| Target {
                     name: host.trim_end_matches('.').to_string(),
-                    addr: SocketAddr::new(ip, 25),
+                    addr: SocketAddr::new(ip, self.smtp_port),
                 })),
                 Err(e) => last_error = Some(e),
             }
