@@ -37,6 +37,19 @@ fn outbound_server(
 
 /// Submits over STARTTLS with AUTH PLAIN; returns the final reply.
 fn submit(s: &TestServer, certs: &std::path::Path, user: &str, to: &[&str], body: &str) -> String {
+    let to: Vec<(&str, &str)> = to.iter().map(|r| (*r, "")).collect();
+    submit_with(s, certs, user, "", &to, body)
+}
+
+/// Submits with MAIL parameters and per-recipient RCPT parameters (DSN).
+fn submit_with(
+    s: &TestServer,
+    certs: &std::path::Path,
+    user: &str,
+    mail_params: &str,
+    to: &[(&str, &str)],
+    body: &str,
+) -> String {
     let addr = s.server.as_ref().unwrap().submission_addr.unwrap();
     let mut plain = Lines(BufReader::new(tcp(addr)));
     assert!(plain.line().starts_with("220"));
@@ -51,9 +64,10 @@ fn submit(s: &TestServer, certs: &std::path::Path, user: &str, to: &[&str], body
     assert!(c
         .cmd(&format!("AUTH PLAIN {}", b64(auth.as_bytes())))
         .starts_with("235"));
-    assert!(c.cmd(&format!("MAIL FROM:<{user}>")).starts_with("250"));
-    for r in to {
-        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+    let mail = c.cmd(&format!("MAIL FROM:<{user}>{mail_params}"));
+    assert!(mail.starts_with("250"), "{mail}");
+    for (r, params) in to {
+        let reply = c.cmd(&format!("RCPT TO:<{r}>{params}"));
         assert!(reply.starts_with("250"), "{r}: {reply}");
     }
     assert!(c.cmd("DATA").starts_with("354"));
@@ -322,7 +336,67 @@ fn queue_routes_list_flush_and_delete(b: Backend) {
         .all(|m| m.recipients == vec!["carol@remote.test".to_string()]));
 }
 
+/// RFC 3461 on submission: NOTIFY=SUCCESS gets a "relayed" report (the next hop is not asked
+/// for DSNs), NOTIFY=NEVER silences a bounce, ENVID and ORCPT come back in the report, and
+/// RET=HDRS returns the header only.
+fn dsn_parameters_shape_the_reports(b: Backend) {
+    let sink = Sink::start(false);
+    let (s, certs) = outbound_server(b, sink.addr, |_| {});
+    let alice = s.user("alice");
+    let reply = submit_with(
+        &s,
+        certs.path(),
+        &alice,
+        " RET=HDRS ENVID=order+2B42",
+        &[
+            (
+                "carol@remote.test",
+                " NOTIFY=SUCCESS ORCPT=rfc822;carol+40remote.test",
+            ),
+            ("reject-quiet@remote.test", " NOTIFY=NEVER"),
+        ],
+        "Subject: dsn\r\n\r\nsecret body",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    sink.wait_for(30, "carol's copy", |a| a.len() == 1);
+    wait_mailbox(&s, "alice", 1, 30);
+    wait_queue_size(&s, 0, 30);
+    let mut pop = s.login("alice");
+    assert_eq!(
+        pop.stat().0,
+        1,
+        "a report for carol, none for the silenced refusal"
+    );
+    let report = String::from_utf8_lossy(&pop.retr(1)).to_string();
+    assert!(
+        report.contains("Original-Envelope-Id: order+42"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Final-Recipient: rfc822; carol@remote.test"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Original-Recipient: rfc822;carol@remote.test"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Action: relayed") && report.contains("Status: 2.0.0"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Content-Type: text/rfc822-headers"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Subject: dsn") && !report.contains("secret body"),
+        "{report}"
+    );
+    assert!(!report.contains("reject-quiet"), "{report}");
+}
+
 on_both_backends!(
+    dsn_parameters_shape_the_reports,
     submitted_mail_is_relayed_once_retried_and_bounced,
     relay_needs_auth_or_a_relay_network,
     queue_routes_list_flush_and_delete,

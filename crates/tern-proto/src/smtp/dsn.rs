@@ -13,6 +13,9 @@ pub enum DsnAction {
     Delayed,
     /// Delivered (NOTIFY=SUCCESS).
     Delivered,
+    /// Handed to a server that does not speak DSN (NOTIFY=SUCCESS): no further report will
+    /// come (RFC 3461 section 5.2.2).
+    Relayed,
 }
 
 impl DsnAction {
@@ -21,6 +24,7 @@ impl DsnAction {
             DsnAction::Failed => "failed",
             DsnAction::Delayed => "delayed",
             DsnAction::Delivered => "delivered",
+            DsnAction::Relayed => "relayed",
         }
     }
 }
@@ -245,5 +249,119 @@ mod tests {
         assert!(!text.contains("body\r\n"), "headers only");
         assert!(!text.contains("\nX-Evil"), "{text}");
         assert!(text.ends_with("--b-1--\r\n"));
+    }
+}
+
+/// The DSN parameters of `MAIL FROM` (RFC 3461 sections 4.3 and 4.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsnMail {
+    /// `RET=FULL` (true) or `RET=HDRS` (false); `None` when not given.
+    pub ret_full: Option<bool>,
+    /// `ENVID`, decoded from xtext.
+    pub envid: Option<String>,
+}
+
+/// The DSN parameters of one `RCPT TO` (RFC 3461 sections 4.1 and 4.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsnRcpt {
+    /// `NOTIFY`; `None` when not given (failures are then reported).
+    pub notify: Option<NotifySet>,
+    /// `ORCPT` as `type;address`, the address decoded from xtext.
+    pub orcpt: Option<String>,
+}
+
+/// `NOTIFY=NEVER` is all false.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotifySet {
+    /// SUCCESS.
+    pub success: bool,
+    /// FAILURE.
+    pub failure: bool,
+    /// DELAY.
+    pub delay: bool,
+}
+
+/// Decodes xtext (RFC 3461 section 4): printable ASCII, `+XX` for anything else.
+pub fn decode_xtext(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                let hex = s.get(i + 1..i + 3)?;
+                if !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+                {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'!'..=b'~' if bytes[i] != b'=' => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8(out).ok()?;
+    // Decoded values end up in report fields: no line breaks or other controls.
+    (!text.contains(|c: char| c.is_control())).then_some(text)
+}
+
+/// `NOTIFY=` value: `NEVER`, or a comma list of SUCCESS, FAILURE, DELAY.
+pub fn parse_notify(v: &str) -> Option<NotifySet> {
+    if v.eq_ignore_ascii_case("NEVER") {
+        return Some(NotifySet::default());
+    }
+    let mut n = NotifySet::default();
+    for word in v.split(',') {
+        match word.to_ascii_uppercase().as_str() {
+            "SUCCESS" => n.success = true,
+            "FAILURE" => n.failure = true,
+            "DELAY" => n.delay = true,
+            _ => return None,
+        }
+    }
+    Some(n)
+}
+
+/// `ORCPT=` value: `addr-type;xtext`.
+pub fn parse_orcpt(v: &str) -> Option<String> {
+    let (kind, addr) = v.split_once(';')?;
+    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return None;
+    }
+    let addr = decode_xtext(addr)?;
+    (!addr.is_empty() && addr.len() <= 500).then(|| format!("{kind};{addr}"))
+}
+
+#[cfg(test)]
+mod params_tests {
+    use super::*;
+
+    #[test]
+    fn xtext_notify_and_orcpt() {
+        assert_eq!(decode_xtext("abc+2Bdef").as_deref(), Some("abc+def"));
+        assert_eq!(decode_xtext("a+0Db"), None, "no control characters");
+        assert_eq!(decode_xtext("a+zz"), None);
+        assert_eq!(decode_xtext("a=b"), None);
+        assert_eq!(parse_notify("NEVER"), Some(NotifySet::default()));
+        assert_eq!(
+            parse_notify("success,Delay"),
+            Some(NotifySet {
+                success: true,
+                failure: false,
+                delay: true
+            })
+        );
+        assert_eq!(parse_notify("SUCCESS,SOMETIMES"), None);
+        assert_eq!(
+            parse_orcpt("rfc822;bob+40example.com").as_deref(),
+            Some("rfc822;bob@example.com")
+        );
+        assert_eq!(parse_orcpt("bob@example.com"), None);
     }
 }

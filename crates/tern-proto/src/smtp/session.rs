@@ -1,4 +1,5 @@
 use super::address::{parse_path, Mailbox};
+use super::dsn::{self, DsnMail, DsnRcpt};
 use crate::dot::{DataDecoder, DataViolation};
 use crate::line::{Line, LineBuffer};
 use crate::sasl::{self, SaslError};
@@ -98,6 +99,10 @@ pub enum SmtpRequest<R> {
         recipients: Vec<Mailbox>,
         /// What [`RcptVerdict::Accept`] gave for each of them, in the same order.
         targets: Vec<R>,
+        /// The DSN parameters of MAIL (RFC 3461).
+        dsn: DsnMail,
+        /// The DSN parameters of each recipient, in the same order.
+        recipient_dsn: Vec<DsnRcpt>,
         /// The user the client authenticated as, if it did (ESMTPA in Received, RFC 3848).
         authenticated: Option<String>,
     },
@@ -140,7 +145,7 @@ enum State {
     Connected,
     Ready,
     /// Waiting for the verdict on a recipient.
-    CheckingRecipient(Mailbox),
+    CheckingRecipient(Mailbox, DsnRcpt),
     /// Waiting for the driver to prepare for the body.
     Preparing,
     Data(DataDecoder),
@@ -162,7 +167,8 @@ enum State {
 
 struct Envelope<R> {
     reverse_path: String,
-    recipients: Vec<(Mailbox, R)>,
+    dsn: DsnMail,
+    recipients: Vec<(Mailbox, R, DsnRcpt)>,
 }
 
 /// An SMTP server session as a state machine: [`SmtpSession::feed`] it bytes, call
@@ -312,14 +318,15 @@ impl<R: Clone> SmtpSession<R> {
 
     /// Answer to [`SmtpRequest::CheckRecipient`].
     pub fn rcpt_verdict(&mut self, verdict: RcptVerdict<R>) {
-        let State::CheckingRecipient(mailbox) = std::mem::replace(&mut self.state, State::Ready)
+        let State::CheckingRecipient(mailbox, rcpt_dsn) =
+            std::mem::replace(&mut self.state, State::Ready)
         else {
             return;
         };
         match verdict {
             RcptVerdict::Accept(r) => {
                 if let Some(env) = &mut self.envelope {
-                    env.recipients.push((mailbox, r));
+                    env.recipients.push((mailbox, r, rcpt_dsn));
                 }
                 self.reply("250 2.1.5 Ok");
             }
@@ -367,7 +374,7 @@ impl<R: Clone> SmtpSession<R> {
         loop {
             match &mut self.state {
                 State::Closed
-                | State::CheckingRecipient(_)
+                | State::CheckingRecipient(..)
                 | State::Preparing
                 | State::Storing
                 | State::StartingTls
@@ -595,7 +602,7 @@ impl<R: Clone> SmtpSession<R> {
                 let recipients = self
                     .envelope
                     .as_ref()
-                    .map(|e| e.recipients.iter().map(|(_, r)| r.clone()).collect())
+                    .map(|e| e.recipients.iter().map(|(_, r, _)| r.clone()).collect())
                     .unwrap_or_default();
                 SmtpRequest::EndMessage { recipients }
             }
@@ -694,7 +701,7 @@ impl<R: Clone> SmtpSession<R> {
         let host = &self.config.hostname;
         if esmtp {
             let mut r = format!(
-                "250-{host} Hello {domain}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
+                "250-{host} Hello {domain}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n",
                 self.config.max_message_size
             );
             if self.config.starttls_available && !self.tls {
@@ -730,6 +737,7 @@ impl<R: Clone> SmtpSession<R> {
             Ok(p) => p,
             Err(e) => return self.error(&format!("501 5.1.7 Bad sender address syntax: {}", e.0)),
         };
+        let mut mail_dsn = DsnMail::default();
         for (key, value) in params {
             match (key.as_str(), value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
@@ -744,6 +752,19 @@ impl<R: Clone> SmtpSession<R> {
                 },
                 ("BODY", Some(v))
                     if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                ("RET", Some(v)) if mail_dsn.ret_full.is_none() => {
+                    mail_dsn.ret_full = match v.to_ascii_uppercase().as_str() {
+                        "FULL" => Some(true),
+                        "HDRS" => Some(false),
+                        _ => return self.error("501 5.5.4 RET must be FULL or HDRS"),
+                    }
+                }
+                ("ENVID", Some(v)) if mail_dsn.envid.is_none() => {
+                    match dsn::decode_xtext(v).filter(|e| e.len() <= 100) {
+                        Some(e) => mail_dsn.envid = Some(e),
+                        None => return self.error("501 5.5.4 Malformed ENVID"),
+                    }
+                }
                 _ => return self.error(&format!("555 5.5.4 Unsupported MAIL parameter {key}")),
             }
         }
@@ -759,6 +780,7 @@ impl<R: Clone> SmtpSession<R> {
         }
         self.envelope = Some(Envelope {
             reverse_path,
+            dsn: mail_dsn,
             recipients: Vec::new(),
         });
         self.reply("250 2.1.0 Ok");
@@ -779,11 +801,34 @@ impl<R: Clone> SmtpSession<R> {
         };
         match parse_path(path) {
             Ok((Some(mailbox), params)) => {
-                if let Some((k, _)) = params.first() {
-                    self.error(&format!("555 5.5.4 Unsupported RCPT parameter {k}"));
-                    return None;
+                let mut rcpt_dsn = DsnRcpt::default();
+                for (k, v) in &params {
+                    match (k.as_str(), v.as_deref()) {
+                        ("NOTIFY", Some(v)) if rcpt_dsn.notify.is_none() => {
+                            match dsn::parse_notify(v) {
+                                Some(n) => rcpt_dsn.notify = Some(n),
+                                None => {
+                                    self.error("501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY");
+                                    return None;
+                                }
+                            }
+                        }
+                        ("ORCPT", Some(v)) if rcpt_dsn.orcpt.is_none() => {
+                            match dsn::parse_orcpt(v) {
+                                Some(o) => rcpt_dsn.orcpt = Some(o),
+                                None => {
+                                    self.error("501 5.5.4 Malformed ORCPT");
+                                    return None;
+                                }
+                            }
+                        }
+                        _ => {
+                            self.error(&format!("555 5.5.4 Unsupported RCPT parameter {k}"));
+                            return None;
+                        }
+                    }
                 }
-                self.state = State::CheckingRecipient(mailbox.clone());
+                self.state = State::CheckingRecipient(mailbox.clone(), rcpt_dsn);
                 Some(SmtpRequest::CheckRecipient(mailbox))
             }
             Ok((None, _)) => {
@@ -815,8 +860,10 @@ impl<R: Clone> SmtpSession<R> {
             reverse_path: env.reverse_path.clone(),
             helo,
             esmtp,
-            recipients: env.recipients.iter().map(|(m, _)| m.clone()).collect(),
-            targets: env.recipients.iter().map(|(_, r)| r.clone()).collect(),
+            recipients: env.recipients.iter().map(|(m, _, _)| m.clone()).collect(),
+            targets: env.recipients.iter().map(|(_, r, _)| r.clone()).collect(),
+            dsn: env.dsn.clone(),
+            recipient_dsn: env.recipients.iter().map(|(_, _, d)| d.clone()).collect(),
             authenticated: self.authenticated.clone(),
         };
         self.state = State::Preparing;
@@ -974,6 +1021,54 @@ mod tests {
     }
 
     #[test]
+    fn dsn_parameters_reach_the_driver_and_bad_ones_are_refused() {
+        let mut s: SmtpSession<u32> = session();
+        s.feed(b"EHLO c\r\nMAIL FROM:<a@y> RET=HDRS ENVID=QQ+2B1\r\n");
+        while s.poll().is_some() {}
+        let out = String::from_utf8(s.take_output()).unwrap();
+        assert!(out.contains("250-DSN\r\n"), "{out}");
+        assert!(out.ends_with("250 2.1.0 Ok\r\n"), "{out}");
+        s.feed(b"RCPT TO:<b@x> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;B+40x\r\n");
+        let Some(SmtpRequest::CheckRecipient(_)) = s.poll() else {
+            panic!("no recipient check")
+        };
+        s.rcpt_verdict(RcptVerdict::Accept(7));
+        for bad in [
+            "RCPT TO:<c@x> NOTIFY=SOMETIMES\r\n",
+            "RCPT TO:<c@x> ORCPT=nonsense\r\n",
+            "RCPT TO:<c@x> NOTIFY=NEVER NOTIFY=NEVER\r\n",
+        ] {
+            s.take_output();
+            s.feed(bad.as_bytes());
+            assert!(s.poll().is_none(), "{bad}");
+            let out = String::from_utf8(s.take_output()).unwrap();
+            assert!(
+                out.starts_with("501") || out.starts_with("555"),
+                "{bad}: {out}"
+            );
+        }
+        s.feed(b"DATA\r\n");
+        let Some(SmtpRequest::BeginMessage {
+            dsn, recipient_dsn, ..
+        }) = s.poll()
+        else {
+            panic!("no BeginMessage")
+        };
+        assert_eq!(dsn.ret_full, Some(false));
+        assert_eq!(dsn.envid.as_deref(), Some("QQ+1"));
+        assert_eq!(recipient_dsn.len(), 1);
+        let n = recipient_dsn[0].notify.unwrap();
+        assert!(n.success && n.failure && !n.delay);
+        assert_eq!(recipient_dsn[0].orcpt.as_deref(), Some("rfc822;B@x"));
+        let mut s: SmtpSession<u32> = session();
+        s.feed(b"EHLO c\r\nMAIL FROM:<a@y> RET=ALL\r\n");
+        while s.poll().is_some() {}
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .contains("501 5.5.4 RET"));
+    }
+
+    #[test]
     fn pipelined_transaction() {
         let mut s = session();
         let (out, body, stored) = transaction(
@@ -986,8 +1081,8 @@ mod tests {
         assert_eq!(
             codes,
             [
-                "250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "550 ", "550 ",
-                "354 ", "250 ", "221 "
+                "250-", "250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "550 ",
+                "550 ", "354 ", "250 ", "221 "
             ]
         );
         assert!(out.contains("550 5.1.1") && out.contains("550 5.7.1"));

@@ -8,14 +8,16 @@ use tern_proto::smtp::client::Reply;
 use tern_proto::smtp::dsn::{self, DsnAction, DsnRecipient, DsnReport};
 use tern_store::{NewQueuedMail, QueuedMail, QueuedRecipient};
 
-/// A recipient given up.
+/// A recipient to report on: given up, or relayed with NOTIFY=SUCCESS.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub struct Reported {
     pub recipient: QueuedRecipient,
     pub reply: Reply,
     pub remote: Option<String>,
     /// Given up because the queue lifetime ran out, not because a server refused.
     pub expired: bool,
+    /// `Failed`, or `Relayed` for a success the sender asked to hear about.
+    pub action: DsnAction,
 }
 
 /// Octets of the original message a report carries at most, with `RET=FULL`.
@@ -28,10 +30,13 @@ fn rfc5322(ms: i64) -> String {
 
 impl Outbound {
     /// Sends the report for `failed`; `Ok` once it is durable (or deliberately not sent).
-    pub async fn bounce(&self, mail: &QueuedMail, failed: &[Failure]) -> tern_store::Result<()> {
-        let failed: Vec<&Failure> = failed
+    pub async fn bounce(&self, mail: &QueuedMail, failed: &[Reported]) -> tern_store::Result<()> {
+        let failed: Vec<&Reported> = failed
             .iter()
-            .filter(|f| f.recipient.notify.failure)
+            .filter(|f| match f.action {
+                DsnAction::Failed => f.recipient.notify.failure,
+                _ => f.recipient.notify.success,
+            })
             .collect();
         if failed.is_empty() {
             return Ok(());
@@ -46,7 +51,7 @@ impl Outbound {
             .map(|f| DsnRecipient {
                 address: f.recipient.address.clone(),
                 original_recipient: f.recipient.orcpt.clone(),
-                action: DsnAction::Failed,
+                action: f.action,
                 status: if f.expired {
                     "4.4.7".into()
                 } else {

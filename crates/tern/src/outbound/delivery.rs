@@ -3,12 +3,13 @@
 //! removed when nothing is left, bounced for permanent failures and expiry, rescheduled for
 //! temporary ones.
 
-use super::bounce::Failure;
+use super::bounce::Reported;
 use super::connection::Connection;
 use super::route::Route;
 use super::Outbound;
 use std::collections::BTreeMap;
 use tern_proto::smtp::client::{Envelope, Reply};
+use tern_proto::smtp::dsn::DsnAction;
 use tern_store::{now_ms, QueuedMail, QueuedRecipient};
 
 /// Received headers beyond which a message is taken to loop (James's RelayLimit).
@@ -47,18 +48,29 @@ impl Outbound {
         let now = now_ms();
         let expired = now.saturating_sub(mail.queued_ms)
             >= (self.settings.max_queue_lifetime_secs as i64).saturating_mul(1000);
-        let mut failed = Vec::new();
+        let mut reports = Vec::new();
         let mut remaining: Vec<QueuedRecipient> = Vec::new();
         for (rcpt, outcome) in mail.recipients.iter().zip(outcomes) {
             if outcome.reply.is_positive() {
                 tracing::info!(queue_id = %mail.id, to = %rcpt.address, relay = outcome.remote.as_deref().unwrap_or(""), reply = %outcome.reply, "delivered");
+                if rcpt.notify.success {
+                    // The next server gets no DSN parameters from us: this is the last report.
+                    reports.push(Reported {
+                        recipient: rcpt.clone(),
+                        expired: false,
+                        reply: outcome.reply,
+                        remote: outcome.remote,
+                        action: DsnAction::Relayed,
+                    });
+                }
             } else if outcome.reply.is_permanent() || expired {
                 tracing::info!(queue_id = %mail.id, to = %rcpt.address, reply = %outcome.reply, expired, "bounced");
-                failed.push(Failure {
+                reports.push(Reported {
                     recipient: rcpt.clone(),
                     expired: expired && !outcome.reply.is_permanent(),
                     reply: outcome.reply,
                     remote: outcome.remote,
+                    action: DsnAction::Failed,
                 });
             } else {
                 tracing::info!(queue_id = %mail.id, to = %rcpt.address, reply = %outcome.reply, attempt = mail.attempts + 1, "deferred");
@@ -67,10 +79,10 @@ impl Outbound {
                 remaining.push(r);
             }
         }
-        // The bounce is durable before the entry changes: a crash in between bounces again,
+        // The report is durable before the entry changes: a crash in between reports again,
         // never loses the report.
-        if !failed.is_empty() {
-            self.bounce(&mail, &failed).await?;
+        if !reports.is_empty() {
+            self.bounce(&mail, &reports).await?;
         }
         if remaining.is_empty() {
             return self.queue.remove_queued(&mail).await;

@@ -14,6 +14,7 @@ use crate::throttle::LoginThrottle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tern_proto::smtp::dsn::{DsnMail, DsnRcpt};
 use tern_proto::smtp::submission::SubmissionHeaders;
 use tern_proto::smtp::{
     trace_headers, AuthFailure, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession,
@@ -97,6 +98,9 @@ struct Incoming {
     queued: Option<Box<dyn BodyWriter>>,
     /// The envelope sender, for the queue.
     reverse_path: String,
+    /// DSN parameters (RFC 3461) of the transaction and of each remote recipient.
+    dsn: DsnMail,
+    remote_dsn: Vec<(String, DsnRcpt)>,
     /// Set when a write failed: the rest of the body is read and dropped, then 451.
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
@@ -197,6 +201,8 @@ pub async fn serve_connection(
             writer: None,
             queued: None,
             reverse_path: String::new(),
+            dsn: DsnMail::default(),
+            remote_dsn: Vec::new(),
             failed: false,
             headers: None,
         },
@@ -245,8 +251,19 @@ impl Protocol for SmtpConnection {
                 esmtp,
                 recipients,
                 targets,
+                dsn,
+                recipient_dsn,
                 authenticated,
             } => {
+                incoming.dsn = dsn;
+                incoming.remote_dsn = targets
+                    .iter()
+                    .zip(recipient_dsn)
+                    .filter_map(|(t, d)| match t {
+                        Recipient::Remote(a) => Some((a.clone(), d)),
+                        Recipient::Local(_) => None,
+                    })
+                    .collect();
                 // RFC 3848's names for the Received "with" clause.
                 let protocol = match (esmtp, session.is_tls(), authenticated.is_some()) {
                     (true, true, true) => "ESMTPSA",
@@ -490,9 +507,13 @@ async fn store_message(
     if let Some(staged) = staged_queued {
         let mail = NewQueuedMail {
             sender: incoming.reverse_path.clone(),
-            recipients: remote.iter().map(QueuedRecipient::new).collect(),
-            envid: None,
-            return_full: false,
+            recipients: remote
+                .iter()
+                .map(|a| queued_recipient(a, &incoming.remote_dsn))
+                .collect(),
+            envid: incoming.dsn.envid.clone(),
+            // Postfix's default when RET is not given: the whole message.
+            return_full: incoming.dsn.ret_full.unwrap_or(true),
         };
         match svc.queue.enqueue(staged, mail).await {
             Ok(q) => {
@@ -531,6 +552,22 @@ async fn store_message(
         Some(id) => StoreOutcome::Stored { id },
         None => StoreOutcome::Failed,
     }
+}
+
+/// A remote recipient with the DSN parameters the client gave for it.
+fn queued_recipient(address: &str, dsn: &[(String, DsnRcpt)]) -> QueuedRecipient {
+    let mut r = QueuedRecipient::new(address);
+    if let Some((_, d)) = dsn.iter().find(|(a, _)| a.eq_ignore_ascii_case(address)) {
+        if let Some(n) = d.notify {
+            r.notify = tern_store::Notify {
+                success: n.success,
+                failure: n.failure,
+                delay: n.delay,
+            };
+        }
+        r.orcpt = d.orcpt.clone();
+    }
+    r
 }
 
 /// Makes a body durable; `Ok(None)` when there was none to make.
