@@ -34,6 +34,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The outgoing queue of a running server (mail for other domains).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Load generator for any SMTP/LMTP and POP3 server (Tern, Dovecot, ...).
     Bench {
         #[command(subcommand)]
@@ -190,6 +197,33 @@ enum DomainAction {
 }
 
 #[derive(Subcommand)]
+enum QueueAction {
+    /// One line per queued mail: id, next attempt, attempts, sender, recipients, last error.
+    List {
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Make every queued mail due now.
+    Flush,
+    /// Delete queued mails: all of them, or those matching one selector.
+    Delete {
+        /// Every mail.
+        #[arg(long, conflicts_with_all = ["sender", "recipient", "id"])]
+        all: bool,
+        /// Mails from this sender.
+        #[arg(long, conflicts_with_all = ["recipient", "id"])]
+        sender: Option<String>,
+        /// This recipient (other recipients of the same mail stay queued).
+        #[arg(long, conflicts_with = "id")]
+        recipient: Option<String>,
+        /// The mail with this id (as `tern queue list` shows it).
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum UserAction {
     /// Create a user (an error if it exists); the password is read from standard input.
     Add {
@@ -211,6 +245,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Domain { action, admin } => domain(action, &admin),
         Command::User { action, admin } => user(action, &admin),
+        Command::Queue { action, admin } => queue(action, &admin),
         Command::Bench { action } => bench(action),
         Command::Cert {
             action: CertAction::SelfSigned { domain, out },
@@ -453,6 +488,91 @@ fn domain(action: DomainAction, base: &AdminArgs) -> anyhow::Result<()> {
             for d in domains {
                 println!("{d}");
             }
+        }
+    }
+    Ok(())
+}
+
+fn queue(action: QueueAction, base: &AdminArgs) -> anyhow::Result<()> {
+    match action {
+        QueueAction::List { limit } => {
+            let path = match limit {
+                Some(n) => format!("/mailQueues/outgoing/mails?limit={n}"),
+                None => "/mailQueues/outgoing/mails".to_string(),
+            };
+            let body = call(base, "GET", &path, None)?;
+            let mails: Vec<serde_json::Value> =
+                serde_json::from_str(&body).context("unexpected answer")?;
+            for m in &mails {
+                let field = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                let recipients: Vec<&str> = m
+                    .get("recipients")
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
+                    .unwrap_or_default();
+                let sender = match field("sender") {
+                    "" => "<>",
+                    s => s,
+                };
+                println!(
+                    "{}  next {}  attempts {}  from {}  to {}  {}",
+                    field("name"),
+                    field("nextDelivery"),
+                    m.get("attempts").and_then(|v| v.as_u64()).unwrap_or(0),
+                    sender,
+                    recipients.join(","),
+                    field("lastError")
+                );
+            }
+            eprintln!("{} queued", mails.len());
+        }
+        QueueAction::Flush => {
+            call(
+                base,
+                "PATCH",
+                "/mailQueues/outgoing?delayed=true",
+                Some(r#"{"delayed": false}"#),
+            )?;
+            println!("queue flushed: every mail is due now");
+        }
+        QueueAction::Delete {
+            all,
+            sender,
+            recipient,
+            id,
+        } => {
+            let query = match (all, sender, recipient, id) {
+                (true, None, None, None) => String::new(),
+                (false, Some(s), None, None) => format!("?sender={}", encode_segment(&s)),
+                (false, None, Some(r), None) => format!("?recipient={}", encode_segment(&r)),
+                (false, None, None, Some(i)) => format!("?name={}", encode_segment(&i)),
+                _ => bail!("give --all, or one of --sender, --recipient, --id"),
+            };
+            let body = call(
+                base,
+                "DELETE",
+                &format!("/mailQueues/outgoing/mails{query}"),
+                None,
+            )?;
+            let task: serde_json::Value =
+                serde_json::from_str(&body).context("unexpected answer")?;
+            let id = task
+                .get("taskId")
+                .and_then(|v| v.as_str())
+                .context("no task id in the answer")?;
+            let done = call(base, "GET", &format!("/tasks/{id}/await"), None)?;
+            let done: serde_json::Value =
+                serde_json::from_str(&done).context("unexpected answer")?;
+            let info = &done["additionalInformation"];
+            println!(
+                "{}: {} of {} queued mails deleted",
+                done["status"].as_str().unwrap_or("?"),
+                info["initialCount"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(info["remainingCount"].as_u64().unwrap_or(0)),
+                info["initialCount"].as_u64().unwrap_or(0)
+            );
         }
     }
     Ok(())

@@ -135,6 +135,71 @@ fn kill_9_with_a_thousand_queued_messages_loses_none(b: Backend) {
 
 on_both_backends!(kill_9_with_a_thousand_queued_messages_loses_none);
 
+#[test]
+fn tern_queue_lists_deletes_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = free_port();
+    let config = relay_config(dir.path(), Backend::Embedded, down);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("retry_delays_secs = [1]", "retry_delays_secs = [3600]"),
+    )
+    .unwrap();
+    let p = spawn(&config);
+    for to in ["carol@remote.test", "dave@remote.test"] {
+        let mut c = SmtpClient::connect(p.smtp);
+        c.ehlo();
+        let (code, text) = c.send_mail("app@example.com", &[to], &message(to, "hi\r\n"));
+        assert_eq!(code, 250, "{text}");
+    }
+    let cli = |args: &[&str]| {
+        let out = tern_cli(&p.admin_url, args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // Both wait for their second attempt, an hour away, after the first one failed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let listed = cli(&["queue", "list"]);
+        if listed.lines().count() == 2 && listed.lines().all(|l| l.contains("attempts 1")) {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        listed.contains("from app@example.com  to carol@remote.test"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("4.4.1"),
+        "the last error is shown: {listed}"
+    );
+    let deleted = cli(&["queue", "delete", "--recipient", "dave@remote.test"]);
+    assert!(
+        deleted.contains("completed: 1 of 2 queued mails deleted"),
+        "{deleted}"
+    );
+    let sink = Sink::start_on(down, false);
+    assert!(cli(&["queue", "flush"]).contains("flushed"));
+    sink.wait_for(30, "carol's mail after the flush", |a| a.len() == 1);
+    assert_eq!(
+        sink.accepted()[0].recipients,
+        vec!["carol@remote.test".to_string()]
+    );
+    let bad = tern_cli(
+        &p.admin_url,
+        &["queue", "delete", "--sender", "a@b", "--id", "x"],
+        None,
+    );
+    assert!(!bad.status.success());
+}
+
 /// Two nodes on one keyspace; the one that accepted (and queued) the mail dies; the other takes
 /// its shards over once the leases expire and delivers everything within a minute.
 #[test]
