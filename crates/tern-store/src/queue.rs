@@ -75,6 +75,8 @@ pub struct NewQueuedMail {
     pub envid: Option<String>,
     /// The DSN `RET=FULL`: a bounce carries the whole message, not only its header.
     pub return_full: bool,
+    /// A `DKIM-Signature` header field (with its CRLF) to send in front of the body.
+    pub dkim_signature: Option<String>,
 }
 
 /// A queued message as stored.
@@ -104,6 +106,9 @@ pub struct QueuedMail {
     /// The DSN `RET=FULL`.
     #[serde(default)]
     pub return_full: bool,
+    /// A `DKIM-Signature` header field (with its CRLF) sent in front of the body.
+    #[serde(default)]
+    pub dkim_signature: Option<String>,
 }
 
 /// The outbound queue.

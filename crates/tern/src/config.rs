@@ -108,6 +108,21 @@ pub struct OutboundSection {
     pub connect_timeout_secs: u64,
     /// Time allowed for each reply of a remote server (RFC 5321: 5 minutes; 10 after the data).
     pub command_timeout_secs: u64,
+    /// DKIM keys: mail from these domains is signed when it leaves for other domains.
+    pub dkim: Vec<DkimKey>,
+}
+
+/// One DKIM signing key (`[[outbound.dkim]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    /// The sender domain whose mail is signed (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key is published at `{selector}._domainkey.{domain}`.
+    pub selector: String,
+    /// PEM file of the private key (RSA, PKCS#1 or PKCS#8; or Ed25519, PKCS#8), as written by
+    /// `tern dkim keygen`.
+    pub private_key_file: PathBuf,
 }
 
 impl Default for OutboundSection {
@@ -127,6 +142,7 @@ impl Default for OutboundSection {
             max_connections_per_destination: 20,
             connect_timeout_secs: 30,
             command_timeout_secs: 300,
+            dkim: Vec::new(),
         }
     }
 }
@@ -205,6 +221,21 @@ impl OutboundSection {
             "outbound.max_connections_per_destination",
         );
         p.positive(self.connect_timeout_secs, "outbound.connect_timeout_secs");
+        for k in &self.dkim {
+            p.check(
+                crate::names::valid_domain(&k.domain.to_ascii_lowercase()),
+                "outbound.dkim.domain",
+                &format!("{:?} is not a domain", k.domain),
+            );
+            p.check(
+                !k.selector.is_empty()
+                    && k.selector
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+                "outbound.dkim.selector",
+                &format!("{:?}: letters, digits, - and . only", k.selector),
+            );
+        }
         p.positive(self.command_timeout_secs, "outbound.command_timeout_secs");
     }
 }

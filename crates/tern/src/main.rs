@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// DKIM keys.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Cassandra tools.
     Cassandra {
         #[command(subcommand)]
@@ -197,6 +202,23 @@ enum DomainAction {
 }
 
 #[derive(Subcommand)]
+enum DkimAction {
+    /// Make a signing key, write it to DIR/DOMAIN.SELECTOR.pem and print the DNS TXT record
+    /// to publish and the configuration to add.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: tern::outbound::dkim::KeyAlgorithm,
+        /// Directory of the key file.
+        #[arg(long, default_value = "dkim")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum QueueAction {
     /// One line per queued mail: id, next attempt, attempts, sender, recipients, last error.
     List {
@@ -256,6 +278,24 @@ fn main() -> anyhow::Result<()> {
                 "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
                 cert.display(),
                 key.display()
+            );
+            Ok(())
+        }
+        Command::Dkim {
+            action:
+                DkimAction::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    out,
+                },
+        } => {
+            let (path, record) = tern::outbound::dkim::keygen(&domain, &selector, algorithm, &out)?;
+            println!("wrote {}", path.display());
+            println!("\nPublish this DNS record:\n{record}");
+            println!(
+                "\nAnd add to the configuration:\n[[outbound.dkim]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"",
+                path.display()
             );
             Ok(())
         }

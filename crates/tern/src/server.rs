@@ -114,6 +114,9 @@ pub fn preflight(config: &Config) -> Vec<String> {
             problems.push(format!("config key tls.cert_file / tls.key_file: {e:#}"));
         }
     }
+    if let Err(e) = crate::outbound::dkim::DkimKeys::check(&config.outbound.dkim) {
+        problems.push(format!("config key outbound.dkim.private_key_file: {e:#}"));
+    }
     if config.store.backend == StoreBackend::Cassandra {
         if let Err(e) = tern_store::cassandra::check_tls_files(&config.cassandra.options()) {
             problems.push(format!("config key cassandra.tls_ca_file: {e}"));
@@ -200,6 +203,7 @@ impl Server {
             auth: auth.clone(),
             throttle: throttle.clone(),
             queue: store.clone(),
+            dkim: crate::outbound::dkim::DkimKeys::load(&config.outbound.dkim)?,
         });
         let pop3_context = Arc::new(Pop3Context {
             settings: config.pop3.clone(),

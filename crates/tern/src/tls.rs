@@ -99,7 +99,7 @@ pub fn write_self_signed(domain: &str, out: &Path) -> anyhow::Result<(PathBuf, P
     Ok((cert_path, key_path))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -523,3 +523,79 @@ fn mx_records_are_followed_by_preference(b: Backend) {
     assert!(dsn.contains("Status: 5.1.2"), "{dsn}");
     wait_queue_size(&s, 0, 30);
 }
+
+/// Mail from a domain with a DKIM key leaves signed, and the signature verifies (mail-auth,
+/// against the key published in a DNS server the test runs) over the message as received.
+#[test]
+fn outgoing_mail_is_dkim_signed_and_verifies() {
+    use tern::outbound::dkim::{keygen, KeyAlgorithm};
+    let keys = tempfile::tempdir().unwrap();
+    let (key_file, record) =
+        keygen("example.com", "tern1", KeyAlgorithm::Rsa, keys.path()).unwrap();
+    let txt = record
+        .split_once('"')
+        .unwrap()
+        .1
+        .trim_end_matches('"')
+        .to_string();
+    let sink = Sink::start(true);
+    let (s, certs) = outbound_server(Backend::Embedded, sink.addr, |c| {
+        c.outbound.dkim = vec![tern::config::DkimKey {
+            domain: "example.com".into(),
+            selector: "tern1".into(),
+            private_key_file: key_file,
+        }];
+    });
+    let alice = s.user("alice");
+    let body = format!(
+        "From: Alice <{alice}>\r\nTo: carol@remote.test\r\nSubject: signed\r\n\r\n{}",
+        "line of text\r\n".repeat(5000)
+    );
+    let reply = submit(&s, certs.path(), &alice, &["carol@remote.test"], &body);
+    assert!(reply.starts_with("250"), "{reply}");
+    sink.wait_for(30, "the signed message", |a| a.len() == 1);
+    let data = sink.accepted()[0].data.clone();
+    assert!(
+        data.starts_with(b"DKIM-Signature: v=1; a=rsa-sha256; s=tern1; d=example.com;"),
+        "{}",
+        String::from_utf8_lossy(&data[..200])
+    );
+    let dns = common::dns::Zone::default()
+        .txt("tern1._domainkey.example.com", &txt)
+        .serve();
+    let results = s.block_on(async move {
+        use hickory_resolver::config::{
+            ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+        };
+        let mut udp = ConnectionConfig::udp();
+        udp.port = dns.port();
+        let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+            dns.ip(),
+            true,
+            vec![udp],
+        )]);
+        let authenticator =
+            mail_auth::MessageAuthenticator::new(config, ResolverOpts::default()).unwrap();
+        let message = mail_auth::AuthenticatedMessage::parse(&data).unwrap();
+        authenticator
+            .verify_dkim(&message)
+            .await
+            .iter()
+            .map(|r| r.result().clone())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(results, vec![mail_auth::DkimResult::Pass], "{results:?}");
+    // Mail from a domain without a key leaves unsigned.
+    let (s2, certs2) = outbound_server(Backend::Embedded, sink.addr, |_| {});
+    let bob = s2.user("bob");
+    assert!(submit(
+        &s2,
+        certs2.path(),
+        &bob,
+        &["dave@remote.test"],
+        "Subject: plain\r\n\r\nx"
+    )
+    .starts_with("250"));
+    sink.wait_for(30, "the unsigned message", |a| a.len() == 2);
+    assert!(!sink.accepted()[1].data.starts_with(b"DKIM-Signature"));
+}

@@ -191,6 +191,7 @@ impl OutboundQueue for CassandraStore {
             next_attempt_ms: now,
             envid: mail.envid,
             return_full: mail.return_full,
+            dkim_signature: mail.dkim_signature,
         };
         let json = to_json(&queued)?;
         let (blob, size, refs) = (body.blob_id.0, body.size as i64, vec![timeuuid(id)]);

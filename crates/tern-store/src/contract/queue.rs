@@ -21,6 +21,7 @@ fn new_mail(sender: &str, recipients: &[&str]) -> NewQueuedMail {
             .collect(),
         envid: Some("env-1".into()),
         return_full: true,
+        dkim_signature: Some("DKIM-Signature: v=1; d=here.test\r\n".into()),
     }
 }
 
@@ -68,6 +69,10 @@ pub async fn queued_mail_is_durable_due_and_readable(b: &Backend) {
     assert_eq!((a.attempts, a.size), (0, small.len() as u64));
     assert!(a.queued_ms >= before && a.next_attempt_ms <= now_ms());
     assert_eq!(a.envid.as_deref(), Some("env-1"));
+    assert!(a
+        .dkim_signature
+        .as_deref()
+        .is_some_and(|d| d.starts_with("DKIM-Signature")));
     let mut due = Vec::new();
     for shard in &held {
         due.extend(b.queue.due_mail(*shard, now_ms(), 100).await.unwrap());

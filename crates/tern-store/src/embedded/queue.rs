@@ -39,6 +39,7 @@ impl OutboundQueue for EmbeddedStore {
             next_attempt_ms: now,
             envid: mail.envid,
             return_full: mail.return_full,
+            dkim_signature: mail.dkim_signature,
         };
         let json = to_json(&queued)?;
         let StagedBody {

@@ -101,6 +101,7 @@ impl Outbound {
                     recipients: vec![QueuedRecipient::new(mail.sender.clone())],
                     envid: None,
                     return_full: false,
+                    dkim_signature: None,
                 },
             )
             .await?;

@@ -86,6 +86,7 @@ impl Connection {
     pub async fn send(
         &mut self,
         envelope: Envelope,
+        prefix: Option<&str>,
         mut body: Box<dyn BodyReader>,
         tls: &tokio_rustls::TlsConnector,
     ) -> Result<Vec<Reply>, Reply> {
@@ -95,6 +96,10 @@ impl Connection {
                 Stop::SendBody => {
                     let mut encoder = RetrEncoder::retr();
                     let mut out = Vec::with_capacity(64 * 1024);
+                    if let Some(header) = prefix {
+                        encoder.encode(header.as_bytes(), &mut out);
+                        self.write(&out).await?;
+                    }
                     loop {
                         let chunk = body.next_chunk().await.map_err(|e| {
                             Reply::local(451, format!("4.3.0 cannot read the queued body: {e}"))

@@ -6,11 +6,13 @@
 //! - [`connection`]: one connection to a remote server, around the sans-IO SMTP client;
 //! - [`delivery`]: one attempt at one queued message, and what follows it;
 //! - [`bounce`]: delivery status notifications to the sender;
+//! - [`dkim`]: DKIM signing of mail from the configured domains;
 //! - [`runner`]: leases, polling the due entries, concurrency.
 
 pub mod bounce;
 pub mod connection;
 pub mod delivery;
+pub mod dkim;
 pub mod route;
 pub mod runner;
 

@@ -10,6 +10,7 @@ use crate::driver::{BoxStream, Next, Protocol};
 use crate::listing::Pop3Listing;
 use crate::logging::Escaped;
 use crate::names;
+use crate::outbound::dkim::{DkimKeys, SigningStream};
 use crate::throttle::LoginThrottle;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct SmtpContext {
     pub throttle: Arc<LoginThrottle>,
     /// Where mail for other domains goes.
     pub queue: Arc<dyn OutboundQueue>,
+    /// DKIM keys of the sender domains whose outgoing mail is signed.
+    pub dkim: &'static DkimKeys,
 }
 
 /// Where an accepted recipient's copy goes.
@@ -101,6 +104,8 @@ struct Incoming {
     /// DSN parameters (RFC 3461) of the transaction and of each remote recipient.
     dsn: DsnMail,
     remote_dsn: Vec<(String, DsnRcpt)>,
+    /// Signs the queued copy as it arrives, when the sender's domain has a DKIM key.
+    signing: Option<SigningStream>,
     /// Set when a write failed: the rest of the body is read and dropped, then 451.
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
@@ -127,6 +132,9 @@ impl Incoming {
         if data.is_empty() {
             return;
         }
+        if let Some(s) = self.signing.as_mut() {
+            s.write(data);
+        }
         for slot in [&mut self.writer, &mut self.queued] {
             if let Some(w) = slot.as_mut() {
                 if let Err(e) = w.write(data).await {
@@ -141,6 +149,7 @@ impl Incoming {
     }
 
     async fn abort(&mut self) {
+        self.signing = None;
         for w in [self.writer.take(), self.queued.take()]
             .into_iter()
             .flatten()
@@ -203,6 +212,7 @@ pub async fn serve_connection(
             reverse_path: String::new(),
             dsn: DsnMail::default(),
             remote_dsn: Vec::new(),
+            signing: None,
             failed: false,
             headers: None,
         },
@@ -461,6 +471,10 @@ async fn begin_message(
             }
         }
     }
+    if remote {
+        let domain = envelope.reverse_path.rsplit_once('@').map(|(_, d)| d);
+        incoming.signing = domain.and_then(|d| svc.dkim.start(d));
+    }
     incoming.write_raw(headers.as_bytes(), peer).await;
     !incoming.failed
 }
@@ -514,6 +528,7 @@ async fn store_message(
             envid: incoming.dsn.envid.clone(),
             // Postfix's default when RET is not given: the whole message.
             return_full: incoming.dsn.ret_full.unwrap_or(true),
+            dkim_signature: incoming.signing.take().and_then(SigningStream::finish),
         };
         match svc.queue.enqueue(staged, mail).await {
             Ok(q) => {

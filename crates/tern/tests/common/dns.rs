@@ -3,7 +3,7 @@
 //! of the asked type. Messages are parsed and built with hickory-proto.
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, MX};
+use hickory_proto::rr::rdata::{A, MX, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -28,6 +28,20 @@ impl Zone {
             .entry(host.to_ascii_lowercase())
             .or_default()
             .push(RData::A(A(ip)));
+        self
+    }
+
+    /// A TXT record, cut into strings of at most 255 octets (RFC 1035).
+    pub fn txt(mut self, name: &str, text: &str) -> Self {
+        let parts: Vec<String> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).to_string())
+            .collect();
+        self.records
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(RData::TXT(TXT::new(parts)));
         self
     }
 
@@ -61,7 +75,9 @@ impl Zone {
                             for d in data {
                                 let wanted = matches!(
                                     (q.query_type(), d),
-                                    (RecordType::MX, RData::MX(_)) | (RecordType::A, RData::A(_))
+                                    (RecordType::MX, RData::MX(_))
+                                        | (RecordType::A, RData::A(_))
+                                        | (RecordType::TXT, RData::TXT(_))
                                 );
                                 if wanted {
                                     response.add_answer(Record::from_rdata(
