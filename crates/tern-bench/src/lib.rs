@@ -7,10 +7,12 @@
 
 mod deliver;
 mod pop3;
+mod relay;
 mod stats;
 
 pub use deliver::{run_deliver, DeliverArgs};
 pub use pop3::{run_pop3, Pop3Args, Pop3Mode};
+pub use relay::{run_relay, RelayArgs, RelayReport};
 pub use stats::Report;
 
 /// User name of bench user `i`.

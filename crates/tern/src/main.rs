@@ -146,6 +146,31 @@ enum BenchAction {
         #[command(flatten)]
         users: BenchUsers,
     },
+    /// Submit messages to a relay (Tern, Postfix...) for a domain it routes to a sink this
+    /// command runs, and measure until the sink has them all.
+    Relay {
+        /// The relay's SMTP listener.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        server: SocketAddr,
+        /// Where the sink listens: the relay must route --domain here.
+        #[arg(long, default_value = "127.0.0.1:2626")]
+        sink: SocketAddr,
+        #[arg(long, default_value = "sink.test")]
+        domain: String,
+        #[arg(long, default_value_t = 10_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long)]
+        reuse: bool,
+        #[arg(long)]
+        pipeline: bool,
+        /// Seconds to wait for the last message at the sink.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Open many connections, read their greetings and hold them idle (to measure the server's
     /// memory per idle connection from outside).
     Idle {
@@ -430,6 +455,38 @@ fn bench(action: BenchAction) -> anyhow::Result<()> {
                 Duration::from_secs_f64(hold),
             ))?;
             println!("held {held} connections");
+            return Ok(());
+        }
+        BenchAction::Relay {
+            server,
+            sink,
+            domain,
+            messages,
+            size,
+            concurrency,
+            reuse,
+            pipeline,
+            timeout,
+        } => {
+            let report = runtime.block_on(tern_bench::run_relay(tern_bench::RelayArgs {
+                server,
+                sink,
+                domain,
+                messages,
+                size,
+                concurrency,
+                reuse,
+                pipeline,
+                timeout: Duration::from_secs(timeout),
+            }))?;
+            report.print();
+            if report.relayed < report.messages {
+                bail!(
+                    "{} of {} messages reached the sink",
+                    report.relayed,
+                    report.messages
+                );
+            }
             return Ok(());
         }
         BenchAction::Deliver {
