@@ -211,6 +211,7 @@ impl OutboundSection {
             "outbound.retry_delays_secs",
             "must list at least one delay, each at least 1",
         );
+        p.positive(self.smtp_port.into(), "outbound.smtp_port");
         p.positive(
             self.max_queue_lifetime_secs,
             "outbound.max_queue_lifetime_secs",
@@ -959,6 +960,49 @@ mod tests {
         assert_eq!(example.pop3.idle_timeout_secs, d.pop3.idle_timeout_secs);
         assert_eq!(example.store.inline_max_bytes, d.store.inline_max_bytes);
         assert_eq!(example.auth.argon2_memory_kib, d.auth.argon2_memory_kib);
+        assert_eq!(
+            example.outbound.retry_delays_secs,
+            d.outbound.retry_delays_secs
+        );
+        assert_eq!(
+            example.outbound.max_queue_lifetime_secs,
+            d.outbound.max_queue_lifetime_secs
+        );
+        assert_eq!(example.outbound.concurrency, d.outbound.concurrency);
+    }
+
+    #[test]
+    fn outbound_problems_are_reported_by_key() {
+        let e = Config::from_toml(
+            "[smtp]\nrelay_networks = [\"10.0.0.0/8\"]\n[outbound]\nrelayhost = \"no port\"\nrelayhost_username = \"u\"\n\
+             dns_servers = [\"dns.example\"]\nretry_delays_secs = []\nsmtp_port = 0\n\
+             [outbound.transport]\n\"a.example\" = \"host:99999\"\n\
+             [[outbound.dkim]]\ndomain = \"bad domain\"\nselector = \"s/1\"\nprivate_key_file = \"k.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "outbound.relayhost",
+            "outbound.relayhost_password",
+            "outbound.dns_servers",
+            "outbound.retry_delays_secs",
+            "outbound.smtp_port",
+            "outbound.transport",
+            "outbound.dkim.domain",
+            "outbound.dkim.selector",
+        ] {
+            assert!(e.contains(&format!("config key {key}:")), "{key}: {e}");
+        }
+        let ok = Config::from_toml(
+            "[outbound]\nrelayhost = \"[2001:db8::1]:587\"\ndns_servers = [\"192.0.2.1\", \"192.0.2.2:5353\"]\n\
+             [outbound.transport]\n\"b.example\" = \"127.0.0.1:2526\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            parse_host_port(ok.outbound.relayhost.as_deref().unwrap()),
+            Some(("2001:db8::1".into(), 587))
+        );
+        assert!(Config::from_toml("[outbound]\nunknown = 1\n").is_err());
     }
 
     #[test]
