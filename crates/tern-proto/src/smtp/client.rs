@@ -287,6 +287,16 @@ impl SmtpClient {
     }
 
     fn fail(&mut self, reply: Reply) {
+        // A failure always reads as one: a server answering 2xx or 3xx where nothing but an
+        // error can come must never make a recipient look delivered.
+        let reply = if reply.code < 400 {
+            Reply::local(
+                421,
+                format!("4.5.0 unexpected reply from the server: {reply}"),
+            )
+        } else {
+            reply
+        };
         self.failed = true;
         self.expect.clear();
         self.transaction = None;
@@ -388,6 +398,12 @@ impl SmtpClient {
             }
             Expect::Data => {
                 // Refused (all recipients failed, or MAIL did): per-recipient replies stand.
+                // Anything but 354 is a refusal, even a 2xx: the body was never sent.
+                let reply = if reply.code < 400 {
+                    Reply::local(451, format!("4.5.0 unexpected reply to DATA: {reply}"))
+                } else {
+                    reply
+                };
                 if let Some(t) = self.transaction.as_mut() {
                     if t.mail_reply.as_ref().is_some_and(|r| r.is_positive()) {
                         for slot in t.rcpt_replies.iter_mut() {
@@ -676,6 +692,29 @@ mod tests {
         );
         c.feed(b"235 ok\r\n");
         assert_eq!(drain(&mut c), vec![ClientAction::Ready]);
+    }
+
+    /// Found by fuzzing: a 2xx or 3xx where only an error fits must not read as a success.
+    #[test]
+    fn odd_codes_never_make_a_recipient_look_delivered() {
+        let mut c = SmtpClient::new(config());
+        c.feed(b"250 not a greeting\r\n");
+        match drain(&mut c).last() {
+            Some(ClientAction::Failed(r)) => assert!(r.code >= 400, "{r}"),
+            other => panic!("{other:?}"),
+        }
+        let mut c = SmtpClient::new(config());
+        c.feed(b"220 s\r\n250-s\r\n250 PIPELINING\r\n");
+        drain(&mut c);
+        c.send_mail(envelope(&["x@r.test"]));
+        drain(&mut c);
+        // DATA answered 250 instead of 354: the body was never sent.
+        c.feed(b"250 ok\r\n250 ok\r\n250 data? sure\r\n");
+        let done = drain(&mut c);
+        let Some(ClientAction::TransactionDone(r)) = done.last() else {
+            panic!("{done:?}")
+        };
+        assert!(!r[0].is_positive() && !r[0].is_permanent(), "{r:?}");
     }
 
     #[test]
