@@ -599,3 +599,154 @@ fn outgoing_mail_is_dkim_signed_and_verifies() {
     sink.wait_for(30, "the unsigned message", |a| a.len() == 2);
     assert!(!sink.accepted()[1].data.starts_with(b"DKIM-Signature"));
 }
+
+/// A smart host with STARTTLS and AUTH: every remote domain goes there, credentials only
+/// inside TLS.
+#[test]
+fn relayhost_gets_everything_with_auth_over_starttls() {
+    let smart = Sink::start_with(free_port(), true, Some(("tern", "relay-secret")));
+    let (s, certs) = outbound_server(Backend::Embedded, smart.addr, |c| {
+        c.outbound.transport.clear();
+        c.outbound.relayhost = Some(smart.addr.to_string());
+        c.outbound.relayhost_username = Some("tern".into());
+        c.outbound.relayhost_password = Some("relay-secret".into());
+    });
+    let alice = s.user("alice");
+    let reply = submit(
+        &s,
+        certs.path(),
+        &alice,
+        &["x@one.test", "y@two.test"],
+        "Subject: via smart host\r\n\r\nhi",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    smart.wait_for(30, "both recipients at the smart host", |a| {
+        a.iter().flat_map(|m| &m.recipients).count() == 2
+    });
+    let a = smart.accepted();
+    assert!(
+        a.iter().all(|m| m.tls && m.auth.as_deref() == Some("tern")),
+        "{a:?}"
+    );
+    wait_queue_size(&s, 0, 30);
+}
+
+/// `outbound.tls = "required"`: a server without STARTTLS gets nothing, and the mail waits
+/// with the reason shown in the queue.
+#[test]
+fn required_tls_keeps_mail_from_a_server_without_starttls() {
+    let plain = Sink::start(false);
+    let (s, certs) = outbound_server(Backend::Embedded, plain.addr, |c| {
+        c.outbound.tls = tern::config::OutboundTls::Required;
+        c.outbound.retry_delays_secs = vec![3600];
+    });
+    let alice = s.user("alice");
+    assert!(submit(
+        &s,
+        certs.path(),
+        &alice,
+        &["carol@remote.test"],
+        "Subject: secret\r\n\r\nx"
+    )
+    .starts_with("250"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = s.admin_ok("GET", "/mailQueues/outgoing/mails", None);
+        if body.contains("TLS required") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(plain.accepted().is_empty());
+}
+
+/// Mail that cannot be delivered before `max_queue_lifetime_secs` bounces with 4.4.7; mail that
+/// loops (more than 30 Received headers) bounces with 5.4.6 without being sent.
+#[test]
+fn expired_and_looping_mail_bounce() {
+    let down = free_port();
+    let (s, certs) = outbound_server(Backend::Embedded, down, |c| {
+        c.outbound.max_queue_lifetime_secs = 2;
+    });
+    let alice = s.user("alice");
+    assert!(submit(
+        &s,
+        certs.path(),
+        &alice,
+        &["carol@remote.test"],
+        "Subject: too late\r\n\r\nx"
+    )
+    .starts_with("250"));
+    wait_mailbox(&s, "alice", 1, 30);
+    let report = String::from_utf8_lossy(&s.login("alice").retr(1)).to_string();
+    assert!(
+        report.contains("Status: 4.4.7") && report.contains("Action: failed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("4.4.1"),
+        "the last error is given: {report}"
+    );
+    let received = "Received: from a by b; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(31);
+    let sink = Sink::start(false);
+    let (s2, certs2) = outbound_server(Backend::Embedded, sink.addr, |_| {});
+    let bob = s2.user("bob");
+    assert!(submit(
+        &s2,
+        certs2.path(),
+        &bob,
+        &["carol@remote.test"],
+        &format!("{received}Subject: loop\r\n\r\nx")
+    )
+    .starts_with("250"));
+    wait_mailbox(&s2, "bob", 1, 30);
+    let report = String::from_utf8_lossy(&s2.login("bob").retr(1)).to_string();
+    assert!(
+        report.contains("Status: 5.4.6") && report.contains("routing loop"),
+        "{report}"
+    );
+    assert!(sink.accepted().is_empty(), "a looping message is not sent");
+}
+
+/// A bounce for a remote sender goes back through the queue from `<>`; a bounce that cannot be
+/// delivered is dropped, never bounced again.
+#[test]
+fn bounces_to_remote_senders_are_queued_from_the_null_sender_and_never_bounce() {
+    let sink = Sink::start(false);
+    let (s, _certs) = outbound_server(Backend::Embedded, sink.addr, |c| {
+        c.smtp.relay_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    });
+    let mut c = s.smtp();
+    c.ehlo();
+    // The application's address is on remote.test too: its bounce goes to the sink.
+    let (code, text) = c.send_mail(
+        "app@remote.test",
+        &["reject1@remote.test"],
+        b"Subject: a\r\n\r\nx\r\n",
+    );
+    assert_eq!(code, 250, "{text}");
+    sink.wait_for(30, "the bounce to the application", |a| a.len() == 1);
+    let bounce = &sink.accepted()[0];
+    assert_eq!(bounce.sender, "", "bounces come from the null sender");
+    assert_eq!(bounce.recipients, vec!["app@remote.test".to_string()]);
+    assert!(String::from_utf8_lossy(&bounce.data)
+        .contains("Final-Recipient: rfc822; reject1@remote.test"));
+    // Its sender refuses the report: nothing more is sent, and the queue empties.
+    let (code, text) = c.send_mail(
+        "reject-app@remote.test",
+        &["reject2@remote.test"],
+        b"Subject: b\r\n\r\nx\r\n",
+    );
+    assert_eq!(code, 250, "{text}");
+    wait_queue_size(&s, 0, 30);
+    let attempts = sink
+        .state
+        .lock()
+        .unwrap()
+        .attempts
+        .get("reject-app@remote.test")
+        .copied();
+    assert_eq!(attempts, Some(1), "the report was tried once");
+    assert_eq!(sink.accepted().len(), 1, "no bounce of a bounce");
+}

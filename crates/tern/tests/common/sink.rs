@@ -18,6 +18,8 @@ pub struct Accepted {
     pub data: Vec<u8>,
     pub tls: bool,
     pub helo: String,
+    /// The user the client authenticated as, if it did.
+    pub auth: Option<String>,
 }
 
 #[derive(Default)]
@@ -48,6 +50,13 @@ impl Sink {
     }
 
     pub fn start_on(addr: SocketAddr, starttls: bool) -> Sink {
+        Self::start_with(addr, starttls, None)
+    }
+
+    /// A sink that also offers AUTH PLAIN (after STARTTLS when it has TLS) with these
+    /// credentials, as a smart host does.
+    pub fn start_with(addr: SocketAddr, starttls: bool, auth: Option<(&str, &str)>) -> Sink {
+        let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
         let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(SinkState::default()));
@@ -56,11 +65,11 @@ impl Sink {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (state, tls) = (shared.clone(), tls.clone());
+                let (state, tls, auth) = (shared.clone(), tls.clone(), auth.clone());
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
                     state.lock().unwrap().connections += 1;
-                    serve(stream, state, tls);
+                    serve(stream, state, tls, auth);
                 });
             }
         });
@@ -107,7 +116,13 @@ fn server_tls() -> Arc<rustls::ServerConfig> {
 trait Io: Read + Write + Send {}
 impl<T: Read + Write + Send> Io for T {}
 
-fn serve(stream: TcpStream, state: Arc<Mutex<SinkState>>, tls: Option<Arc<rustls::ServerConfig>>) {
+fn serve(
+    stream: TcpStream,
+    state: Arc<Mutex<SinkState>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<(String, String)>,
+) {
+    let mut authenticated: Option<String> = None;
     let mut io: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream.try_clone().unwrap()));
     let mut secured = false;
     let mut helo = String::new();
@@ -133,6 +148,9 @@ fn serve(stream: TcpStream, state: Arc<Mutex<SinkState>>, tls: Option<Arc<rustls
             if tls.is_some() && !secured {
                 r.push_str("250-STARTTLS\r\n");
             }
+            if auth.is_some() && (secured || tls.is_none()) {
+                r.push_str("250-AUTH PLAIN\r\n");
+            }
             r.push_str("250 8BITMIME\r\n");
             say(&mut io, &r);
         } else if upper.starts_with("STARTTLS") && tls.is_some() && !secured {
@@ -141,6 +159,21 @@ fn serve(stream: TcpStream, state: Arc<Mutex<SinkState>>, tls: Option<Arc<rustls
             let tcp = stream.try_clone().unwrap();
             io = BufReader::new(Box::new(rustls::StreamOwned::new(conn, tcp)));
             secured = true;
+        } else if upper.starts_with("AUTH PLAIN ") && auth.is_some() {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(line[11..].trim())
+                .unwrap_or_default();
+            let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+            let (user, pass) = auth.clone().unwrap();
+            if parts.len() == 3 && parts[1] == user.as_bytes() && parts[2] == pass.as_bytes() {
+                authenticated = Some(user);
+                say(&mut io, "235 2.7.0 ok\r\n");
+            } else {
+                say(&mut io, "535 5.7.8 bad credentials\r\n");
+            }
+        } else if upper.starts_with("MAIL FROM:") && auth.is_some() && authenticated.is_none() {
+            say(&mut io, "530 5.7.0 authentication required\r\n");
         } else if upper.starts_with("MAIL FROM:") {
             let path = line[10..]
                 .split('>')
@@ -198,6 +231,7 @@ fn serve(stream: TcpStream, state: Arc<Mutex<SinkState>>, tls: Option<Arc<rustls
                 data,
                 tls: secured,
                 helo: helo.clone(),
+                auth: authenticated.clone(),
             });
             say(&mut io, "250 2.0.0 Ok: queued\r\n");
         } else if upper == "RSET" {
