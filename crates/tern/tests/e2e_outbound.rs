@@ -401,6 +401,9 @@ on_both_backends!(
     relay_needs_auth_or_a_relay_network,
     queue_routes_list_flush_and_delete,
     mx_records_are_followed_by_preference,
+    relayhost_gets_everything_with_auth_over_starttls,
+    expired_and_looping_mail_bounce,
+    bounces_to_remote_senders_are_queued_from_the_null_sender_and_never_bounce,
 );
 
 #[test]
@@ -602,10 +605,9 @@ fn outgoing_mail_is_dkim_signed_and_verifies() {
 
 /// A smart host with STARTTLS and AUTH: every remote domain goes there, credentials only
 /// inside TLS.
-#[test]
-fn relayhost_gets_everything_with_auth_over_starttls() {
+fn relayhost_gets_everything_with_auth_over_starttls(b: Backend) {
     let smart = Sink::start_with(free_port(), true, Some(("tern", "relay-secret")));
-    let (s, certs) = outbound_server(Backend::Embedded, smart.addr, |c| {
+    let (s, certs) = outbound_server(b, smart.addr, |c| {
         c.outbound.transport.clear();
         c.outbound.relayhost = Some(smart.addr.to_string());
         c.outbound.relayhost_username = Some("tern".into());
@@ -663,10 +665,9 @@ fn required_tls_keeps_mail_from_a_server_without_starttls() {
 
 /// Mail that cannot be delivered before `max_queue_lifetime_secs` bounces with 4.4.7; mail that
 /// loops (more than 30 Received headers) bounces with 5.4.6 without being sent.
-#[test]
-fn expired_and_looping_mail_bounce() {
+fn expired_and_looping_mail_bounce(b: Backend) {
     let down = free_port();
-    let (s, certs) = outbound_server(Backend::Embedded, down, |c| {
+    let (s, certs) = outbound_server(b, down, |c| {
         c.outbound.max_queue_lifetime_secs = 2;
     });
     let alice = s.user("alice");
@@ -690,7 +691,7 @@ fn expired_and_looping_mail_bounce() {
     );
     let received = "Received: from a by b; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(31);
     let sink = Sink::start(false);
-    let (s2, certs2) = outbound_server(Backend::Embedded, sink.addr, |_| {});
+    let (s2, certs2) = outbound_server(b, sink.addr, |_| {});
     let bob = s2.user("bob");
     assert!(submit(
         &s2,
@@ -711,10 +712,9 @@ fn expired_and_looping_mail_bounce() {
 
 /// A bounce for a remote sender goes back through the queue from `<>`; a bounce that cannot be
 /// delivered is dropped, never bounced again.
-#[test]
-fn bounces_to_remote_senders_are_queued_from_the_null_sender_and_never_bounce() {
+fn bounces_to_remote_senders_are_queued_from_the_null_sender_and_never_bounce(b: Backend) {
     let sink = Sink::start(false);
-    let (s, _certs) = outbound_server(Backend::Embedded, sink.addr, |c| {
+    let (s, _certs) = outbound_server(b, sink.addr, |c| {
         c.smtp.relay_networks = vec!["127.0.0.0/8".parse().unwrap()];
     });
     let mut c = s.smtp();

@@ -49,8 +49,37 @@ pub struct Outbound {
     pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
     /// Connections at once per destination.
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Entries being delivered by this node, so that a poll does not start them twice.
-    in_progress: Mutex<HashSet<Uuid>>,
+    /// Entries being delivered by this node, and those it finished lately.
+    attempts: Mutex<Attempts>,
+}
+
+/// What keeps this node from starting an entry twice. A poll's read may have begun before an
+/// attempt removed or rescheduled the entry, so an entry whose attempt finished after the read
+/// began is skipped too (its fresh state is read at the next poll).
+#[derive(Default)]
+struct Attempts {
+    running: HashSet<Uuid>,
+    finished: HashMap<Uuid, Instant>,
+}
+
+impl Attempts {
+    /// Marks the entry as running unless it runs, or finished after `read_at`.
+    fn start(&mut self, id: Uuid, read_at: Instant) -> bool {
+        if self.finished.get(&id).is_some_and(|t| *t >= read_at) {
+            return false;
+        }
+        self.running.insert(id)
+    }
+
+    fn finish(&mut self, id: Uuid) {
+        self.running.remove(&id);
+        self.finished.insert(id, Instant::now());
+    }
+
+    /// Forgets attempts that finished before `read_at`: no read from then on can be older.
+    fn forget_before(&mut self, read_at: Instant) {
+        self.finished.retain(|_, t| *t >= read_at);
+    }
 }
 
 impl Outbound {
@@ -75,7 +104,7 @@ impl Outbound {
             node,
             pool: Mutex::new(HashMap::new()),
             per_destination: Mutex::new(HashMap::new()),
-            in_progress: Mutex::new(HashSet::new()),
+            attempts: Mutex::new(Attempts::default()),
         }))
     }
 
@@ -174,5 +203,25 @@ impl Outbound {
             out.push(m?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_not_started_twice_nor_from_a_read_older_than_its_end() {
+        let mut a = Attempts::default();
+        let id = Uuid::new_v4();
+        let early_read = Instant::now();
+        assert!(a.start(id, early_read));
+        assert!(!a.start(id, early_read), "running");
+        a.finish(id);
+        // A read that began before the attempt ended may show the entry as it was.
+        assert!(!a.start(id, early_read));
+        let late_read = Instant::now();
+        a.forget_before(late_read);
+        assert!(a.start(id, late_read), "a fresh read decides again");
     }
 }

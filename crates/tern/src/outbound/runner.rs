@@ -43,6 +43,7 @@ impl Outbound {
                 }
             };
             let now = tern_store::now_ms();
+            let read_at = Instant::now();
             'shards: for shard in shards {
                 let free = slots.available_permits();
                 if free == 0 {
@@ -57,15 +58,19 @@ impl Outbound {
                 };
                 for mail in due {
                     let fresh = self
-                        .in_progress
+                        .attempts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(mail.id);
+                        .start(mail.id, read_at);
                     if !fresh {
                         continue;
                     }
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        self.done(mail.id);
+                        self.attempts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .running
+                            .remove(&mail.id);
                         break 'shards;
                     };
                     let me = self.clone();
@@ -77,6 +82,10 @@ impl Outbound {
                     });
                 }
             }
+            self.attempts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget_before(read_at);
             self.close_idle().await;
             tokio::select! {
                 _ = signal.notified() => {}
@@ -94,10 +103,10 @@ impl Outbound {
     }
 
     fn done(&self, id: uuid::Uuid) {
-        self.in_progress
+        self.attempts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .finish(id);
     }
 }
 
