@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
                     s.rcpt_verdict(match n % 4 {
                         0 => RcptVerdict::UnknownUser,
                         1 => RcptVerdict::RelayDenied,
+                        2 => RcptVerdict::RewriteLoop,
                         _ => RcptVerdict::Accept(n as u8),
                     })
                 }

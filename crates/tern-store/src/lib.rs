@@ -12,6 +12,7 @@ pub mod contract;
 pub mod embedded;
 mod error;
 mod ids;
+mod mappings;
 mod model;
 mod queue;
 
@@ -23,6 +24,7 @@ pub use model::{
     UidEntry, UidListing, UidStore, UserRecord, ViewEntry, INBOX,
 };
 
+pub use mappings::{Mapping, MappingKind, RecipientRewrites};
 pub use queue::{now_ms, NewQueuedMail, Notify, OutboundQueue, QueuedMail, QueuedRecipient};
 
 pub(crate) use model::{paged, ScanPage, SCAN_PAGE};

@@ -1,4 +1,4 @@
-use crate::{BlobId, MailboxId, MessageId, OutboundQueue, Result};
+use crate::{BlobId, MailboxId, MessageId, OutboundQueue, RecipientRewrites, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -223,12 +223,26 @@ pub trait BodyCollection: Send + Sync {
 /// A whole backend: every concern, one object. Callers take the narrow trait they need (a
 /// `&dyn Repair`, an `Arc<dyn MailStore>`...), upcast from this.
 pub trait Store:
-    Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore + OutboundQueue
+    Directory
+    + MailStore
+    + Repair
+    + UidStore
+    + BodyCollection
+    + TaskStore
+    + OutboundQueue
+    + RecipientRewrites
 {
 }
 
 impl<S> Store for S where
-    S: Directory + MailStore + Repair + UidStore + BodyCollection + TaskStore + OutboundQueue
+    S: Directory
+        + MailStore
+        + Repair
+        + UidStore
+        + BodyCollection
+        + TaskStore
+        + OutboundQueue
+        + RecipientRewrites
 {
 }
 

@@ -204,6 +204,7 @@ impl Server {
             throttle: throttle.clone(),
             queue: store.clone(),
             dkim: crate::outbound::dkim::DkimKeys::load(&config.outbound.dkim)?,
+            rewrites: store.clone(),
         });
         let pop3_context = Arc::new(Pop3Context {
             settings: config.pop3.clone(),
@@ -274,6 +275,7 @@ impl Server {
             },
             max_password_bytes: admin_config.max_password_bytes,
             outbound: outbound.clone(),
+            rewrites: store.clone(),
         }));
         let limits = admin::listener::AdminLimits {
             header_timeout: Duration::from_secs(admin_config.header_timeout_secs),

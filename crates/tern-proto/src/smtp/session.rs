@@ -65,6 +65,8 @@ pub enum RcptVerdict<R> {
     UnknownUser,
     /// Not a domain Tern serves (no relaying).
     RelayDenied,
+    /// The address's rewriting (aliases, forwards, groups) loops or goes too deep.
+    RewriteLoop,
     /// The directory could not be consulted.
     Temporary,
 }
@@ -337,6 +339,9 @@ impl<R: Clone> SmtpSession<R> {
             )),
             RcptVerdict::RelayDenied => self.error(&format!(
                 "550 5.7.1 <{mailbox}>: Relay access denied: not a domain served here"
+            )),
+            RcptVerdict::RewriteLoop => self.error(&format!(
+                "550 5.4.6 <{mailbox}>: Recipient address rewriting loops"
             )),
             RcptVerdict::Temporary => {
                 self.reply("451 4.3.0 Recipient lookup failed temporarily, try again later")

@@ -14,6 +14,7 @@ mod body;
 mod collection;
 mod directory;
 mod mail;
+mod mappings;
 mod queue;
 mod repair;
 pub mod schema;
@@ -448,6 +449,10 @@ pub(crate) struct Statements {
     pub(crate) clear_in_flight: PreparedStatement,
     collector_select_in_flight: PreparedStatement,
     collector_select_refs: PreparedStatement,
+    insert_mapping: PreparedStatement,
+    delete_mapping: PreparedStatement,
+    select_mappings: PreparedStatement,
+    scan_mappings: PreparedStatement,
 }
 
 impl Statements {
@@ -573,6 +578,10 @@ impl Statements {
             cancel_task: write(format!("UPDATE {ks}.tasks SET cancel_requested = true WHERE task_id = ?")).await?,
             delete_task: write(format!("DELETE FROM {ks}.tasks WHERE task_id = ?")).await?,
             scan_bodies: read(format!("SELECT DISTINCT blob_id FROM {ks}.blobs")).await?,
+            insert_mapping: write(format!("INSERT INTO {ks}.mappings (source, kind, target) VALUES (?, ?, ?)")).await?,
+            delete_mapping: write(format!("DELETE FROM {ks}.mappings WHERE source = ? AND kind = ? AND target = ?")).await?,
+            select_mappings: read(format!("SELECT kind, target FROM {ks}.mappings WHERE source = ?")).await?,
+            scan_mappings: read(format!("SELECT source, kind, target FROM {ks}.mappings")).await?,
         })
     }
 }

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 /// Bumped when a migration is added; stored in `schema_version`.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Keyspace replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,11 @@ const TABLES: &[(&str, &str)] = &[
     (
         "outbound_nodes",
         "(dc text, node text, PRIMARY KEY ((dc), node))",
+    ),
+    // Version 4: recipient rewriting (aliases, forwards, groups, domain aliases).
+    (
+        "mappings",
+        "(source text, kind text, target text, PRIMARY KEY ((source), kind, target))",
     ),
 ];
 

@@ -8,6 +8,7 @@
 mod collection;
 mod directory;
 mod mail;
+mod mappings;
 mod queue;
 mod repair;
 mod tasks;
@@ -16,14 +17,15 @@ mod uids;
 pub use collection::*;
 pub use directory::*;
 pub use mail::*;
+pub use mappings::*;
 pub use queue::*;
 pub use repair::*;
 pub use tasks::*;
 pub use uids::*;
 
 use crate::{
-    BodyCollection, Directory, MailStore, MailboxId, MessageId, OutboundQueue, Repair, Store,
-    TaskRecord, TaskStore, UidStore, ViewEntry,
+    BodyCollection, Directory, MailStore, MailboxId, MessageId, OutboundQueue, RecipientRewrites,
+    Repair, Store, TaskRecord, TaskStore, UidStore, ViewEntry,
 };
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct Backend {
     pub tasks: Arc<dyn TaskStore>,
     /// The outbound queue.
     pub queue: Arc<dyn OutboundQueue>,
+    /// Recipient rewriting.
+    pub rewrites: Arc<dyn RecipientRewrites>,
 }
 
 impl Backend {
@@ -58,7 +62,8 @@ impl Backend {
             uids: store.clone(),
             collection: store.clone(),
             tasks: store.clone(),
-            queue: store,
+            queue: store.clone(),
+            rewrites: store,
         }
     }
 }
@@ -95,6 +100,7 @@ macro_rules! store_contract_tests {
             queued_mail_is_durable_due_and_readable,
             rescheduled_mail_waits_and_removal_frees_the_body,
             concurrent_enqueues_all_land,
+            mappings_add_list_remove,
         );
     };
     (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {

@@ -6,6 +6,7 @@ mod collection;
 mod committer;
 mod directory;
 mod mail;
+mod mappings;
 mod queue;
 mod repair;
 mod tasks;
@@ -51,6 +52,8 @@ const MAILBOX_UIDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("ma
 const TASKS: TableDefinition<u128, &str> = TableDefinition::new("tasks");
 /// outbound queue: (due time in ms, entry id) -> entry (JSON)
 const OUTBOUND_QUEUE: TableDefinition<(i64, u128), &str> = TableDefinition::new("outbound_queue");
+/// recipient rewriting: (source, kind, target) -> ()
+const MAPPINGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("mappings");
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -177,6 +180,7 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(MAILBOX_UIDS).map_err(db_err)?;
         txn.open_table(TASKS).map_err(db_err)?;
         txn.open_table(OUTBOUND_QUEUE).map_err(db_err)?;
+        txn.open_table(MAPPINGS).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
         let found = meta
             .get("schema_version")

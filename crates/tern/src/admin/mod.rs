@@ -5,6 +5,7 @@
 pub mod client;
 pub mod listener;
 mod queues;
+mod rewrites;
 
 use crate::auth::Authenticator;
 use crate::names;
@@ -39,6 +40,8 @@ pub struct AdminState {
     pub max_password_bytes: usize,
     /// The outgoing queue (`/mailQueues`).
     pub outbound: Arc<crate::outbound::Outbound>,
+    /// Recipient rewriting (`/address/...`, `/mappings`, domain aliases).
+    pub rewrites: Arc<dyn tern_store::RecipientRewrites>,
 }
 
 /// Largest request body: the only bodies are small JSON objects.
@@ -122,6 +125,50 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/tasks", get(list_tasks).delete(cleanup_tasks))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/await", get(await_task))
+        .route(
+            "/address/groups",
+            get(rewrites::list_groups).delete(rewrites::delete_groups),
+        )
+        .route("/address/groups/{group}", get(rewrites::group_members))
+        .route(
+            "/address/groups/{group}/{member}",
+            axum::routing::put(rewrites::add_group_member).delete(rewrites::remove_group_member),
+        )
+        .route("/address/forwards", get(rewrites::list_forwards))
+        .route("/address/forwards/{user}", get(rewrites::forward_targets))
+        .route(
+            "/address/forwards/{user}/targets/{target}",
+            axum::routing::put(rewrites::add_forward).delete(rewrites::remove_forward),
+        )
+        .route("/address/aliases", get(rewrites::list_aliased_users))
+        .route("/address/aliases/{user}", get(rewrites::alias_sources))
+        .route(
+            "/address/aliases/{user}/sources/{alias}",
+            axum::routing::put(rewrites::add_alias).delete(rewrites::remove_alias),
+        )
+        .route("/domains/{domain}/aliases", get(rewrites::domain_aliases))
+        .route(
+            "/domains/{domain}/aliases/{source}",
+            axum::routing::put(rewrites::add_domain_alias).delete(rewrites::remove_domain_alias),
+        )
+        .route("/domainMappings", get(rewrites::list_domain_mappings))
+        .route(
+            "/domainMappings/{from}",
+            get(rewrites::domain_mapping)
+                .put(rewrites::add_domain_mapping)
+                .delete(rewrites::remove_domain_mapping),
+        )
+        .route("/mappings", get(rewrites::all_mappings))
+        .route("/mappings/user/{user}", get(rewrites::user_mappings))
+        .route(
+            "/mappings/address/{source}/targets/{target}",
+            axum::routing::post(rewrites::add_address_mapping)
+                .delete(rewrites::remove_address_mapping),
+        )
+        .route(
+            "/mappings/sources/{target}",
+            get(rewrites::mapping_sources).delete(rewrites::delete_mapping_sources),
+        )
         .route("/mailQueues", get(queues::list_queues))
         .route(
             "/mailQueues/{name}",

@@ -23,7 +23,7 @@ use tern_proto::smtp::{
 };
 use tern_store::{
     BodyWriter, Directory, MailStore, MailboxId, NewQueuedMail, OutboundQueue, QueuedRecipient,
-    StagedBody,
+    RecipientRewrites, StagedBody,
 };
 use tokio::sync::watch;
 
@@ -46,6 +46,8 @@ pub struct SmtpContext {
     pub queue: Arc<dyn OutboundQueue>,
     /// DKIM keys of the sender domains whose outgoing mail is signed.
     pub dkim: &'static DkimKeys,
+    /// Aliases, forwards, groups and domain aliases, applied at RCPT.
+    pub rewrites: Arc<dyn RecipientRewrites>,
 }
 
 /// Where an accepted recipient's copy goes.
@@ -184,7 +186,7 @@ pub async fn serve_connection(
     shutdown: watch::Receiver<bool>,
     role: SmtpRole,
 ) {
-    let mut session: SmtpSession<Recipient> = SmtpSession::new(ctx.session_config(role, peer));
+    let mut session: SmtpSession<Vec<Recipient>> = SmtpSession::new(ctx.session_config(role, peer));
     let ip = peer.ip().to_canonical();
     let relay_network = ctx.settings.relay_networks.iter().any(|n| n.contains(&ip));
     let tls = ctx.tls.clone();
@@ -230,7 +232,7 @@ pub async fn serve_connection(
 }
 
 impl Protocol for SmtpConnection {
-    type Session = SmtpSession<Recipient>;
+    type Session = SmtpSession<Vec<Recipient>>;
     const READ_BUFFER: usize = 16 * 1024;
 
     fn write_timeout(&self) -> Duration {
@@ -243,8 +245,8 @@ impl Protocol for SmtpConnection {
 
     async fn serve(
         &mut self,
-        request: SmtpRequest<Recipient>,
-        session: &mut SmtpSession<Recipient>,
+        request: SmtpRequest<Vec<Recipient>>,
+        session: &mut SmtpSession<Vec<Recipient>>,
         _stream: &mut BoxStream,
     ) -> Next {
         let (ctx, peer, incoming) = (&*self.ctx, self.peer, &mut self.incoming);
@@ -269,11 +271,14 @@ impl Protocol for SmtpConnection {
                 incoming.remote_dsn = targets
                     .iter()
                     .zip(recipient_dsn)
-                    .filter_map(|(t, d)| match t {
-                        Recipient::Remote(a) => Some((a.clone(), d)),
-                        Recipient::Local(_) => None,
+                    .flat_map(|(t, d)| {
+                        t.iter().filter_map(move |r| match r {
+                            Recipient::Remote(a) => Some((a.clone(), d.clone())),
+                            Recipient::Local(_) => None,
+                        })
                     })
                     .collect();
+                let targets: Vec<Recipient> = targets.into_iter().flatten().collect();
                 // RFC 3848's names for the Received "with" clause.
                 let protocol = match (esmtp, session.is_tls(), authenticated.is_some()) {
                     (true, true, true) => "ESMTPSA",
@@ -305,6 +310,7 @@ impl Protocol for SmtpConnection {
             SmtpRequest::MessageData(data) => incoming.write(&data, peer).await,
             SmtpRequest::EndMessage { recipients } => {
                 incoming.end(peer).await;
+                let recipients = recipients.into_iter().flatten().collect();
                 let outcome = store_message(ctx, incoming, recipients, peer).await;
                 session.message_stored(outcome);
             }
@@ -360,10 +366,70 @@ async fn check_recipient(
     svc: &SmtpContext,
     mailbox: &Mailbox,
     may_relay: bool,
-) -> RcptVerdict<Recipient> {
+) -> RcptVerdict<Vec<Recipient>> {
     if mailbox.is_bare_postmaster() {
         return postmaster(svc).await;
     }
+    let address = mailbox.to_string();
+    let targets = match crate::rewrite::expand(&*svc.rewrites, &address).await {
+        Ok(t) => t,
+        Err(crate::rewrite::RewriteError::Loop(at)) => {
+            tracing::warn!(recipient = %Escaped(&address), at = %Escaped(&at), "recipient rewriting loops");
+            return RcptVerdict::RewriteLoop;
+        }
+        Err(crate::rewrite::RewriteError::Store(e)) => {
+            tracing::error!(error = %e, "recipient rewriting lookup failed");
+            return RcptVerdict::Temporary;
+        }
+    };
+    if targets.len() != 1 || !targets[0].eq_ignore_ascii_case(&address) {
+        return rewritten_recipients(svc, &address, targets).await;
+    }
+    match check_address(svc, mailbox, may_relay).await {
+        RcptVerdict::Accept(r) => RcptVerdict::Accept(vec![r]),
+        RcptVerdict::UnknownUser => RcptVerdict::UnknownUser,
+        RcptVerdict::RelayDenied => RcptVerdict::RelayDenied,
+        RcptVerdict::RewriteLoop => RcptVerdict::RewriteLoop,
+        RcptVerdict::Temporary => RcptVerdict::Temporary,
+    }
+}
+
+/// The targets of a rewritten address: local users get their copy, other domains go through
+/// the queue (a forward is the local user's own choice, so no relay permission is needed),
+/// and addresses of served domains without a user are left out (logged).
+async fn rewritten_recipients(
+    svc: &SmtpContext,
+    address: &str,
+    targets: Vec<String>,
+) -> RcptVerdict<Vec<Recipient>> {
+    let mut out = Vec::new();
+    for target in targets {
+        let Ok((Some(m), _)) = tern_proto::smtp::parse_path(&format!("<{target}>")) else {
+            tracing::warn!(recipient = %Escaped(address), target = %Escaped(&target), "rewriting target is not an address; skipped");
+            continue;
+        };
+        match check_address(svc, &m, true).await {
+            RcptVerdict::Accept(r) => out.push(r),
+            RcptVerdict::Temporary => return RcptVerdict::Temporary,
+            _ => {
+                tracing::warn!(recipient = %Escaped(address), target = %Escaped(&target), "rewriting target has no user; skipped")
+            }
+        }
+    }
+    if out.is_empty() {
+        RcptVerdict::UnknownUser
+    } else {
+        RcptVerdict::Accept(out)
+    }
+}
+
+/// An address after rewriting: a local user, another domain (if the client may relay), or a
+/// refusal.
+async fn check_address(
+    svc: &SmtpContext,
+    mailbox: &Mailbox,
+    may_relay: bool,
+) -> RcptVerdict<Recipient> {
     match svc.directory.domain_exists(&mailbox.domain).await {
         Ok(true) => {}
         Ok(false) if may_relay => {
@@ -387,7 +453,7 @@ async fn check_recipient(
 
 /// `RCPT TO:<postmaster>` (no domain) goes to the `postmaster@` user of the served domains, the
 /// first in alphabetical order that has one.
-async fn postmaster(svc: &SmtpContext) -> RcptVerdict<Recipient> {
+async fn postmaster(svc: &SmtpContext) -> RcptVerdict<Vec<Recipient>> {
     let domains = match svc.directory.list_domains().await {
         Ok(mut d) => {
             d.sort();
@@ -404,7 +470,7 @@ async fn postmaster(svc: &SmtpContext) -> RcptVerdict<Recipient> {
             .get_user(&format!("postmaster@{domain}"))
             .await
         {
-            Ok(Some(user)) => return RcptVerdict::Accept(Recipient::Local(user.inbox)),
+            Ok(Some(user)) => return RcptVerdict::Accept(vec![Recipient::Local(user.inbox)]),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "postmaster lookup failed");
