@@ -34,6 +34,28 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Aliases: other addresses of a user (`tern alias add info@example.com alice@example.com`).
+    Alias {
+        #[command(subcommand)]
+        action: RewriteAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Forwards: a user's mail goes (also) to other addresses; name the user itself as a
+    /// target to keep a copy.
+    Forward {
+        #[command(subcommand)]
+        action: RewriteAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Groups: a virtual address whose mail goes to every member.
+    Group {
+        #[command(subcommand)]
+        action: RewriteAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The outgoing queue of a running server (mail for other domains).
     Queue {
         #[command(subcommand)]
@@ -226,6 +248,24 @@ enum DomainAction {
     List,
 }
 
+/// `tern alias|forward|group`: SOURCE is the alias, the forwarding user or the group; TARGET is
+/// the user, the forward destination or the member.
+#[derive(Subcommand)]
+enum RewriteAction {
+    Add {
+        source: String,
+        target: String,
+    },
+    Remove {
+        source: String,
+        target: String,
+    },
+    /// Every source, or the targets of one.
+    List {
+        source: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum DkimAction {
     /// Make a signing key, write it to DIR/DOMAIN.SELECTOR.pem and print the DNS TXT record
@@ -293,6 +333,9 @@ fn main() -> anyhow::Result<()> {
         Command::Domain { action, admin } => domain(action, &admin),
         Command::User { action, admin } => user(action, &admin),
         Command::Queue { action, admin } => queue(action, &admin),
+        Command::Alias { action, admin } => rewrite(RewriteKind::Alias, action, &admin),
+        Command::Forward { action, admin } => rewrite(RewriteKind::Forward, action, &admin),
+        Command::Group { action, admin } => rewrite(RewriteKind::Group, action, &admin),
         Command::Bench { action } => bench(action),
         Command::Cert {
             action: CertAction::SelfSigned { domain, out },
@@ -584,6 +627,90 @@ fn domain(action: DomainAction, base: &AdminArgs) -> anyhow::Result<()> {
             let domains: Vec<String> = serde_json::from_str(&body).context("unexpected answer")?;
             for d in domains {
                 println!("{d}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum RewriteKind {
+    Alias,
+    Forward,
+    Group,
+}
+
+/// James's routes for each kind: aliases are listed by user (`/address/aliases/{user}` gives
+/// the aliases of a user), forwards and groups by source.
+fn rewrite(kind: RewriteKind, action: RewriteAction, base: &AdminArgs) -> anyhow::Result<()> {
+    let e = |s: &str| encode_segment(s);
+    let entry = |source: &str, target: &str| match kind {
+        RewriteKind::Alias => format!("/address/aliases/{}/sources/{}", e(target), e(source)),
+        RewriteKind::Forward => format!("/address/forwards/{}/targets/{}", e(source), e(target)),
+        RewriteKind::Group => format!("/address/groups/{}/{}", e(source), e(target)),
+    };
+    match action {
+        RewriteAction::Add { source, target } => {
+            call(base, "PUT", &entry(&source, &target), None)?;
+            println!("{source} -> {target} added");
+        }
+        RewriteAction::Remove { source, target } => {
+            call(base, "DELETE", &entry(&source, &target), None)?;
+            println!("{source} -> {target} removed");
+        }
+        RewriteAction::List { source } => {
+            let lines: Vec<String> = match (kind, source) {
+                (RewriteKind::Alias, None) => {
+                    // Every alias with its user, from the whole table.
+                    let body = call(base, "GET", "/mappings", None)?;
+                    let all: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&body).context("unexpected answer")?;
+                    all.iter()
+                        .flat_map(|(src, ms)| {
+                            ms.as_array().into_iter().flatten().filter_map(move |m| {
+                                (m["type"] == "Alias").then(|| {
+                                    format!("{src} -> {}", m["mapping"].as_str().unwrap_or(""))
+                                })
+                            })
+                        })
+                        .collect()
+                }
+                (RewriteKind::Alias, Some(user)) => {
+                    let body = call(base, "GET", &format!("/address/aliases/{}", e(&user)), None)?;
+                    let v: Vec<serde_json::Value> =
+                        serde_json::from_str(&body).context("unexpected answer")?;
+                    v.iter()
+                        .map(|a| format!("{} -> {user}", a["source"].as_str().unwrap_or("")))
+                        .collect()
+                }
+                (k, None) => {
+                    let path = match k {
+                        RewriteKind::Forward => "/address/forwards",
+                        _ => "/address/groups",
+                    };
+                    let body = call(base, "GET", path, None)?;
+                    serde_json::from_str(&body).context("unexpected answer")?
+                }
+                (k, Some(src)) => {
+                    let (path, field) = match k {
+                        RewriteKind::Forward => {
+                            (format!("/address/forwards/{}", e(&src)), "mailAddress")
+                        }
+                        _ => (format!("/address/groups/{}", e(&src)), ""),
+                    };
+                    let body = call(base, "GET", &path, None)?;
+                    let v: Vec<serde_json::Value> =
+                        serde_json::from_str(&body).context("unexpected answer")?;
+                    v.iter()
+                        .map(|t| {
+                            let t = if field.is_empty() { &t } else { &t[field] };
+                            format!("{src} -> {}", t.as_str().unwrap_or(""))
+                        })
+                        .collect()
+                }
+            };
+            for l in lines {
+                println!("{l}");
             }
         }
     }

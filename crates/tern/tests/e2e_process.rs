@@ -286,6 +286,70 @@ fn cli_manages_domains_and_users() {
     assert!(c.cmd("PASS pw carol").starts_with("-ERR"));
 }
 
+#[test]
+fn cli_manages_aliases_forwards_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(&write_config(dir.path(), Backend::Embedded));
+    setup_user(&p, "carol@example.com", "pw");
+    let run = |args: &[&str]| {
+        let out = tern_cli(&p.admin_url, args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["alias", "add", "info@example.com", "carol@example.com"]);
+    run(&["alias", "add", "sales@example.com", "carol@example.com"]);
+    assert_eq!(
+        run(&["alias", "list", "carol@example.com"]),
+        "info@example.com -> carol@example.com\nsales@example.com -> carol@example.com\n"
+    );
+    assert!(run(&["alias", "list"]).contains("info@example.com -> carol@example.com"));
+    run(&["group", "add", "team@example.com", "carol@example.com"]);
+    run(&["group", "add", "team@example.com", "dave@elsewhere.test"]);
+    assert_eq!(run(&["group", "list"]), "team@example.com\n");
+    assert_eq!(
+        run(&["group", "list", "team@example.com"]),
+        "team@example.com -> carol@example.com\nteam@example.com -> dave@elsewhere.test\n"
+    );
+    // A forward that names the user itself keeps a copy in the mailbox.
+    run(&[
+        "forward",
+        "add",
+        "carol@example.com",
+        "carol@elsewhere.test",
+    ]);
+    run(&["forward", "add", "carol@example.com", "carol@example.com"]);
+    assert_eq!(
+        run(&["forward", "list", "carol@example.com"]),
+        "carol@example.com -> carol@elsewhere.test\ncarol@example.com -> carol@example.com\n"
+    );
+    run(&["alias", "remove", "sales@example.com", "carol@example.com"]);
+    assert_eq!(
+        run(&["alias", "list", "carol@example.com"]),
+        "info@example.com -> carol@example.com\n"
+    );
+    // The API's refusals come back as errors: a user cannot be an alias.
+    let out = tern_cli(
+        &p.admin_url,
+        &["alias", "add", "carol@example.com", "info@example.com"],
+        None,
+    );
+    assert!(!out.status.success());
+    // Mail to the alias reaches the user.
+    let mut c = SmtpClient::connect(p.smtp);
+    c.ehlo();
+    let (code, text) = c.send_mail(
+        "x@elsewhere.test",
+        &["info@example.com"],
+        &message("via alias", "hi\r\n"),
+    );
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(pop3_login(p.pop3, "carol@example.com", "pw").stat().0, 1);
+}
+
 /// The peak resident size since the last reset (VmHWM).
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
