@@ -667,11 +667,13 @@ fn rewrite(kind: RewriteKind, action: RewriteAction, base: &AdminArgs) -> anyhow
                         serde_json::from_str(&body).context("unexpected answer")?;
                     all.iter()
                         .flat_map(|(src, ms)| {
-                            ms.as_array().into_iter().flatten().filter_map(move |m| {
-                                (m["type"] == "Alias").then(|| {
+                            ms.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter(|m| m["type"] == "Alias")
+                                .map(move |m| {
                                     format!("{src} -> {}", m["mapping"].as_str().unwrap_or(""))
                                 })
-                            })
                         })
                         .collect()
                 }
@@ -703,7 +705,7 @@ fn rewrite(kind: RewriteKind, action: RewriteAction, base: &AdminArgs) -> anyhow
                         serde_json::from_str(&body).context("unexpected answer")?;
                     v.iter()
                         .map(|t| {
-                            let t = if field.is_empty() { &t } else { &t[field] };
+                            let t = if field.is_empty() { t } else { &t[field] };
                             format!("{src} -> {}", t.as_str().unwrap_or(""))
                         })
                         .collect()
