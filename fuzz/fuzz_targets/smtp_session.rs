@@ -59,6 +59,10 @@ fuzz_target!(|data: &[u8]| {
                 }
                 SmtpRequest::AbortMessage => in_message = false,
                 SmtpRequest::StartTls => s.tls_established(),
+                SmtpRequest::CheckSender { user, sender } => {
+                    assert!(!user.is_empty() && !sender.eq_ignore_ascii_case(&user));
+                    s.sender_verdict(n % 2 == 0)
+                }
                 SmtpRequest::Authenticate { username, .. } => {
                     assert!(!username.chars().any(char::is_control));
                     s.auth_finished(match n % 3 {

@@ -114,7 +114,40 @@ fn submission_over_implicit_tls_with_auth_login(b: Backend) {
     assert_eq!(m.matches("\r\nDate: ").count(), 1, "one Date, added: {m}");
 }
 
+/// An alias that rewrites to the user is an address the user owns: a valid MAIL FROM on
+/// submission (James's allowed From addresses); anyone else's address is not.
+fn aliases_a_user_owns_are_valid_senders(b: Backend) {
+    let (s, certs) = submission_server(b);
+    let alice = s.user("alice");
+    let bob = s.user("bob");
+    s.admin_ok(
+        "PUT",
+        "/address/aliases/alice@example.com/sources/info@example.com",
+        None,
+    );
+    let addr = s.server.as_ref().unwrap().submissions_addr.unwrap();
+    let mut c = Lines(BufReader::new(wrap(tcp(addr), certs.path())));
+    assert!(c.line().starts_with("220"));
+    c.send("EHLO client.test\r\n");
+    c.until(|l| &l[3..4] == " ");
+    let auth = format!("\0{alice}\0pw-alice");
+    assert!(c
+        .cmd(&format!("AUTH PLAIN {}", b64(auth.as_bytes())))
+        .starts_with("235"));
+    let other = c.cmd(&format!("MAIL FROM:<{bob}>"));
+    assert!(other.starts_with("553 5.7.1"), "{other}");
+    assert!(c.cmd("MAIL FROM:<Info@Example.com>").starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{bob}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd("Subject: from the alias\r\n\r\nhi\r\n.")
+        .starts_with("250"));
+    let m = String::from_utf8(s.login("bob").retr(1)).unwrap();
+    assert!(m.starts_with("Return-Path: <Info@example.com>"), "{m}");
+}
+
 on_both_backends!(
+    aliases_a_user_owns_are_valid_senders,
     submission_with_starttls_and_auth_delivers_locally,
     submission_over_implicit_tls_with_auth_login,
 );

@@ -88,6 +88,14 @@ pub enum StoreOutcome {
 pub enum SmtpRequest<R> {
     /// Look the recipient up; answer with [`SmtpSession::rcpt_verdict`].
     CheckRecipient(Mailbox),
+    /// An authenticated user gives another sender address than its own: may it send as that
+    /// one (an alias it owns)? Answer with [`SmtpSession::sender_verdict`].
+    CheckSender {
+        /// The authenticated user.
+        user: String,
+        /// The `MAIL FROM` address.
+        sender: String,
+    },
     /// DATA was accepted: prepare to receive a body (open a writer, write trace headers), then
     /// call [`SmtpSession::data_ready`].
     BeginMessage {
@@ -148,6 +156,8 @@ enum State {
     Ready,
     /// Waiting for the verdict on a recipient.
     CheckingRecipient(Mailbox, DsnRcpt),
+    /// Waiting for the verdict on an authenticated user's sender address.
+    CheckingSender(String, DsnMail),
     /// Waiting for the driver to prepare for the body.
     Preparing,
     Data(DataDecoder),
@@ -380,6 +390,7 @@ impl<R: Clone> SmtpSession<R> {
             match &mut self.state {
                 State::Closed
                 | State::CheckingRecipient(..)
+                | State::CheckingSender(..)
                 | State::Preparing
                 | State::Storing
                 | State::StartingTls
@@ -641,7 +652,7 @@ impl<R: Clone> SmtpSession<R> {
         let verb = verb.to_ascii_uppercase();
         match verb.as_str() {
             "EHLO" | "HELO" => self.hello(arg, verb == "EHLO"),
-            "MAIL" => self.mail(arg),
+            "MAIL" => return self.mail(arg),
             "RCPT" => return self.rcpt(arg),
             "DATA" => return self.data(arg),
             "RSET" => {
@@ -725,7 +736,40 @@ impl<R: Clone> SmtpSession<R> {
         }
     }
 
-    fn mail(&mut self, arg: &str) {
+    fn mail(&mut self, arg: &str) -> Option<SmtpRequest<R>> {
+        self.mail_inner(arg);
+        match &self.state {
+            State::CheckingSender(sender, _) => Some(SmtpRequest::CheckSender {
+                user: self.authenticated.clone().unwrap_or_default(),
+                sender: sender.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Answer to [`SmtpRequest::CheckSender`].
+    pub fn sender_verdict(&mut self, allowed: bool) {
+        let State::CheckingSender(reverse_path, dsn) =
+            std::mem::replace(&mut self.state, State::Ready)
+        else {
+            return;
+        };
+        if allowed {
+            self.envelope = Some(Envelope {
+                reverse_path,
+                dsn,
+                recipients: Vec::new(),
+            });
+            self.reply("250 2.1.0 Ok");
+        } else {
+            let user = self.authenticated.clone().unwrap_or_default();
+            self.error(&format!(
+                "553 5.7.1 <{reverse_path}>: Sender address rejected: not owned by user {user}"
+            ));
+        }
+    }
+
+    fn mail_inner(&mut self, arg: &str) {
         if matches!(self.state, State::Connected) {
             return self.error("503 5.5.1 Send EHLO/HELO first");
         }
@@ -775,12 +819,11 @@ impl<R: Clone> SmtpSession<R> {
         }
         let reverse_path = mailbox.map(|m| m.to_string()).unwrap_or_default();
         if let Some(user) = &self.authenticated {
-            // An authenticated user sends as itself (RFC 6409 section 6.1 lets the server
-            // insist on it); aliases it owns come with recipient rewriting.
+            // An authenticated user sends as itself or as an address it owns (RFC 6409 section
+            // 6.1 lets the server insist); the driver knows the aliases.
             if !reverse_path.eq_ignore_ascii_case(user) {
-                return self.error(&format!(
-                    "553 5.7.1 <{reverse_path}>: Sender address rejected: not owned by user {user}"
-                ));
+                self.state = State::CheckingSender(reverse_path, mail_dsn);
+                return;
             }
         }
         self.envelope = Some(Envelope {
@@ -1021,6 +1064,11 @@ mod tests {
                 Some(SmtpRequest::AbortMessage) => body.clear(),
                 Some(SmtpRequest::StartTls) => s.tls_established(),
                 Some(SmtpRequest::Authenticate { .. }) => s.auth_finished(Ok(())),
+                // The test's users own the addresses whose local part starts with theirs.
+                Some(SmtpRequest::CheckSender { user, sender }) => {
+                    let owner = user.split('@').next().unwrap_or_default();
+                    s.sender_verdict(!owner.is_empty() && sender.starts_with(owner))
+                }
             }
         }
     }
@@ -1283,10 +1331,22 @@ mod tests {
         s.auth_finished(Ok(()));
         assert_eq!(s.take_output(), b"235 2.7.0 Authentication successful\r\n");
         assert_eq!(s.authenticated_user(), Some("alice@x"));
-        let (out, _) = run(
+        // Another address: the driver decides whether the user owns it.
+        let (_, req) = run(
             &mut s,
             "MAIL FROM:<bob@x>\r\nMAIL FROM:<ALICE@x>\r\nAUTH PLAIN x\r\n",
         );
+        assert_eq!(
+            req,
+            Some(SmtpRequest::CheckSender {
+                user: "alice@x".into(),
+                sender: "bob@x".into()
+            })
+        );
+        assert!(s.poll().is_none(), "nothing more until the verdict");
+        s.sender_verdict(false);
+        assert!(s.poll().is_none());
+        let out = String::from_utf8(s.take_output()).unwrap();
         assert!(out.starts_with("553 5.7.1 <bob@x>"), "{out}");
         assert!(out.contains("250 2.1.0 Ok"), "{out}");
         assert!(out.contains("503 5.5.1"), "no second AUTH: {out}");

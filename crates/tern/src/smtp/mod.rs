@@ -319,6 +319,13 @@ impl Protocol for SmtpConnection {
                 incoming.failed = false;
                 incoming.headers = None;
             }
+            SmtpRequest::CheckSender { user, sender } => {
+                let allowed = sender_owned(ctx, &user, &sender).await;
+                if !allowed {
+                    tracing::info!(%peer, user = %Escaped(&user), sender = %Escaped(&sender), "sender address not owned");
+                }
+                session.sender_verdict(allowed);
+            }
             SmtpRequest::StartTls => return Next::StartTls,
             SmtpRequest::Authenticate { username, password } => {
                 let outcome = authenticate(ctx, peer, &username, &password).await;
@@ -331,6 +338,23 @@ impl Protocol for SmtpConnection {
             }
         }
         Next::Continue
+    }
+}
+
+/// Whether `user` may send as `sender`: an alias of the user (James's allowed From
+/// addresses: the aliases that rewrite to the user). One read of the sender's mappings.
+async fn sender_owned(ctx: &SmtpContext, user: &str, sender: &str) -> bool {
+    if sender.is_empty() {
+        return false;
+    }
+    match ctx.rewrites.mappings(&sender.to_ascii_lowercase()).await {
+        Ok(mappings) => mappings.iter().any(|m| {
+            m.kind == tern_store::MappingKind::Alias && m.target.eq_ignore_ascii_case(user)
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "sender ownership lookup failed");
+            false
+        }
     }
 }
 
