@@ -110,6 +110,12 @@ pub struct OutboundSection {
     pub command_timeout_secs: u64,
     /// DKIM keys: mail from these domains is signed when it leaves for other domains.
     pub dkim: Vec<DkimKey>,
+    /// The secret of the Sender Rewriting Scheme (the same on every node): mail that a
+    /// forward or a group sends to another domain leaves with an SRS sender of `srs_domain`.
+    /// Unset: forwarded mail keeps its original sender.
+    pub srs_secret: Option<String>,
+    /// The domain of SRS addresses (its MX must be Tern); the server's host name by default.
+    pub srs_domain: Option<String>,
 }
 
 /// One DKIM signing key (`[[outbound.dkim]]`).
@@ -143,6 +149,8 @@ impl Default for OutboundSection {
             connect_timeout_secs: 30,
             command_timeout_secs: 300,
             dkim: Vec::new(),
+            srs_secret: None,
+            srs_domain: None,
         }
     }
 }
@@ -222,6 +230,18 @@ impl OutboundSection {
             "outbound.max_connections_per_destination",
         );
         p.positive(self.connect_timeout_secs, "outbound.connect_timeout_secs");
+        p.check(
+            self.srs_secret.as_ref().is_none_or(|s| s.len() >= 16),
+            "outbound.srs_secret",
+            "must be at least 16 characters",
+        );
+        p.check(
+            self.srs_domain
+                .as_ref()
+                .is_none_or(|d| crate::names::valid_domain(&d.to_ascii_lowercase())),
+            "outbound.srs_domain",
+            "must be a domain",
+        );
         for k in &self.dkim {
             p.check(
                 crate::names::valid_domain(&k.domain.to_ascii_lowercase()),

@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod server;
 pub mod smtp;
+pub mod srs;
 pub mod tasks;
 pub mod throttle;
 pub mod tls;

@@ -205,6 +205,14 @@ impl Server {
             queue: store.clone(),
             dkim: crate::outbound::dkim::DkimKeys::load(&config.outbound.dkim)?,
             rewrites: store.clone(),
+            srs: config.outbound.srs_secret.as_deref().map(|secret| {
+                let domain = config
+                    .outbound
+                    .srs_domain
+                    .clone()
+                    .unwrap_or_else(|| config.server.hostname.clone());
+                crate::srs::Srs::new(secret, &domain)
+            }),
         });
         let pop3_context = Arc::new(Pop3Context {
             settings: config.pop3.clone(),

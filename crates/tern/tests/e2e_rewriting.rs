@@ -288,4 +288,54 @@ fn rewriting_routes_and_delivery(b: Backend) {
     assert_eq!(code, 550, "the alias is gone");
 }
 
-on_both_backends!(rewriting_routes_and_delivery);
+/// Forwarded mail leaves with an SRS sender of ours (so SPF passes at the next hop); a bounce to
+/// that address goes back to the original sender; a forged one is refused.
+fn forwards_leave_with_srs_and_bounces_come_back(b: Backend) {
+    let sink = Sink::start(false);
+    let s = TestServer::start_with(b, |c| {
+        for d in ["remote.test", "elsewhere.test"] {
+            c.outbound.transport.insert(d.into(), sink.addr.to_string());
+        }
+        c.outbound.srs_secret = Some("a shared secret for srs".into());
+        c.outbound.srs_domain = Some("fwd.example.com".into());
+    });
+    s.user("bob");
+    assert_eq!(
+        status(
+            &s,
+            "PUT",
+            "/address/forwards/bob@example.com/targets/dave@remote.test"
+        ),
+        204
+    );
+    s.deliver(&["bob@example.com"], &message("forwarded", "x\r\n"));
+    sink.wait_for(30, "the forwarded copy", |a| a.len() == 1);
+    let srs_sender = sink.accepted()[0].sender.clone();
+    assert!(
+        srs_sender.starts_with("SRS0=")
+            && srs_sender.ends_with("=remote.test=sender@fwd.example.com"),
+        "{srs_sender}"
+    );
+    // dave's server bounces it: the bounce reaches the original sender, from <>.
+    let mut c = s.smtp();
+    c.ehlo();
+    assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
+    let (code, text) = c.cmd(&format!("RCPT TO:<{srs_sender}>"));
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(b"Subject: undeliverable\r\n\r\nbounce\r\n.\r\n");
+    assert_eq!(c.reply().0, 250);
+    sink.wait_for(30, "the bounce at the original sender", |a| {
+        a.iter()
+            .any(|m| m.recipients == vec!["sender@remote.test".to_string()])
+    });
+    // A forged or altered SRS address is refused.
+    assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
+    let forged = srs_sender.replacen("=sender@", "=victim@", 1);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{forged}>")).0, 550);
+}
+
+on_both_backends!(
+    rewriting_routes_and_delivery,
+    forwards_leave_with_srs_and_bounces_come_back,
+);

@@ -48,6 +48,8 @@ pub struct SmtpContext {
     pub dkim: &'static DkimKeys,
     /// Aliases, forwards, groups and domain aliases, applied at RCPT.
     pub rewrites: Arc<dyn RecipientRewrites>,
+    /// Sender rewriting for forwarded mail, when `outbound.srs_secret` is set.
+    pub srs: Option<crate::srs::Srs>,
 }
 
 /// Where an accepted recipient's copy goes.
@@ -108,6 +110,9 @@ struct Incoming {
     remote_dsn: Vec<(String, DsnRcpt)>,
     /// Signs the queued copy as it arrives, when the sender's domain has a DKIM key.
     signing: Option<SigningStream>,
+    /// The sender is neither authenticated nor a relay network: its remote recipients come from
+    /// forwards and groups, and the queued copy leaves with an SRS sender.
+    forwarded: bool,
     /// Set when a write failed: the rest of the body is read and dropped, then 451.
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
@@ -215,6 +220,7 @@ pub async fn serve_connection(
             dsn: DsnMail::default(),
             remote_dsn: Vec::new(),
             signing: None,
+            forwarded: false,
             failed: false,
             headers: None,
         },
@@ -268,6 +274,7 @@ impl Protocol for SmtpConnection {
                 authenticated,
             } => {
                 incoming.dsn = dsn;
+                incoming.forwarded = authenticated.is_none() && !self.relay_network;
                 incoming.remote_dsn = targets
                     .iter()
                     .zip(recipient_dsn)
@@ -395,6 +402,21 @@ async fn check_recipient(
         return postmaster(svc).await;
     }
     let address = mailbox.to_string();
+    // A bounce to an SRS address of ours goes back to the original sender.
+    if let Some(srs) = &svc.srs {
+        let srs_local = mailbox.local.len() > 5
+            && mailbox.local.is_char_boundary(5)
+            && mailbox.local[..5].eq_ignore_ascii_case("SRS0=");
+        if srs_local && srs.is_srs_domain(&mailbox.domain) {
+            return match srs.reverse(&address) {
+                Some(original) => RcptVerdict::Accept(vec![Recipient::Remote(original)]),
+                None => {
+                    tracing::info!(recipient = %Escaped(&address), "SRS address not genuine or too old");
+                    RcptVerdict::UnknownUser
+                }
+            };
+        }
+    }
     let targets = match crate::rewrite::expand(&*svc.rewrites, &address).await {
         Ok(t) => t,
         Err(crate::rewrite::RewriteError::Loop(at)) => {
@@ -609,8 +631,13 @@ async fn store_message(
     // The queue first: if the local delivery then fails, the client sends again and the
     // remote recipients may get two copies, which is better than none.
     if let Some(staged) = staged_queued {
+        // Forwarded mail leaves as ours (SRS), so that the next hop's SPF check passes.
+        let sender = match (&svc.srs, incoming.forwarded) {
+            (Some(srs), true) => srs.forward(&incoming.reverse_path),
+            _ => incoming.reverse_path.clone(),
+        };
         let mail = NewQueuedMail {
-            sender: incoming.reverse_path.clone(),
+            sender,
             recipients: remote
                 .iter()
                 .map(|a| queued_recipient(a, &incoming.remote_dsn))
