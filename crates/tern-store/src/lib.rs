@@ -15,6 +15,7 @@ mod ids;
 mod mappings;
 mod model;
 mod queue;
+mod quotas;
 
 pub use error::StoreError;
 pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
@@ -26,6 +27,7 @@ pub use model::{
 
 pub use mappings::{Mapping, MappingKind, RecipientRewrites};
 pub use queue::{now_ms, NewQueuedMail, Notify, OutboundQueue, QueuedMail, QueuedRecipient};
+pub use quotas::{QuotaLimits, QuotaResource, QuotaScope, QuotaUsage, Quotas};
 
 pub(crate) use model::{paged, ScanPage, SCAN_PAGE};
 

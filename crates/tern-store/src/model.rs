@@ -1,4 +1,4 @@
-use crate::{BlobId, MailboxId, MessageId, OutboundQueue, RecipientRewrites, Result};
+use crate::{BlobId, MailboxId, MessageId, OutboundQueue, Quotas, RecipientRewrites, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -231,6 +231,7 @@ pub trait Store:
     + TaskStore
     + OutboundQueue
     + RecipientRewrites
+    + Quotas
 {
 }
 
@@ -243,6 +244,7 @@ impl<S> Store for S where
         + TaskStore
         + OutboundQueue
         + RecipientRewrites
+        + Quotas
 {
 }
 

@@ -50,6 +50,9 @@ impl MailStore for CassandraStore {
                 .map(|(mb, id)| c.exec(&c.st.insert_view, (mb.0, timeuuid(*id), size, ""))),
         )
         .await?;
+        for mb in mailboxes {
+            self.add_usage(c, mb.0, 1, size).await;
+        }
         Ok(ids)
     }
 
@@ -112,9 +115,11 @@ impl CassandraStore {
         id: MessageId,
     ) -> Result<()> {
         let t = timeuuid(id);
-        let meta = c
-            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (t,))
+        let row = c
+            .first_row::<(Uuid, Uuid, Option<i64>)>(&c.st.select_message_owner_size, (t,))
             .await?;
+        let size = row.as_ref().and_then(|r| r.2).unwrap_or(0);
+        let meta = row.map(|(owner, blob, _)| (owner, blob));
         if let Some((owner, _)) = meta {
             if owner == mailbox.0 {
                 self.remove_uid_entry(c, mailbox, t).await?;
@@ -123,6 +128,7 @@ impl CassandraStore {
         let blob = match meta {
             Some((owner, blob)) if owner == mailbox.0 => {
                 c.exec(&c.st.delete_message, (t,)).await?;
+                self.add_usage(c, mailbox.0, -1, -size).await;
                 Some(blob)
             }
             // Another mailbox's message is not ours to delete.

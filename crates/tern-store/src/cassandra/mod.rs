@@ -16,6 +16,7 @@ mod directory;
 mod mail;
 mod mappings;
 mod queue;
+mod quotas;
 mod repair;
 pub mod schema;
 mod tasks;
@@ -453,6 +454,12 @@ pub(crate) struct Statements {
     delete_mapping: PreparedStatement,
     select_mappings: PreparedStatement,
     scan_mappings: PreparedStatement,
+    add_usage: PreparedStatement,
+    select_usage: PreparedStatement,
+    set_limit: PreparedStatement,
+    delete_limit: PreparedStatement,
+    select_limits: PreparedStatement,
+    select_message_owner_size: PreparedStatement,
 }
 
 impl Statements {
@@ -582,6 +589,21 @@ impl Statements {
             delete_mapping: write(format!("DELETE FROM {ks}.mappings WHERE source = ? AND kind = ? AND target = ?")).await?,
             select_mappings: read(format!("SELECT kind, target FROM {ks}.mappings WHERE source = ?")).await?,
             scan_mappings: read(format!("SELECT source, kind, target FROM {ks}.mappings")).await?,
+            // Counter updates are not idempotent: the driver must not retry them on its own.
+            add_usage: {
+                let mut p = session
+                    .prepare(format!("UPDATE {ks}.mailbox_usage SET message_count = message_count + ?, octets = octets + ? WHERE mailbox_id = ?"))
+                    .await
+                    .map_err(unavailable)?;
+                p.set_consistency(o.write_consistency);
+                p.set_is_idempotent(false);
+                p
+            },
+            select_usage: read(format!("SELECT message_count, octets FROM {ks}.mailbox_usage WHERE mailbox_id = ?")).await?,
+            set_limit: write(format!("INSERT INTO {ks}.quota_limits (scope, resource, quota_limit) VALUES (?, ?, ?)")).await?,
+            delete_limit: write(format!("DELETE FROM {ks}.quota_limits WHERE scope = ? AND resource = ?")).await?,
+            select_limits: read(format!("SELECT resource, quota_limit FROM {ks}.quota_limits WHERE scope = ?")).await?,
+            select_message_owner_size: read(format!("SELECT mailbox_id, blob_id, size FROM {ks}.messages WHERE message_id = ?")).await?,
         })
     }
 }

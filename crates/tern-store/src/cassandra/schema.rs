@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 /// Bumped when a migration is added; stored in `schema_version`.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Keyspace replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,15 @@ const TABLES: &[(&str, &str)] = &[
     (
         "mappings",
         "(source text, kind text, target text, PRIMARY KEY ((source), kind, target))",
+    ),
+    // Version 5: quotas (limits, and usage kept with counters).
+    (
+        "quota_limits",
+        "(scope text, resource text, quota_limit bigint, PRIMARY KEY ((scope), resource))",
+    ),
+    (
+        "mailbox_usage",
+        "(mailbox_id uuid PRIMARY KEY, message_count counter, octets counter)",
     ),
 ];
 

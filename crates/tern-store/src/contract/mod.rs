@@ -10,6 +10,7 @@ mod directory;
 mod mail;
 mod mappings;
 mod queue;
+mod quotas;
 mod repair;
 mod tasks;
 mod uids;
@@ -19,13 +20,14 @@ pub use directory::*;
 pub use mail::*;
 pub use mappings::*;
 pub use queue::*;
+pub use quotas::*;
 pub use repair::*;
 pub use tasks::*;
 pub use uids::*;
 
 use crate::{
-    BodyCollection, Directory, MailStore, MailboxId, MessageId, OutboundQueue, RecipientRewrites,
-    Repair, Store, TaskRecord, TaskStore, UidStore, ViewEntry,
+    BodyCollection, Directory, MailStore, MailboxId, MessageId, OutboundQueue, Quotas,
+    RecipientRewrites, Repair, Store, TaskRecord, TaskStore, UidStore, ViewEntry,
 };
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct Backend {
     pub queue: Arc<dyn OutboundQueue>,
     /// Recipient rewriting.
     pub rewrites: Arc<dyn RecipientRewrites>,
+    /// Quota limits and usage.
+    pub quotas: Arc<dyn Quotas>,
 }
 
 impl Backend {
@@ -63,7 +67,8 @@ impl Backend {
             collection: store.clone(),
             tasks: store.clone(),
             queue: store.clone(),
-            rewrites: store,
+            rewrites: store.clone(),
+            quotas: store,
         }
     }
 }
@@ -101,6 +106,7 @@ macro_rules! store_contract_tests {
             rescheduled_mail_waits_and_removal_frees_the_body,
             concurrent_enqueues_all_land,
             mappings_add_list_remove,
+            quota_limits_and_usage,
         );
     };
     (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {

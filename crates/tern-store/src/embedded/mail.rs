@@ -59,6 +59,10 @@ impl MailStore for EmbeddedStore {
                     view.insert((*mailbox, id.sort_key()), (size, ""))
                         .map_err(db_err)?;
                 }
+                drop((messages, view));
+                for (mailbox, _) in &entries {
+                    quotas::add_usage(txn, *mailbox, 1, size as i64)?;
+                }
                 Ok(())
             })
             .await?;
@@ -116,6 +120,7 @@ impl MailStore for EmbeddedStore {
             .committer
             .write(move |txn| {
                 let mut files = Vec::new();
+                let mut freed = (0i64, 0i64);
                 let mut msgs = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 let mut uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
@@ -123,10 +128,12 @@ impl MailStore for EmbeddedStore {
                 for &key in &keys {
                     view.remove((m, key)).map_err(db_err)?;
                     let owned = match msgs.get(key).map_err(db_err)? {
-                        Some(meta) if meta.value().0 == m => Some(meta.value().1),
+                        Some(meta) if meta.value().0 == m => Some((meta.value().1, meta.value().2)),
                         _ => None,
                     };
-                    let Some(blob) = owned else { continue };
+                    let Some((blob, size)) = owned else { continue };
+                    freed.0 += 1;
+                    freed.1 += size as i64;
                     msgs.remove(key).map_err(db_err)?;
                     let uid = uids.remove(key).map_err(db_err)?.map(|u| u.value());
                     if let Some(uid) = uid {
@@ -134,6 +141,8 @@ impl MailStore for EmbeddedStore {
                     }
                     files.extend(drop_blob_ref(txn, blob)?);
                 }
+                drop((msgs, view, uids, by_uid));
+                quotas::add_usage(txn, m, -freed.0, -freed.1)?;
                 Ok(files)
             })
             .await?;

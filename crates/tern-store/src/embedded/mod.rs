@@ -8,6 +8,7 @@ mod directory;
 mod mail;
 mod mappings;
 mod queue;
+mod quotas;
 mod repair;
 mod tasks;
 mod uids;
@@ -54,6 +55,10 @@ const TASKS: TableDefinition<u128, &str> = TableDefinition::new("tasks");
 const OUTBOUND_QUEUE: TableDefinition<(i64, u128), &str> = TableDefinition::new("outbound_queue");
 /// recipient rewriting: (source, kind, target) -> ()
 const MAPPINGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("mappings");
+/// quota limits: (scope key, "count" | "size") -> limit (-1: unlimited)
+const QUOTA_LIMITS: TableDefinition<(&str, &str), i64> = TableDefinition::new("quota_limits");
+/// quota usage: mailbox id -> (messages, octets)
+const QUOTA_USAGE: TableDefinition<u128, (i64, i64)> = TableDefinition::new("quota_usage");
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -181,6 +186,8 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(TASKS).map_err(db_err)?;
         txn.open_table(OUTBOUND_QUEUE).map_err(db_err)?;
         txn.open_table(MAPPINGS).map_err(db_err)?;
+        txn.open_table(QUOTA_LIMITS).map_err(db_err)?;
+        txn.open_table(QUOTA_USAGE).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
         let found = meta
             .get("schema_version")
