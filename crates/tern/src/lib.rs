@@ -13,6 +13,7 @@ pub mod names;
 pub mod outbound;
 pub mod pop3;
 pub mod proxy;
+pub mod quota;
 pub mod rewrite;
 pub mod server;
 pub mod smtp;

@@ -205,6 +205,7 @@ impl Server {
             queue: store.clone(),
             dkim: crate::outbound::dkim::DkimKeys::load(&config.outbound.dkim)?,
             rewrites: store.clone(),
+            quotas: store.clone(),
             srs: config.outbound.srs_secret.as_deref().map(|secret| {
                 let domain = config
                     .outbound
@@ -284,6 +285,7 @@ impl Server {
             max_password_bytes: admin_config.max_password_bytes,
             outbound: outbound.clone(),
             rewrites: store.clone(),
+            quotas: store.clone(),
         }));
         let limits = admin::listener::AdminLimits {
             header_timeout: Duration::from_secs(admin_config.header_timeout_secs),

@@ -67,6 +67,8 @@ pub enum RcptVerdict<R> {
     RelayDenied,
     /// The address's rewriting (aliases, forwards, groups) loops or goes too deep.
     RewriteLoop,
+    /// The mailbox is over its quota (452 4.2.2: the client may try again later).
+    MailboxFull,
     /// The directory could not be consulted.
     Temporary,
 }
@@ -81,6 +83,8 @@ pub enum StoreOutcome {
     },
     /// Not stored: 451, the client will retry.
     Failed,
+    /// Refused: the message would take a recipient over its quota (552 5.2.2).
+    QuotaExceeded,
 }
 
 /// Work the driver must do before the session goes on.
@@ -353,6 +357,7 @@ impl<R: Clone> SmtpSession<R> {
             RcptVerdict::RewriteLoop => self.error(&format!(
                 "550 5.4.6 <{mailbox}>: Recipient address rewriting loops"
             )),
+            RcptVerdict::MailboxFull => self.reply(&format!("452 4.2.2 <{mailbox}>: Mailbox full")),
             RcptVerdict::Temporary => {
                 self.reply("451 4.3.0 Recipient lookup failed temporarily, try again later")
             }
@@ -380,6 +385,9 @@ impl<R: Clone> SmtpSession<R> {
             StoreOutcome::Failed => self.reply(
                 "451 4.3.0 Temporary storage failure, message not accepted; try again later",
             ),
+            StoreOutcome::QuotaExceeded => {
+                self.reply("552 5.2.2 Mailbox full: the message would exceed a recipient's quota")
+            }
         }
         self.message_done();
     }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod listener;
 mod queues;
+mod quotas;
 mod rewrites;
 
 use crate::auth::Authenticator;
@@ -42,6 +43,8 @@ pub struct AdminState {
     pub outbound: Arc<crate::outbound::Outbound>,
     /// Recipient rewriting (`/address/...`, `/mappings`, domain aliases).
     pub rewrites: Arc<dyn tern_store::RecipientRewrites>,
+    /// Quota limits and usage (`/quota`).
+    pub quotas: Arc<dyn tern_store::Quotas>,
 }
 
 /// Largest request body: the only bodies are small JSON objects.
@@ -168,6 +171,34 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/mappings/sources/{target}",
             get(rewrites::mapping_sources).delete(rewrites::delete_mapping_sources),
+        )
+        .route("/quota", get(quotas::get_global).put(quotas::put_global))
+        .route(
+            "/quota/{resource}",
+            get(quotas::get_global_one)
+                .put(quotas::put_global_one)
+                .delete(quotas::delete_global_one),
+        )
+        .route(
+            "/quota/domains/{domain}",
+            get(quotas::get_domain).put(quotas::put_domain),
+        )
+        .route(
+            "/quota/domains/{domain}/{resource}",
+            get(quotas::get_domain_one)
+                .put(quotas::put_domain_one)
+                .delete(quotas::delete_domain_one),
+        )
+        .route("/quota/users", axum::routing::post(quotas::users_task))
+        .route(
+            "/quota/users/{user}",
+            get(quotas::get_user).put(quotas::put_user),
+        )
+        .route(
+            "/quota/users/{user}/{resource}",
+            get(quotas::get_user_one)
+                .put(quotas::put_user_one)
+                .delete(quotas::delete_user_one),
         )
         .route("/mailQueues", get(queues::list_queues))
         .route(

@@ -11,7 +11,9 @@ use crate::listing::Pop3Listing;
 use crate::logging::Escaped;
 use crate::names;
 use crate::outbound::dkim::{DkimKeys, SigningStream};
+use crate::quota;
 use crate::throttle::LoginThrottle;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,6 +50,8 @@ pub struct SmtpContext {
     pub dkim: &'static DkimKeys,
     /// Aliases, forwards, groups and domain aliases, applied at RCPT.
     pub rewrites: Arc<dyn RecipientRewrites>,
+    /// Quota limits and usage, checked at RCPT and at the end of DATA.
+    pub quotas: Arc<dyn tern_store::Quotas>,
     /// Sender rewriting for forwarded mail, when `outbound.srs_secret` is set.
     pub srs: Option<crate::srs::Srs>,
 }
@@ -110,6 +114,8 @@ struct Incoming {
     remote_dsn: Vec<(String, DsnRcpt)>,
     /// Signs the queued copy as it arrives, when the sender's domain has a DKIM key.
     signing: Option<SigningStream>,
+    /// The quota of each local recipient that has one (checked again once the size is known).
+    quota_limits: HashMap<MailboxId, quota::Effective>,
     /// The sender is neither authenticated nor a relay network: its remote recipients come from
     /// forwards and groups, and the queued copy leaves with an SRS sender.
     forwarded: bool,
@@ -221,6 +227,7 @@ pub async fn serve_connection(
             remote_dsn: Vec::new(),
             signing: None,
             forwarded: false,
+            quota_limits: HashMap::new(),
             failed: false,
             headers: None,
         },
@@ -260,7 +267,8 @@ impl Protocol for SmtpConnection {
             SmtpRequest::CheckRecipient(mailbox) => {
                 // Authenticated users and relay networks may send anywhere.
                 let may_relay = self.relay_network || session.authenticated_user().is_some();
-                let verdict = check_recipient(ctx, &mailbox, may_relay).await;
+                let verdict =
+                    check_recipient(ctx, &mailbox, may_relay, &mut incoming.quota_limits).await;
                 session.rcpt_verdict(verdict);
             }
             SmtpRequest::BeginMessage {
@@ -319,10 +327,12 @@ impl Protocol for SmtpConnection {
                 incoming.end(peer).await;
                 let recipients = recipients.into_iter().flatten().collect();
                 let outcome = store_message(ctx, incoming, recipients, peer).await;
+                incoming.quota_limits.clear();
                 session.message_stored(outcome);
             }
             SmtpRequest::AbortMessage => {
                 incoming.abort().await;
+                incoming.quota_limits.clear();
                 incoming.failed = false;
                 incoming.headers = None;
             }
@@ -397,6 +407,7 @@ async fn check_recipient(
     svc: &SmtpContext,
     mailbox: &Mailbox,
     may_relay: bool,
+    limits: &mut HashMap<MailboxId, quota::Effective>,
 ) -> RcptVerdict<Vec<Recipient>> {
     if mailbox.is_bare_postmaster() {
         return postmaster(svc).await;
@@ -429,13 +440,14 @@ async fn check_recipient(
         }
     };
     if targets.len() != 1 || !targets[0].eq_ignore_ascii_case(&address) {
-        return rewritten_recipients(svc, &address, targets).await;
+        return rewritten_recipients(svc, &address, targets, limits).await;
     }
-    match check_address(svc, mailbox, may_relay).await {
+    match check_address(svc, mailbox, may_relay, limits).await {
         RcptVerdict::Accept(r) => RcptVerdict::Accept(vec![r]),
         RcptVerdict::UnknownUser => RcptVerdict::UnknownUser,
         RcptVerdict::RelayDenied => RcptVerdict::RelayDenied,
         RcptVerdict::RewriteLoop => RcptVerdict::RewriteLoop,
+        RcptVerdict::MailboxFull => RcptVerdict::MailboxFull,
         RcptVerdict::Temporary => RcptVerdict::Temporary,
     }
 }
@@ -447,6 +459,7 @@ async fn rewritten_recipients(
     svc: &SmtpContext,
     address: &str,
     targets: Vec<String>,
+    limits: &mut HashMap<MailboxId, quota::Effective>,
 ) -> RcptVerdict<Vec<Recipient>> {
     let mut out = Vec::new();
     for target in targets {
@@ -454,7 +467,7 @@ async fn rewritten_recipients(
             tracing::warn!(recipient = %Escaped(address), target = %Escaped(&target), "rewriting target is not an address; skipped");
             continue;
         };
-        match check_address(svc, &m, true).await {
+        match check_address(svc, &m, true, limits).await {
             RcptVerdict::Accept(r) => out.push(r),
             RcptVerdict::Temporary => return RcptVerdict::Temporary,
             _ => {
@@ -475,6 +488,7 @@ async fn check_address(
     svc: &SmtpContext,
     mailbox: &Mailbox,
     may_relay: bool,
+    limits: &mut HashMap<MailboxId, quota::Effective>,
 ) -> RcptVerdict<Recipient> {
     match svc.directory.domain_exists(&mailbox.domain).await {
         Ok(true) => {}
@@ -488,7 +502,22 @@ async fn check_address(
         }
     }
     match svc.directory.get_user(&mailbox.user_name()).await {
-        Ok(Some(user)) => RcptVerdict::Accept(Recipient::Local(user.inbox)),
+        Ok(Some(user)) => match quota::check(&*svc.quotas, &user.name, user.inbox).await {
+            Ok((effective, usage)) if effective.is_full(usage) => {
+                tracing::info!(user = %Escaped(&user.name), "mailbox full");
+                RcptVerdict::MailboxFull
+            }
+            Ok((effective, _)) => {
+                if !effective.is_unlimited() {
+                    limits.insert(user.inbox, effective);
+                }
+                RcptVerdict::Accept(Recipient::Local(user.inbox))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "quota lookup failed");
+                RcptVerdict::Temporary
+            }
+        },
         Ok(None) => RcptVerdict::UnknownUser,
         Err(e) => {
             tracing::error!(error = %e, "recipient lookup failed");
@@ -627,6 +656,26 @@ async fn store_message(
     let Ok(staged_queued) = finish_body(queued, peer).await else {
         return StoreOutcome::Failed;
     };
+    // With its size known, the message must fit every local recipient's quota (checked
+    // before anything is stored: a refusal leaves nothing behind).
+    if let Some(staged) = &staged_local {
+        for inbox in &local {
+            let Some(limits) = incoming.quota_limits.get(inbox) else {
+                continue;
+            };
+            match svc.quotas.quota_usage(*inbox).await {
+                Ok(usage) if !limits.fits(usage, staged.size) => {
+                    tracing::info!(%peer, mailbox = %inbox, size = staged.size, "message refused: over quota");
+                    return StoreOutcome::QuotaExceeded;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "quota lookup failed");
+                    return StoreOutcome::Failed;
+                }
+            }
+        }
+    }
     let mut reference = None;
     // The queue first: if the local delivery then fails, the client sends again and the
     // remote recipients may get two copies, which is better than none.

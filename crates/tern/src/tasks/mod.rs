@@ -7,6 +7,7 @@ pub mod body_gc;
 pub mod cleanup;
 pub mod fix_pop3;
 pub mod queue_delete;
+pub mod quota_recompute;
 
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
