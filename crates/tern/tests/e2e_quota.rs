@@ -95,7 +95,6 @@ fn quotas_are_administered_and_enforced(b: Backend) {
     let inbox = s.inbox("alice");
     let store = s.mail_store();
     s.block_on(async {
-        use tern_store::Quotas;
         store
             .set_quota_usage(inbox, tern_store::QuotaUsage { count: 50, size: 0 })
             .await
