@@ -19,6 +19,15 @@ pub struct Config {
     pub tls: TlsSection,
     pub log: LogSection,
     pub outbound: OutboundSection,
+    pub lmtp: LmtpSection,
+}
+
+/// The LMTP listener (RFC 2033), for final delivery behind another MTA.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmtpSection {
+    /// Where it listens; off when unset.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -755,6 +764,9 @@ impl Config {
         }
         if let Some(a) = self.smtp.submissions_listen {
             addresses.push(("smtp.submissions_listen", a));
+        }
+        if let Some(a) = self.lmtp.listen {
+            addresses.push(("lmtp.listen", a));
         }
         for (i, (key, addr)) in addresses.iter().enumerate() {
             // Port 0 asks the system for a free port: never a clash.

@@ -41,6 +41,7 @@ impl Listener {
             Listener::Smtp(_, SmtpRole::Inbound) => "SMTP",
             Listener::Smtp(_, SmtpRole::Submission) => "submission",
             Listener::Smtp(_, SmtpRole::Submissions) => "submission over TLS",
+            Listener::Smtp(_, SmtpRole::Lmtp) => "LMTP",
             Listener::Pop3(_) => "POP3",
             Listener::Pop3Tls(_) => "POP3 over TLS",
         }
@@ -56,6 +57,8 @@ pub struct Server {
     /// The submission listeners (STARTTLS, and implicit TLS), when configured.
     pub submission_addr: Option<SocketAddr>,
     pub submissions_addr: Option<SocketAddr>,
+    /// The LMTP listener, when configured.
+    pub lmtp_addr: Option<SocketAddr>,
     /// The store, for tools and tests that work on it directly.
     pub store: Arc<dyn Store>,
     pub admin_addr: SocketAddr,
@@ -174,6 +177,11 @@ impl Server {
             Some(addr) => Some(bind(addr, "submission over TLS").await?),
             None => None,
         };
+        let lmtp = match config.lmtp.listen {
+            Some(addr) => Some(bind(addr, "LMTP").await?),
+            None => None,
+        };
+        let lmtp_addr = lmtp.as_ref().map(|l| l.local_addr()).transpose()?;
         let submission_addr = submission.as_ref().map(|l| l.local_addr()).transpose()?;
         let submissions_addr = submissions.as_ref().map(|l| l.local_addr()).transpose()?;
         let (smtp_addr, pop3_addr, admin_addr) = (
@@ -257,6 +265,9 @@ impl Server {
                 Listener::Smtp(smtp_context.clone(), SmtpRole::Submission),
             ));
         }
+        if let Some(l) = lmtp {
+            listeners.push((l, Listener::Smtp(smtp_context.clone(), SmtpRole::Lmtp)));
+        }
         if let Some(l) = submissions {
             listeners.push((l, Listener::Smtp(smtp_context, SmtpRole::Submissions)));
         }
@@ -309,6 +320,9 @@ impl Server {
         if let Some(addr) = submissions_addr {
             tracing::info!(%addr, "submission over TLS listening");
         }
+        if let Some(addr) = lmtp_addr {
+            tracing::info!(%addr, "LMTP listening");
+        }
         tracing::info!(addr = %admin_addr, "admin API listening");
         Ok(Server {
             smtp_addr,
@@ -316,6 +330,7 @@ impl Server {
             pop3_tls_addr,
             submission_addr,
             submissions_addr,
+            lmtp_addr,
             store,
             admin_addr,
             shutdown,

@@ -129,4 +129,66 @@ fn quotas_are_administered_and_enforced(b: Backend) {
     assert_eq!(s.admin("POST", "/quota/users?task=Nope", None).status, 400);
 }
 
-on_both_backends!(quotas_are_administered_and_enforced);
+/// LMTP (RFC 2033) behind another MTA: LHLO, then one reply per recipient after the data, so
+/// a recipient over its quota is refused alone. Python's `smtplib.LMTP` speaks it too.
+fn lmtp_answers_each_recipient(b: Backend) {
+    let s = TestServer::start_with(b, |c| {
+        c.lmtp.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let alice = s.user("alice");
+    let bob = s.user("bob");
+    assert_eq!(put(&s, &format!("/quota/users/{bob}/size"), "100"), 204);
+    let addr = s.server.as_ref().unwrap().lmtp_addr.unwrap();
+    let mut c = SmtpClient::connect(addr);
+    let (code, _) = c.cmd("EHLO mx.test");
+    assert_eq!(code, 500, "LMTP wants LHLO");
+    let (code, text) = c.cmd("LHLO mx.test");
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("MAIL FROM:<x@remote.test>").0, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{alice}>")).0, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{bob}>")).0, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<carol@remote.test>").0,
+        550,
+        "no relaying over LMTP"
+    );
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(&stuff(&message("via lmtp", &"y".repeat(300))));
+    c.send_raw(b".\r\n");
+    let (first, text) = c.reply();
+    assert_eq!(first, 250, "{text}");
+    assert!(text.contains(&alice), "{text}");
+    let (second, text) = c.reply();
+    assert_eq!(second, 552, "{text}");
+    assert!(text.contains(&bob) && text.contains("5.2.2"), "{text}");
+    assert_eq!(s.login("alice").stat().0, 1);
+    assert_eq!(s.login("bob").stat().0, 0);
+    let m = String::from_utf8(s.login("alice").retr(1)).unwrap();
+    assert!(m.contains("with LMTP"), "{m}");
+    // A real LMTP client.
+    let script = format!(
+        "import smtplib\n\
+         c = smtplib.LMTP('{}', {})\n\
+         r = c.sendmail('x@remote.test', ['{alice}'], b'Subject: py\\r\\n\\r\\nhi\\r\\n')\n\
+         assert r == {{}}, r\n\
+         c.quit()\n",
+        addr.ip(),
+        addr.port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.login("alice").stat().0, 2);
+}
+
+on_both_backends!(
+    quotas_are_administered_and_enforced,
+    lmtp_answers_each_recipient
+);

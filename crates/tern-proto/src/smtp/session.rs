@@ -35,6 +35,9 @@ pub struct SmtpConfig {
     /// AUTH may be used on this connection as it is now; otherwise it waits for STARTTLS
     /// (538 5.7.11, and EHLO does not advertise it).
     pub plaintext_auth_allowed: bool,
+    /// Speak LMTP (RFC 2033): LHLO instead of EHLO/HELO, and after the data one reply per
+    /// accepted recipient ([`SmtpSession::message_stored_each`]).
+    pub lmtp: bool,
 }
 
 impl Default for SmtpConfig {
@@ -52,6 +55,7 @@ impl Default for SmtpConfig {
             auth_offered: false,
             auth_required: false,
             plaintext_auth_allowed: false,
+            lmtp: false,
         }
     }
 }
@@ -378,15 +382,47 @@ impl<R: Clone> SmtpSession<R> {
 
     /// Answer to [`SmtpRequest::EndMessage`]: whether the message is durable for every recipient.
     pub fn message_stored(&mut self, outcome: StoreOutcome) {
+        // LMTP answers for each recipient; the same outcome for all of them here.
+        let count = match (&self.envelope, self.config.lmtp) {
+            (Some(env), true) => env.recipients.len().max(1),
+            _ => 1,
+        };
+        self.message_stored_each(vec![outcome; count]);
+    }
+
+    /// Answer to [`SmtpRequest::EndMessage`] in LMTP, one outcome per accepted recipient in
+    /// the order they were accepted (RFC 2033 section 4.2). In SMTP only the first counts.
+    pub fn message_stored_each(&mut self, outcomes: Vec<StoreOutcome>) {
+        if !matches!(self.state, State::Storing) {
+            return;
+        }
         self.state = State::Ready;
-        self.envelope = None;
-        match outcome {
-            StoreOutcome::Stored { id } => self.reply(&format!("250 2.0.0 Ok: queued as {id}")),
-            StoreOutcome::Failed => self.reply(
-                "451 4.3.0 Temporary storage failure, message not accepted; try again later",
-            ),
-            StoreOutcome::QuotaExceeded => {
-                self.reply("552 5.2.2 Mailbox full: the message would exceed a recipient's quota")
+        let recipients: Vec<String> = self
+            .envelope
+            .take()
+            .map(|e| e.recipients.iter().map(|(m, _, _)| m.to_string()).collect())
+            .unwrap_or_default();
+        let wanted = if self.config.lmtp {
+            recipients.len().max(1)
+        } else {
+            1
+        };
+        for i in 0..wanted {
+            let outcome = outcomes.get(i).cloned().unwrap_or(StoreOutcome::Failed);
+            let who = match (self.config.lmtp, recipients.get(i)) {
+                (true, Some(r)) => format!("<{r}> "),
+                _ => String::new(),
+            };
+            match outcome {
+                StoreOutcome::Stored { id } => {
+                    self.reply(&format!("250 2.0.0 {who}Ok: queued as {id}"))
+                }
+                StoreOutcome::Failed => self.reply(&format!(
+                    "451 4.3.0 {who}Temporary storage failure, message not accepted; try again later"
+                )),
+                StoreOutcome::QuotaExceeded => self.reply(&format!(
+                    "552 5.2.2 {who}Mailbox full: the message would exceed a recipient's quota"
+                )),
             }
         }
         self.message_done();
@@ -659,6 +695,8 @@ impl<R: Clone> SmtpSession<R> {
         };
         let verb = verb.to_ascii_uppercase();
         match verb.as_str() {
+            "EHLO" | "HELO" if self.config.lmtp => self.error("500 5.5.1 This is LMTP: say LHLO"),
+            "LHLO" if self.config.lmtp => self.hello(arg, true),
             "EHLO" | "HELO" => self.hello(arg, verb == "EHLO"),
             "MAIL" => return self.mail(arg),
             "RCPT" => return self.rcpt(arg),
@@ -1127,6 +1165,53 @@ mod tests {
         assert!(String::from_utf8(s.take_output())
             .unwrap()
             .contains("501 5.5.4 RET"));
+    }
+
+    #[test]
+    fn lmtp_says_lhlo_and_answers_each_recipient() {
+        let mut s: SmtpSession<u32> = SmtpSession::new(SmtpConfig {
+            lmtp: true,
+            ..SmtpConfig::default()
+        });
+        s.take_output();
+        s.feed(b"EHLO c\r\n");
+        assert!(s.poll().is_none());
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("500 5.5.1"));
+        s.feed(b"LHLO c\r\nMAIL FROM:<a@y>\r\nRCPT TO:<b@x>\r\n");
+        let Some(SmtpRequest::CheckRecipient(_)) = s.poll() else {
+            panic!()
+        };
+        s.rcpt_verdict(RcptVerdict::Accept(1));
+        s.feed(b"RCPT TO:<c@x>\r\n");
+        let Some(SmtpRequest::CheckRecipient(_)) = s.poll() else {
+            panic!()
+        };
+        s.rcpt_verdict(RcptVerdict::Accept(2));
+        s.feed(b"DATA\r\n");
+        let Some(SmtpRequest::BeginMessage { .. }) = s.poll() else {
+            panic!()
+        };
+        s.data_ready(true);
+        s.feed(b"hi\r\n.\r\n");
+        let mut end = None;
+        while let Some(r) = s.poll() {
+            if let SmtpRequest::EndMessage { recipients } = r {
+                end = Some(recipients);
+            }
+        }
+        assert_eq!(end, Some(vec![1, 2]));
+        s.take_output();
+        s.message_stored_each(vec![
+            StoreOutcome::Stored { id: "q1".into() },
+            StoreOutcome::QuotaExceeded,
+        ]);
+        let out = String::from_utf8(s.take_output()).unwrap();
+        assert_eq!(
+            out,
+            "250 2.0.0 <b@x> Ok: queued as q1\r\n552 5.2.2 <c@x> Mailbox full: the message would exceed a recipient's quota\r\n"
+        );
     }
 
     #[test]

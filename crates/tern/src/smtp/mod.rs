@@ -74,12 +74,14 @@ pub enum SmtpRole {
     Submission,
     /// Message submission over implicit TLS (port 465).
     Submissions,
+    /// LMTP (RFC 2033), for final delivery behind another MTA: one reply per recipient.
+    Lmtp,
 }
 
 impl SmtpContext {
     fn session_config(&self, role: SmtpRole, peer: SocketAddr) -> SmtpConfig {
         let s = &self.settings;
-        let submission = role != SmtpRole::Inbound;
+        let submission = matches!(role, SmtpRole::Submission | SmtpRole::Submissions);
         // Passwords may cross in clear only inside TLS, on loopback, or when the operator says so.
         let plaintext_auth_allowed = role == SmtpRole::Submissions
             || s.allow_plaintext_auth
@@ -97,6 +99,7 @@ impl SmtpContext {
             auth_offered: submission,
             auth_required: submission,
             plaintext_auth_allowed,
+            lmtp: role == SmtpRole::Lmtp,
         }
     }
 }
@@ -188,6 +191,7 @@ struct SmtpConnection {
     incoming: Incoming,
     /// The client may send to other domains without AUTH (`smtp.relay_networks`).
     relay_network: bool,
+    role: SmtpRole,
 }
 
 pub async fn serve_connection(
@@ -231,7 +235,8 @@ pub async fn serve_connection(
             failed: false,
             headers: None,
         },
-        relay_network,
+        relay_network: relay_network && role != SmtpRole::Lmtp,
+        role,
     };
     crate::driver::run(
         &mut connection,
@@ -296,6 +301,7 @@ impl Protocol for SmtpConnection {
                 let targets: Vec<Recipient> = targets.into_iter().flatten().collect();
                 // RFC 3848's names for the Received "with" clause.
                 let protocol = match (esmtp, session.is_tls(), authenticated.is_some()) {
+                    _ if self.role == SmtpRole::Lmtp => "LMTP",
                     (true, true, true) => "ESMTPSA",
                     (true, false, true) => "ESMTPA",
                     (true, true, false) => "ESMTPS",
@@ -325,10 +331,32 @@ impl Protocol for SmtpConnection {
             SmtpRequest::MessageData(data) => incoming.write(&data, peer).await,
             SmtpRequest::EndMessage { recipients } => {
                 incoming.end(peer).await;
-                let recipients = recipients.into_iter().flatten().collect();
-                let outcome = store_message(ctx, incoming, recipients, peer).await;
-                incoming.quota_limits.clear();
-                session.message_stored(outcome);
+                if self.role == SmtpRole::Lmtp {
+                    // One outcome per accepted recipient: one over its quota does not keep
+                    // the message from the others.
+                    let flat = recipients.iter().flatten().cloned().collect();
+                    let (outcome, over) = store_message(ctx, incoming, flat, peer, true).await;
+                    incoming.quota_limits.clear();
+                    let each = recipients
+                        .iter()
+                        .map(|group| {
+                            let refused = group
+                                .iter()
+                                .any(|r| matches!(r, Recipient::Local(m) if over.contains(m)));
+                            if refused {
+                                StoreOutcome::QuotaExceeded
+                            } else {
+                                outcome.clone()
+                            }
+                        })
+                        .collect();
+                    session.message_stored_each(each);
+                } else {
+                    let recipients = recipients.into_iter().flatten().collect();
+                    let (outcome, _) = store_message(ctx, incoming, recipients, peer, false).await;
+                    incoming.quota_limits.clear();
+                    session.message_stored(outcome);
+                }
             }
             SmtpRequest::AbortMessage => {
                 incoming.abort().await;
@@ -620,11 +648,29 @@ async fn begin_message(
     !incoming.failed
 }
 
+/// Makes the message durable for its recipients. A local recipient the message would take
+/// over its quota refuses the whole message (SMTP), or, with `skip_over_quota` (LMTP), is left
+/// out and returned so that it alone gets the refusal.
 async fn store_message(
     svc: &SmtpContext,
     incoming: &mut Incoming,
     recipients: Vec<Recipient>,
     peer: std::net::SocketAddr,
+    skip_over_quota: bool,
+) -> (StoreOutcome, std::collections::HashSet<MailboxId>) {
+    let mut over = std::collections::HashSet::new();
+    let outcome =
+        store_message_inner(svc, incoming, recipients, peer, skip_over_quota, &mut over).await;
+    (outcome, over)
+}
+
+async fn store_message_inner(
+    svc: &SmtpContext,
+    incoming: &mut Incoming,
+    recipients: Vec<Recipient>,
+    peer: std::net::SocketAddr,
+    skip_over_quota: bool,
+    over: &mut std::collections::HashSet<MailboxId>,
 ) -> StoreOutcome {
     if incoming.failed {
         incoming.abort().await;
@@ -666,7 +712,10 @@ async fn store_message(
             match svc.quotas.quota_usage(*inbox).await {
                 Ok(usage) if !limits.fits(usage, staged.size) => {
                     tracing::info!(%peer, mailbox = %inbox, size = staged.size, "message refused: over quota");
-                    return StoreOutcome::QuotaExceeded;
+                    if !skip_over_quota {
+                        return StoreOutcome::QuotaExceeded;
+                    }
+                    over.insert(*inbox);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -676,6 +725,7 @@ async fn store_message(
             }
         }
     }
+    local.retain(|m| !over.contains(m));
     let mut reference = None;
     // The queue first: if the local delivery then fails, the client sends again and the
     // remote recipients may get two copies, which is better than none.
@@ -707,7 +757,7 @@ async fn store_message(
             }
         }
     }
-    if let Some(staged) = staged_local {
+    if let Some(staged) = staged_local.filter(|_| !local.is_empty()) {
         let (blob, size) = (staged.blob_id, staged.size);
         match svc.mail.deliver(staged, &local).await {
             Ok(ids) => {
@@ -731,6 +781,8 @@ async fn store_message(
     }
     match reference {
         Some(id) => StoreOutcome::Stored { id },
+        // Every local recipient was left out for its quota (LMTP): each gets its refusal.
+        None if !over.is_empty() => StoreOutcome::QuotaExceeded,
         None => StoreOutcome::Failed,
     }
 }
