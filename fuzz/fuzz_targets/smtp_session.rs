@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         auth_offered: knobs & 0x20 != 0,
         auth_required: knobs & 0x10 != 0,
         plaintext_auth_allowed: knobs & 0x08 != 0,
-        lmtp: knobs & 64 != 0,
+        lmtp: knobs & 0x80 != 0,
         ..Default::default()
     };
     let mut s: SmtpSession<u8> = SmtpSession::new(config);
