@@ -99,6 +99,9 @@ pub struct OutboundSection {
     pub relayhost_password: Option<String>,
     /// The relay host speaks TLS from the first byte (port 465) instead of STARTTLS.
     pub relayhost_implicit_tls: bool,
+    /// PEM file of the CAs that vouch for the relay host's certificate: when set, TLS to the
+    /// relay host is required and its certificate is checked against its name.
+    pub relayhost_ca_file: Option<PathBuf>,
     /// DNS resolvers ("ip" or "ip:port"); the system's (/etc/resolv.conf) when empty.
     pub dns_servers: Vec<String>,
     /// The port of the servers found through MX records (Postfix's smtp_tcp_port).
@@ -148,6 +151,7 @@ impl Default for OutboundSection {
             relayhost_username: None,
             relayhost_password: None,
             relayhost_implicit_tls: false,
+            relayhost_ca_file: None,
             dns_servers: Vec::new(),
             smtp_port: 25,
             tls: OutboundTls::Opportunistic,

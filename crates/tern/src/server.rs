@@ -117,6 +117,11 @@ pub fn preflight(config: &Config) -> Vec<String> {
             problems.push(format!("config key tls.cert_file / tls.key_file: {e:#}"));
         }
     }
+    if let Some(ca) = &config.outbound.relayhost_ca_file {
+        if let Err(e) = crate::tls::verifying_connector(ca) {
+            problems.push(format!("config key outbound.relayhost_ca_file: {e:#}"));
+        }
+    }
     if let Err(e) = crate::outbound::dkim::DkimKeys::check(&config.outbound.dkim) {
         problems.push(format!("config key outbound.dkim.private_key_file: {e:#}"));
     }

@@ -153,6 +153,28 @@ pub fn outbound_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// A TLS client that verifies the server's certificate against the CAs of `ca_file` (PEM) and
+/// the name connected to: for the relay host, which receives credentials.
+pub fn verifying_connector(ca_file: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("reading certificates from {}", ca_file.display()))?
+    {
+        let cert = cert.with_context(|| format!("parsing {}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("using a certificate of {}", ca_file.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no certificate in {}", ca_file.display());
+    let provider = Arc::new(provider::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 #[derive(Debug)]
 struct OpportunisticVerifier(Arc<rustls::crypto::CryptoProvider>);
 

@@ -750,3 +750,57 @@ fn bounces_to_remote_senders_are_queued_from_the_null_sender_and_never_bounce(b:
     assert_eq!(attempts, Some(1), "the report was tried once");
     assert_eq!(sink.accepted().len(), 1, "no bounce of a bounce");
 }
+
+/// With `outbound.relayhost_ca_file` the smart host's certificate is checked (it receives the
+/// credentials): the right CA delivers, another one keeps the mail queued.
+#[test]
+fn relayhost_certificate_is_verified_when_a_ca_is_given() {
+    let smart = Sink::start_with(free_port(), true, Some(("tern", "relay-secret")));
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.pem");
+    std::fs::write(&good, smart.cert_pem.as_ref().unwrap()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, other.cert.pem()).unwrap();
+    for (ca, delivered) in [(bad, false), (good, true)] {
+        let (s, certs) = outbound_server(Backend::Embedded, smart.addr, |c| {
+            c.outbound.transport.clear();
+            c.outbound.relayhost = Some(smart.addr.to_string());
+            c.outbound.relayhost_username = Some("tern".into());
+            c.outbound.relayhost_password = Some("relay-secret".into());
+            c.outbound.relayhost_ca_file = Some(ca.clone());
+            c.outbound.retry_delays_secs = vec![3600];
+        });
+        let alice = s.user("alice");
+        let before = smart.accepted().len();
+        assert!(submit(
+            &s,
+            certs.path(),
+            &alice,
+            &["x@one.test"],
+            "Subject: verified\r\n\r\nhi"
+        )
+        .starts_with("250"));
+        if delivered {
+            smart.wait_for(30, "the message over verified TLS", |a| {
+                a.len() == before + 1
+            });
+            assert!(smart.accepted().last().unwrap().tls);
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let body = s.admin_ok("GET", "/mailQueues/outgoing/mails", None);
+                if body.contains("TLS handshake") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{body}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert_eq!(
+                smart.accepted().len(),
+                before,
+                "nothing sent to an unverified host"
+            );
+        }
+    }
+}

@@ -217,7 +217,10 @@ impl Outbound {
             let mut conn = match Connection::open(
                 target,
                 self.client_config(relayhost),
-                &self.tls,
+                match (&self.relay_tls, relayhost) {
+                    (Some(verifying), true) => verifying,
+                    _ => &self.tls,
+                },
                 connect_timeout,
             )
             .await

@@ -45,6 +45,8 @@ pub struct Outbound {
     pub node: String,
     router: Router,
     tls: tokio_rustls::TlsConnector,
+    /// Verifies the relay host's certificate, when `outbound.relayhost_ca_file` is set.
+    relay_tls: Option<tokio_rustls::TlsConnector>,
     /// Idle connections by destination.
     pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
     /// Connections at once per destination.
@@ -95,6 +97,11 @@ impl Outbound {
         Ok(Arc::new(Self {
             router: Router::new(&settings)?,
             tls: crate::tls::outbound_connector()?,
+            relay_tls: settings
+                .relayhost_ca_file
+                .as_deref()
+                .map(crate::tls::verifying_connector)
+                .transpose()?,
             queue,
             mail,
             directory,
@@ -117,6 +124,8 @@ impl Outbound {
         ClientConfig {
             helo_name: self.hostname.clone(),
             tls: match s.tls {
+                // A verified relay host is never spoken to in clear.
+                _ if relayhost && s.relayhost_ca_file.is_some() => TlsPolicy::Required,
                 OutboundTls::Opportunistic => TlsPolicy::Opportunistic,
                 OutboundTls::Required => TlsPolicy::Required,
             },

@@ -33,6 +33,9 @@ pub struct SinkState {
 pub struct Sink {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<SinkState>>,
+    /// The PEM certificate it presents, when it offers STARTTLS (valid for sink.test,
+    /// localhost and 127.0.0.1).
+    pub cert_pem: Option<String>,
 }
 
 /// A free loopback port (for a destination that is down until a test starts it).
@@ -60,7 +63,9 @@ impl Sink {
         let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(SinkState::default()));
-        let tls = starttls.then(server_tls);
+        let made = starttls.then(server_tls);
+        let cert_pem = made.as_ref().map(|(_, pem)| pem.clone());
+        let tls = made.map(|(config, _)| config);
         let shared = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -73,7 +78,11 @@ impl Sink {
                 });
             }
         });
-        Sink { addr, state }
+        Sink {
+            addr,
+            state,
+            cert_pem,
+        }
     }
 
     pub fn accepted(&self) -> Vec<Accepted> {
@@ -100,8 +109,9 @@ impl Sink {
     }
 }
 
-fn server_tls() -> Arc<rustls::ServerConfig> {
-    let cert = rcgen::generate_simple_self_signed(vec!["sink.test".into()]).unwrap();
+fn server_tls() -> (Arc<rustls::ServerConfig>, String) {
+    let names = vec!["sink.test".into(), "localhost".into(), "127.0.0.1".into()];
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -110,7 +120,7 @@ fn server_tls() -> Arc<rustls::ServerConfig> {
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
-    Arc::new(config)
+    (Arc::new(config), cert.cert.pem())
 }
 
 trait Io: Read + Write + Send {}
