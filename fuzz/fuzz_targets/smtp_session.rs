@@ -3,7 +3,9 @@
 //! of that message; a message ends only after the client sent CRLF.CRLF.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tern_proto::smtp::{AuthFailure, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
+use tern_proto::smtp::{
+    AuthFailure, RcptVerdict, SenderVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knobs, input)) = data.split_first() else { return };
@@ -62,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
                 SmtpRequest::StartTls => s.tls_established(),
                 SmtpRequest::CheckSender { user, sender } => {
                     assert!(!user.is_empty() && !sender.eq_ignore_ascii_case(&user));
-                    s.sender_verdict(n % 2 == 0)
+                    s.sender_verdict(match n % 3 {
+                        0 => SenderVerdict::Owned,
+                        1 => SenderVerdict::NotOwned,
+                        _ => SenderVerdict::Temporary,
+                    })
                 }
                 SmtpRequest::Authenticate { username, .. } => {
                     assert!(!username.chars().any(char::is_control));

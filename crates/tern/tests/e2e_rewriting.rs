@@ -92,6 +92,14 @@ fn rewriting_routes_and_delivery(b: Backend) {
         ),
         400
     );
+    assert_eq!(
+        get_json(&s, "/users/alice@example.com/allowedFromHeaders"),
+        json!(["alice@example.com", "info@example.com"])
+    );
+    assert_eq!(
+        status(&s, "GET", "/users/nobody@example.com/allowedFromHeaders"),
+        404
+    );
 
     // Groups, with a remote member.
     for m in ["bob@example.com", "alice@example.com", "carol@remote.test"] {

@@ -9,5 +9,7 @@ pub mod submission;
 mod trace;
 
 pub use address::{parse_path, Mailbox, PathError};
-pub use session::{AuthFailure, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome};
+pub use session::{
+    AuthFailure, RcptVerdict, SenderVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome,
+};
 pub use trace::{trace_headers, Trace};

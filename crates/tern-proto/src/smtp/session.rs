@@ -77,6 +77,17 @@ pub enum RcptVerdict<R> {
     Temporary,
 }
 
+/// The driver's decision on an authenticated user's sender address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderVerdict {
+    /// The user owns it (an alias of the user).
+    Owned,
+    /// It is someone else's (553 5.7.1).
+    NotOwned,
+    /// Ownership could not be checked (451 4.3.0; the client may try again).
+    Temporary,
+}
+
 /// Outcome of making a message durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {
@@ -794,13 +805,15 @@ impl<R: Clone> SmtpSession<R> {
     }
 
     /// Answer to [`SmtpRequest::CheckSender`].
-    pub fn sender_verdict(&mut self, allowed: bool) {
+    pub fn sender_verdict(&mut self, verdict: SenderVerdict) {
         let State::CheckingSender(reverse_path, dsn) =
             std::mem::replace(&mut self.state, State::Ready)
         else {
             return;
         };
-        if allowed {
+        if verdict == SenderVerdict::Temporary {
+            self.reply("451 4.3.0 Sender check failed temporarily, try again later");
+        } else if verdict == SenderVerdict::Owned {
             self.envelope = Some(Envelope {
                 reverse_path,
                 dsn,
@@ -1113,7 +1126,11 @@ mod tests {
                 // The test's users own the addresses whose local part starts with theirs.
                 Some(SmtpRequest::CheckSender { user, sender }) => {
                     let owner = user.split('@').next().unwrap_or_default();
-                    s.sender_verdict(!owner.is_empty() && sender.starts_with(owner))
+                    s.sender_verdict(if !owner.is_empty() && sender.starts_with(owner) {
+                        SenderVerdict::Owned
+                    } else {
+                        SenderVerdict::NotOwned
+                    })
                 }
             }
         }
@@ -1165,6 +1182,33 @@ mod tests {
         assert!(String::from_utf8(s.take_output())
             .unwrap()
             .contains("501 5.5.4 RET"));
+    }
+
+    #[test]
+    fn a_sender_check_that_failed_is_temporary() {
+        let mut s: SmtpSession<u32> = SmtpSession::new(SmtpConfig {
+            auth_offered: true,
+            auth_required: true,
+            plaintext_auth_allowed: true,
+            ..SmtpConfig::default()
+        });
+        s.feed(b"EHLO c\r\nAUTH PLAIN AGFAeABwdw==\r\n");
+        let Some(SmtpRequest::Authenticate { .. }) = s.poll() else {
+            panic!()
+        };
+        s.auth_finished(Ok(()));
+        s.take_output();
+        s.feed(b"MAIL FROM:<carol@x>\r\n");
+        assert!(matches!(s.poll(), Some(SmtpRequest::CheckSender { .. })));
+        s.sender_verdict(SenderVerdict::Temporary);
+        let out = String::from_utf8(s.take_output()).unwrap();
+        assert!(out.starts_with("451 4.3.0"), "{out}");
+        // The session goes on: the user's own address is accepted.
+        s.feed(b"MAIL FROM:<a@x>\r\n");
+        assert!(s.poll().is_none());
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("250"));
     }
 
     #[test]
@@ -1437,7 +1481,7 @@ mod tests {
             })
         );
         assert!(s.poll().is_none(), "nothing more until the verdict");
-        s.sender_verdict(false);
+        s.sender_verdict(SenderVerdict::NotOwned);
         assert!(s.poll().is_none());
         let out = String::from_utf8(s.take_output()).unwrap();
         assert!(out.starts_with("553 5.7.1 <bob@x>"), "{out}");

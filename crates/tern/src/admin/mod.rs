@@ -144,6 +144,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
             axum::routing::put(rewrites::add_forward).delete(rewrites::remove_forward),
         )
         .route("/address/aliases", get(rewrites::list_aliased_users))
+        .route(
+            "/users/{user}/allowedFromHeaders",
+            get(rewrites::allowed_from),
+        )
         .route("/address/aliases/{user}", get(rewrites::alias_sources))
         .route(
             "/address/aliases/{user}/sources/{alias}",

@@ -248,6 +248,18 @@ pub(super) async fn remove_alias(
     remove(&s, &alias, Mapping::new(MappingKind::Alias, user)).await
 }
 
+/// `GET /users/{user}/allowedFromHeaders`: the addresses a user may send as (itself, then
+/// its aliases), as submission accepts them in MAIL FROM.
+pub(super) async fn allowed_from(State(s): AppState, Path(user): Path<String>) -> ApiResult {
+    let user = address(&user)?;
+    if s.directory.get_user(&user).await?.is_none() {
+        return Err(not_found(&format!("user {user} does not exist")));
+    }
+    let mut out = vec![user.clone()];
+    out.extend(pointing_at(&s, &user, MappingKind::Alias).await?);
+    Ok(Json(out).into_response())
+}
+
 // Domain aliases and domain mappings.
 
 pub(super) async fn domain_aliases(State(s): AppState, Path(domain): Path<String>) -> ApiResult {

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use tern_proto::smtp::dsn::{DsnMail, DsnRcpt};
 use tern_proto::smtp::submission::SubmissionHeaders;
 use tern_proto::smtp::{
-    trace_headers, AuthFailure, Mailbox, RcptVerdict, SmtpConfig, SmtpRequest, SmtpSession,
-    StoreOutcome, Trace,
+    trace_headers, AuthFailure, Mailbox, RcptVerdict, SenderVerdict, SmtpConfig, SmtpRequest,
+    SmtpSession, StoreOutcome, Trace,
 };
 use tern_store::{
     BodyWriter, Directory, MailStore, MailboxId, NewQueuedMail, OutboundQueue, QueuedRecipient,
@@ -365,11 +365,11 @@ impl Protocol for SmtpConnection {
                 incoming.headers = None;
             }
             SmtpRequest::CheckSender { user, sender } => {
-                let allowed = sender_owned(ctx, &user, &sender).await;
-                if !allowed {
+                let verdict = sender_owned(ctx, &user, &sender).await;
+                if verdict == SenderVerdict::NotOwned {
                     tracing::info!(%peer, user = %Escaped(&user), sender = %Escaped(&sender), "sender address not owned");
                 }
-                session.sender_verdict(allowed);
+                session.sender_verdict(verdict);
             }
             SmtpRequest::StartTls => return Next::StartTls,
             SmtpRequest::Authenticate { username, password } => {
@@ -388,17 +388,24 @@ impl Protocol for SmtpConnection {
 
 /// Whether `user` may send as `sender`: an alias of the user (James's allowed From
 /// addresses: the aliases that rewrite to the user). One read of the sender's mappings.
-async fn sender_owned(ctx: &SmtpContext, user: &str, sender: &str) -> bool {
+async fn sender_owned(ctx: &SmtpContext, user: &str, sender: &str) -> SenderVerdict {
     if sender.is_empty() {
-        return false;
+        return SenderVerdict::NotOwned;
     }
     match ctx.rewrites.mappings(&sender.to_ascii_lowercase()).await {
-        Ok(mappings) => mappings.iter().any(|m| {
-            m.kind == tern_store::MappingKind::Alias && m.target.eq_ignore_ascii_case(user)
-        }),
+        Ok(mappings) => {
+            let owned = mappings.iter().any(|m| {
+                m.kind == tern_store::MappingKind::Alias && m.target.eq_ignore_ascii_case(user)
+            });
+            if owned {
+                SenderVerdict::Owned
+            } else {
+                SenderVerdict::NotOwned
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "sender ownership lookup failed");
-            false
+            SenderVerdict::Temporary
         }
     }
 }
