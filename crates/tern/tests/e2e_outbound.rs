@@ -279,6 +279,14 @@ fn queue_routes_list_flush_and_delete(b: Backend) {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(mails[0]["sender"], alice);
+    // James's shape: `2026-12-01T10:00:00.000Z`.
+    let next = mails[0]["nextDelivery"].as_str().unwrap();
+    let pattern = "dddd-dd-ddTdd:dd:dd.dddZ";
+    assert_eq!(next.len(), pattern.len(), "{next}");
+    for (c, p) in next.chars().zip(pattern.chars()) {
+        assert!(if p == 'd' { c.is_ascii_digit() } else { c == p }, "{next}");
+    }
+    assert!(mails[0]["recipients"].is_array() && mails[0]["name"].is_string());
     assert!(
         mails[0]["lastError"].as_str().unwrap().contains("4.4.1"),
         "{mails:?}"

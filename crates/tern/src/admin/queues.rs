@@ -32,19 +32,9 @@ pub(super) async fn queue_details(State(s): AppState, Path(name): Path<String>) 
     Ok(Json(json!({ "name": OUTGOING, "size": size })).into_response())
 }
 
+/// James's `nextDelivery`: `2026-12-01T10:00:00.000Z`.
 fn iso(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    crate::tasks::utc_millis(ms, "Z").unwrap_or_default()
 }
 
 pub(super) async fn list_mails(

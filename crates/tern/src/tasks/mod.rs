@@ -20,29 +20,28 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A running task not heard of for this long is considered dead.
 const STALE_AFTER_MS: i64 = 15_000;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub use tern_store::now_ms;
+
+/// A UTC date with milliseconds, `2017-12-27T15:15:24.805` followed by `zone` (James writes
+/// `+0000` in tasks, `Z` in mail queues); `None` out of range.
+pub fn utc_millis(ms: i64, zone: &str) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{zone}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    ))
 }
 
 /// A date as James's task routes write it (`yyyy-MM-dd'T'HH:mm:ss.SSSZ`, here in UTC):
 /// `2017-12-27T15:15:24.805+0000`.
 fn iso8601(ms: i64) -> Value {
-    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
-        Ok(t) => Value::String(format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0000",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        )),
-        Err(_) => Value::Null,
-    }
+    utc_millis(ms, "+0000").map_or(Value::Null, Value::String)
 }
 
 /// What a running task can see and report.
