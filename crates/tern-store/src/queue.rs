@@ -111,6 +111,27 @@ pub struct QueuedMail {
     pub dkim_signature: Option<String>,
 }
 
+impl QueuedMail {
+    /// A new entry for `body`, due now (what every backend's `enqueue` stores).
+    pub fn new(id: Uuid, shard: u32, body: &StagedBody, mail: NewQueuedMail) -> Self {
+        let now = now_ms();
+        Self {
+            id,
+            shard,
+            sender: mail.sender,
+            recipients: mail.recipients,
+            blob: body.blob_id,
+            size: body.size,
+            queued_ms: now,
+            attempts: 0,
+            next_attempt_ms: now,
+            envid: mail.envid,
+            return_full: mail.return_full,
+            dkim_signature: mail.dkim_signature,
+        }
+    }
+}
+
 /// The outbound queue.
 #[async_trait]
 pub trait OutboundQueue: Send + Sync {

@@ -21,6 +21,33 @@ pub(crate) const IN_FLIGHT_TTL: Duration = Duration::from_secs(2 * 3600);
 /// protected (the SMTP DATA deadline bounds it anyway).
 const IN_FLIGHT_REFRESH: Duration = Duration::from_secs(10 * 60);
 
+/// Completes a staged body with its references (the messages or the queue entry about to name
+/// it): written whole for a single chunk, size, chunk count and references for a chunked one.
+/// Afterwards nothing can collect it; the caller drops its in-flight guard.
+pub(crate) async fn commit(
+    c: &Connected,
+    blob: Uuid,
+    size: u64,
+    payload: StagedPayload,
+    refs: Vec<scylla::value::CqlTimeuuid>,
+) -> Result<()> {
+    match payload {
+        StagedPayload::Inline(data) => {
+            c.exec(
+                &c.st.insert_single_chunk_blob,
+                (blob, data, size as i64, refs),
+            )
+            .await?;
+        }
+        StagedPayload::Stored => {
+            let chunks = chunk_count(size, c.chunk_size);
+            c.exec(&c.st.complete_blob, (size as i64, chunks, refs, blob))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn chunk_count(size: u64, chunk_size: usize) -> i32 {
     size.div_ceil(chunk_size as u64).max(1) as i32
 }

@@ -22,17 +22,7 @@ impl MailStore for CassandraStore {
         let blob = body.blob_id.0;
         let size = body.size as i64;
         // 1. The body, with its references: complete before anything names it.
-        match body.payload {
-            StagedPayload::Inline(data) => {
-                c.exec(&c.st.insert_single_chunk_blob, (blob, data, size, refs))
-                    .await?;
-            }
-            StagedPayload::Stored => {
-                let chunks = body::chunk_count(body.size, c.chunk_size);
-                c.exec(&c.st.complete_blob, (size, chunks, refs, blob))
-                    .await?;
-            }
-        }
+        body::commit(c, blob, body.size, body.payload, refs).await?;
         // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
         drop(body.in_flight);
         // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.

@@ -25,8 +25,8 @@ mod uids;
 use crate::{
     paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
     MailboxId, MailboxInfo, MessageId, MessageMeta, Repair, Result, ScanPage, ScanStream,
-    StagedBody, StagedPayload, StoreError, TaskRecord, TaskStore, UidEntry, UidListing, UidStore,
-    UserRecord, ViewEntry, INBOX, SCAN_PAGE,
+    StagedBody, StoreError, TaskRecord, TaskStore, UidEntry, UidListing, UidStore, UserRecord,
+    ViewEntry, INBOX, SCAN_PAGE,
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;

@@ -13,7 +13,6 @@
 //! - `outbound_nodes ((dc), node)`: live nodes (TTL), so that each takes its share of shards.
 
 use super::*;
-use crate::queue::now_ms;
 use crate::{NewQueuedMail, OutboundQueue, QueuedMail};
 use futures_util::stream::{self, StreamExt};
 use scylla::statement::batch::{Batch, BatchType};
@@ -178,36 +177,12 @@ impl OutboundQueue for CassandraStore {
                 state.held[rand::random::<u32>() as usize % state.held.len()]
             }
         };
-        let now = now_ms();
-        let queued = QueuedMail {
-            id: id.uuid(),
-            shard,
-            sender: mail.sender,
-            recipients: mail.recipients,
-            blob: body.blob_id,
-            size: body.size,
-            queued_ms: now,
-            attempts: 0,
-            next_attempt_ms: now,
-            envid: mail.envid,
-            return_full: mail.return_full,
-            dkim_signature: mail.dkim_signature,
-        };
+        let queued = QueuedMail::new(id.uuid(), shard, &body, mail);
         let json = to_json(&queued)?;
-        let (blob, size, refs) = (body.blob_id.0, body.size as i64, vec![timeuuid(id)]);
         // 1. The body with its reference, 2. the slice index, 3. the entry: a reader that
         // finds the entry finds its body, and the owner that reads the index finds the entry.
-        match body.payload {
-            StagedPayload::Inline(data) => {
-                c.exec(&c.st.insert_single_chunk_blob, (blob, data, size, refs))
-                    .await?;
-            }
-            StagedPayload::Stored => {
-                let chunks = body::chunk_count(body.size, c.chunk_size);
-                c.exec(&c.st.complete_blob, (size, chunks, refs, blob))
-                    .await?;
-            }
-        }
+        let refs = vec![timeuuid(id)];
+        body::commit(c, body.blob_id.0, body.size, body.payload, refs).await?;
         drop(body.in_flight);
         let dc = self.datacenter();
         let slice = slice_of(queued.next_attempt_ms);

@@ -40,16 +40,7 @@ impl MailStore for EmbeddedStore {
             .committer
             .write(move |txn| {
                 let blob = blob_id.0.as_u128();
-                txn.open_table(BLOB_REFS)
-                    .map_err(db_err)?
-                    .insert(blob, entries.len() as u64)
-                    .map_err(db_err)?;
-                if let Some(data) = &inline {
-                    txn.open_table(BLOB_INLINE)
-                        .map_err(db_err)?
-                        .insert(blob, data.as_slice())
-                        .map_err(db_err)?;
-                }
+                commit_body(txn, blob, entries.len() as u64, inline.as_deref())?;
                 let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 for (mailbox, id) in &entries {
@@ -182,6 +173,27 @@ impl EmbeddedStore {
             }
         }
     }
+}
+
+/// Records a new body's references (and its bytes, when they live in the database) inside the
+/// transaction that creates what references it.
+pub(crate) fn commit_body(
+    txn: &redb::WriteTransaction,
+    blob: u128,
+    refs: u64,
+    inline: Option<&[u8]>,
+) -> Result<()> {
+    txn.open_table(BLOB_REFS)
+        .map_err(db_err)?
+        .insert(blob, refs)
+        .map_err(db_err)?;
+    if let Some(data) = inline {
+        txn.open_table(BLOB_INLINE)
+            .map_err(db_err)?
+            .insert(blob, data)
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Drops one reference to a body inside a write transaction; returns the body if it was a

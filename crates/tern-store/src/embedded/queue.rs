@@ -26,21 +26,7 @@ impl OutboundQueue for EmbeddedStore {
         if mail.recipients.is_empty() {
             return Err(StoreError::invalid("queued mail without recipients"));
         }
-        let now = crate::queue::now_ms();
-        let queued = QueuedMail {
-            id: self.inner.ids.next_id().uuid(),
-            shard: SHARD,
-            sender: mail.sender,
-            recipients: mail.recipients,
-            blob: body.blob_id,
-            size: body.size,
-            queued_ms: now,
-            attempts: 0,
-            next_attempt_ms: now,
-            envid: mail.envid,
-            return_full: mail.return_full,
-            dkim_signature: mail.dkim_signature,
-        };
+        let queued = QueuedMail::new(self.inner.ids.next_id().uuid(), SHARD, &body, mail);
         let json = to_json(&queued)?;
         let StagedBody {
             blob_id,
@@ -56,17 +42,7 @@ impl OutboundQueue for EmbeddedStore {
         self.inner
             .committer
             .write(move |txn| {
-                let blob = blob_id.0.as_u128();
-                txn.open_table(BLOB_REFS)
-                    .map_err(db_err)?
-                    .insert(blob, 1)
-                    .map_err(db_err)?;
-                if let Some(data) = &inline {
-                    txn.open_table(BLOB_INLINE)
-                        .map_err(db_err)?
-                        .insert(blob, data.as_slice())
-                        .map_err(db_err)?;
-                }
+                mail::commit_body(txn, blob_id.0.as_u128(), 1, inline.as_deref())?;
                 txn.open_table(OUTBOUND_QUEUE)
                     .map_err(db_err)?
                     .insert(k, json.as_str())
