@@ -21,14 +21,21 @@ pub struct Scopes {
 impl Scopes {
     pub async fn read(quotas: &dyn Quotas, user: &str) -> Result<Self, StoreError> {
         let domain = user.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        // Read on every RCPT: the three scopes at once, not one after the other.
+        let scopes = [
+            QuotaScope::Global,
+            QuotaScope::Domain(domain.to_string()),
+            QuotaScope::User(user.to_string()),
+        ];
+        let (global, domain, user) = futures_util::try_join!(
+            quotas.quota_limits(&scopes[0]),
+            quotas.quota_limits(&scopes[1]),
+            quotas.quota_limits(&scopes[2]),
+        )?;
         Ok(Self {
-            global: quotas.quota_limits(&QuotaScope::Global).await?,
-            domain: quotas
-                .quota_limits(&QuotaScope::Domain(domain.to_string()))
-                .await?,
-            user: quotas
-                .quota_limits(&QuotaScope::User(user.to_string()))
-                .await?,
+            global,
+            domain,
+            user,
         })
     }
 

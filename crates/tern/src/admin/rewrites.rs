@@ -32,6 +32,26 @@ async fn served(s: &super::AdminState, domain: &str) -> Result<bool, ApiError> {
     Ok(s.directory.domain_exists(domain).await?)
 }
 
+/// 400 unless the address's domain is served (James: "not managed by the DomainList").
+async fn require_served(s: &super::AdminState, address: &str) -> Result<(), ApiError> {
+    if served(s, domain_of(address)).await? {
+        Ok(())
+    } else {
+        Err(bad_request(&format!(
+            "domain of {address} is not managed by the domain list"
+        )))
+    }
+}
+
+/// 409 when the address belongs to a user: it cannot be a group or an alias.
+async fn refuse_user(s: &super::AdminState, address: &str, why: &str) -> Result<(), ApiError> {
+    if s.directory.get_user(address).await?.is_some() {
+        Err(conflict(&format!("{address} {why}")))
+    } else {
+        Ok(())
+    }
+}
+
 /// Adds the mapping, then undoes it with 409 if rewriting `source` now loops.
 async fn add_checked(s: &super::AdminState, source: &str, mapping: Mapping) -> ApiResult {
     s.rewrites.add_mapping(source, &mapping).await?;
@@ -129,16 +149,13 @@ pub(super) async fn add_group_member(
     Path((group, member)): Path<(String, String)>,
 ) -> ApiResult {
     let (group, member) = (address(&group)?, address(&member)?);
-    if !served(&s, domain_of(&group)).await? {
-        return Err(bad_request(&format!(
-            "domain of {group} is not managed by the domain list"
-        )));
-    }
-    if s.directory.get_user(&group).await?.is_some() {
-        return Err(conflict(&format!(
-            "{group} is already used by a user and cannot be a group"
-        )));
-    }
+    require_served(&s, &group).await?;
+    refuse_user(
+        &s,
+        &group,
+        "is already used by a user and cannot be a group",
+    )
+    .await?;
     add_checked(&s, &group, Mapping::new(MappingKind::Group, member)).await
 }
 
@@ -174,11 +191,7 @@ pub(super) async fn add_forward(
     Path((user, target)): Path<(String, String)>,
 ) -> ApiResult {
     let (user, target) = (address(&user)?, address(&target)?);
-    if !served(&s, domain_of(&user)).await? {
-        return Err(bad_request(&format!(
-            "domain of {user} is not managed by the domain list"
-        )));
-    }
+    require_served(&s, &user).await?;
     if s.directory.get_user(&user).await?.is_none() {
         return Err(not_found(&format!("{user} is not an existing user")));
     }
@@ -225,18 +238,14 @@ pub(super) async fn add_alias(
     if user == alias {
         return Err(bad_request("source and destination can't be the same"));
     }
-    for a in [&user, &alias] {
-        if !served(&s, domain_of(a)).await? {
-            return Err(bad_request(&format!(
-                "domain of {a} is not managed by the domain list"
-            )));
-        }
-    }
-    if s.directory.get_user(&alias).await?.is_some() {
-        return Err(conflict(&format!(
-            "the alias source {alias} exists as a user already"
-        )));
-    }
+    require_served(&s, &user).await?;
+    require_served(&s, &alias).await?;
+    refuse_user(
+        &s,
+        &alias,
+        "exists as a user already and cannot be an alias",
+    )
+    .await?;
     add_checked(&s, &alias, Mapping::new(MappingKind::Alias, user)).await
 }
 
