@@ -94,6 +94,19 @@ fn wait_queue_size(s: &TestServer, size: u64, secs: u64) {
     }
 }
 
+/// Waits until the queue listing (James's route) mentions `needle`, such as a last error.
+fn wait_queue_listing_contains(s: &TestServer, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = s.admin_ok("GET", "/mailQueues/outgoing/mails", None);
+        if body.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {needle:?}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until `name`'s mailbox holds `n` messages.
 fn wait_mailbox(s: &TestServer, name: &str, n: usize, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -659,15 +672,7 @@ fn required_tls_keeps_mail_from_a_server_without_starttls() {
         "Subject: secret\r\n\r\nx"
     )
     .starts_with("250"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = s.admin_ok("GET", "/mailQueues/outgoing/mails", None);
-        if body.contains("TLS required") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_queue_listing_contains(&s, "TLS required");
     assert!(plain.accepted().is_empty());
 }
 
@@ -795,15 +800,7 @@ fn relayhost_certificate_is_verified_when_a_ca_is_given() {
             });
             assert!(smart.accepted().last().unwrap().tls);
         } else {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let body = s.admin_ok("GET", "/mailQueues/outgoing/mails", None);
-                if body.contains("TLS handshake") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{body}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_queue_listing_contains(&s, "TLS handshake");
             assert_eq!(
                 smart.accepted().len(),
                 before,

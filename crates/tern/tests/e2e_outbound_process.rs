@@ -160,15 +160,7 @@ fn tern_queue_lists_deletes_and_flushes() {
         let (code, text) = c.send_mail("app@example.com", &[to], &message(to, "hi\r\n"));
         assert_eq!(code, 250, "{text}");
     }
-    let cli = |args: &[&str]| {
-        let out = tern_cli(&p.admin_url, args, None);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let cli = |args: &[&str]| cli_ok(&p.admin_url, args);
     // Both wait for their second attempt, an hour away, after the first one failed.
     let deadline = Instant::now() + Duration::from_secs(30);
     let listed = loop {

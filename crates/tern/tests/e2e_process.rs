@@ -291,15 +291,7 @@ fn cli_manages_aliases_forwards_and_groups() {
     let dir = tempfile::tempdir().unwrap();
     let p = spawn(&write_config(dir.path(), Backend::Embedded));
     setup_user(&p, "carol@example.com", "pw");
-    let run = |args: &[&str]| {
-        let out = tern_cli(&p.admin_url, args, None);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let run = |args: &[&str]| cli_ok(&p.admin_url, args);
     run(&["alias", "add", "info@example.com", "carol@example.com"]);
     run(&["alias", "add", "sales@example.com", "carol@example.com"]);
     assert_eq!(

@@ -208,6 +208,28 @@ fn rewriting_routes_and_delivery(b: Backend) {
         400
     );
 
+    // Domain mappings (James's /domainMappings: the destination in the body).
+    let mapped = s.admin("PUT", "/domainMappings/mapped.example", Some("example.com"));
+    assert_eq!(mapped.status, 204, "{}", mapped.body);
+    assert_eq!(
+        get_json(&s, "/domainMappings"),
+        json!({"mapped.example": ["example.com"]})
+    );
+    assert_eq!(
+        get_json(&s, "/domainMappings/mapped.example"),
+        json!(["example.com"])
+    );
+    assert_eq!(status(&s, "GET", "/domainMappings/none.example"), 404);
+    assert_eq!(
+        s.admin(
+            "PUT",
+            "/domainMappings/mapped.example",
+            Some("not a domain")
+        )
+        .status,
+        400
+    );
+
     // The whole table, James's shape.
     let all = get_json(&s, "/mappings");
     assert_eq!(
@@ -236,7 +258,11 @@ fn rewriting_routes_and_delivery(b: Backend) {
     s.deliver(&["info@example.com"], &message("to info", "x\r\n"));
     s.deliver(&["team@example.com"], &message("to team", "x\r\n"));
     s.deliver(&["alice@old.example"], &message("to old domain", "x\r\n"));
-    wait_count(&s, "alice", 3);
+    s.deliver(
+        &["alice@mapped.example"],
+        &message("to mapped domain", "x\r\n"),
+    );
+    wait_count(&s, "alice", 4);
     wait_count(&s, "bob", 1);
     sink.wait_for(30, "carol (group) and dave (forward)", |a| {
         let to: Vec<&String> = a.iter().flat_map(|m| &m.recipients).collect();
@@ -294,6 +320,14 @@ fn rewriting_routes_and_delivery(b: Backend) {
     );
     let (code, _) = c.cmd("RCPT TO:<info@example.com>");
     assert_eq!(code, 550, "the alias is gone");
+    let gone = s.admin(
+        "DELETE",
+        "/domainMappings/mapped.example",
+        Some("example.com"),
+    );
+    assert_eq!(gone.status, 204);
+    assert_eq!(get_json(&s, "/domainMappings"), json!({}));
+    assert_eq!(c.cmd("RCPT TO:<alice@mapped.example>").0, 550);
 }
 
 /// Forwarded mail leaves with an SRS sender of ours (so SPF passes at the next hop); a bounce to

@@ -142,6 +142,17 @@ pub fn tern_cli(admin_url: &str, args: &[&str], stdin: Option<&str>) -> std::pro
     child.wait_with_output().unwrap()
 }
 
+/// Runs a CLI command against the server, asserts it succeeded and returns its output.
+pub fn cli_ok(admin_url: &str, args: &[&str]) -> String {
+    let out = tern_cli(admin_url, args, None);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 pub fn setup_user(p: &Proc, user: &str, password: &str) {
     let out = tern_cli(&p.admin_url, &["domain", "add", "example.com"], None);
     assert!(
