@@ -21,8 +21,8 @@ pub use error::StoreError;
 pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
 pub use model::{
     BodyCollection, BodyReader, BodyWriter, Directory, InFlight, MailStore, MailboxInfo,
-    MessageMeta, Repair, ScanStream, StagedBody, StagedPayload, Store, TaskRecord, TaskStore,
-    UidEntry, UidListing, UidStore, UserRecord, ViewEntry, INBOX,
+    MessageCopy, MessageMeta, Repair, ScanStream, StagedBody, StagedPayload, Store, TaskRecord,
+    TaskStore, UidEntry, UidListing, UidStore, UserRecord, ViewEntry, INBOX,
 };
 
 pub use mappings::{Mapping, MappingKind, RecipientRewrites};

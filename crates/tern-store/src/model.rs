@@ -96,6 +96,56 @@ pub trait BodyWriter: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// One mailbox's copy of a delivered message: the body is shared by every copy, and each copy
+/// may have header lines of its own in front of it (Delivered-To, Authentication-Results),
+/// kept with the message's metadata. A message's size and what RETR sends include them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageCopy {
+    /// The mailbox the copy goes to.
+    pub mailbox: MailboxId,
+    /// Complete header fields, each ending in CRLF; empty for none.
+    pub header: Vec<u8>,
+}
+
+impl MessageCopy {
+    /// A copy with no header of its own.
+    pub fn plain(mailbox: MailboxId) -> Self {
+        Self {
+            mailbox,
+            header: Vec::new(),
+        }
+    }
+}
+
+/// Sends a copy's own header before its stored body.
+pub(crate) struct WithHeader {
+    pub(crate) header: Option<Bytes>,
+    pub(crate) body: Box<dyn BodyReader>,
+}
+
+impl WithHeader {
+    /// `body` behind `header` (the body alone when the header is empty).
+    pub(crate) fn wrap(header: Option<Vec<u8>>, body: Box<dyn BodyReader>) -> Box<dyn BodyReader> {
+        match header.filter(|h| !h.is_empty()) {
+            Some(h) => Box::new(WithHeader {
+                header: Some(Bytes::from(h)),
+                body,
+            }),
+            None => body,
+        }
+    }
+}
+
+#[async_trait]
+impl BodyReader for WithHeader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        match self.header.take() {
+            Some(h) => Ok(Some(h)),
+            None => self.body.next_chunk().await,
+        }
+    }
+}
+
 /// Streams a stored body.
 #[async_trait]
 pub trait BodyReader: Send {
@@ -136,9 +186,19 @@ pub trait MailStore: Send + Sync {
     async fn begin_body(&self) -> Result<Box<dyn BodyWriter>>;
 
     /// Makes one body a message in each mailbox (the body is stored once) and returns the new
-    /// message ids, in the order of `mailboxes`. When this returns `Ok`, the body, the message
+    /// message ids, in the order of `copies`. When this returns `Ok`, the body, the message
     /// metadata and the POP3 view entries are durable; on `Err`, no message is visible.
-    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>>;
+    async fn deliver_copies(
+        &self,
+        body: StagedBody,
+        copies: &[MessageCopy],
+    ) -> Result<Vec<MessageId>>;
+
+    /// [`deliver_copies`](Self::deliver_copies) with no header of its own in any copy.
+    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
+        let copies: Vec<MessageCopy> = mailboxes.iter().map(|m| MessageCopy::plain(*m)).collect();
+        self.deliver_copies(body, &copies).await
+    }
 
     /// The POP3 view of a mailbox, in delivery order.
     async fn pop3_view(&self, mailbox: MailboxId) -> Result<Vec<ViewEntry>>;

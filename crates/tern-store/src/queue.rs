@@ -75,8 +75,9 @@ pub struct NewQueuedMail {
     pub envid: Option<String>,
     /// The DSN `RET=FULL`: a bounce carries the whole message, not only its header.
     pub return_full: bool,
-    /// A `DKIM-Signature` header field (with its CRLF) to send in front of the body.
-    pub dkim_signature: Option<String>,
+    /// Header fields (each with its CRLF) to send in front of the body: the `Delivered-To` of
+    /// a forward, the `DKIM-Signature` made while the message arrived.
+    pub header_prefix: Option<String>,
 }
 
 /// A queued message as stored.
@@ -106,9 +107,10 @@ pub struct QueuedMail {
     /// The DSN `RET=FULL`.
     #[serde(default)]
     pub return_full: bool,
-    /// A `DKIM-Signature` header field (with its CRLF) sent in front of the body.
-    #[serde(default)]
-    pub dkim_signature: Option<String>,
+    /// Header fields (each with its CRLF) sent in front of the body. (Entries queued before
+    /// forwards added Delivered-To held a DKIM signature alone, under its own name.)
+    #[serde(default, alias = "dkim_signature")]
+    pub header_prefix: Option<String>,
 }
 
 impl QueuedMail {
@@ -127,7 +129,7 @@ impl QueuedMail {
             next_attempt_ms: now,
             envid: mail.envid,
             return_full: mail.return_full,
-            dkim_signature: mail.dkim_signature,
+            header_prefix: mail.header_prefix,
         }
     }
 }

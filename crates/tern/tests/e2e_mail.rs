@@ -73,7 +73,9 @@ fn message_is_read_back_byte_exact_and_list_size_matches_retr(b: Backend) {
     assert_eq!(list.len(), 1);
     let got = c.retr(1);
     assert!(got.ends_with(&body), "stored body differs");
-    assert!(got.starts_with(b"Return-Path: <sender@remote.test>\r\nReceived: from client.test"));
+    assert!(got.starts_with(
+        b"Return-Path: <sender@remote.test>\r\nDelivered-To: alice@example.com\r\nReceived: from client.test"
+    ));
     assert_eq!(
         list[0].1,
         got.len() as u64,

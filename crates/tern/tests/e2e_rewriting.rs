@@ -377,7 +377,71 @@ fn forwards_leave_with_srs_and_bounces_come_back(b: Backend) {
     assert_eq!(c.cmd(&format!("RCPT TO:<{forged}>")).0, 550);
 }
 
+/// Each local copy starts with the Delivered-To of its user (counted in its size); a forwarded
+/// copy leaves with the Delivered-To of the forwarding address, so that when a forward at the
+/// other end sends it back, the loop is seen: 554 5.4.6 for that recipient alone.
+fn delivered_to_marks_copies_and_stops_forwarding_loops(b: Backend) {
+    let sink = Sink::start(false);
+    let s = TestServer::start_with(b, |c| {
+        c.outbound
+            .transport
+            .insert("remote.test".into(), sink.addr.to_string());
+    });
+    s.user("alice");
+    s.user("bob");
+    let alias = "/address/aliases/alice@example.com/sources/info@example.com";
+    assert_eq!(status(&s, "PUT", alias), 204);
+    let forward = "/address/forwards/bob@example.com/targets/dave@remote.test";
+    assert_eq!(status(&s, "PUT", forward), 204);
+    s.deliver(&["info@example.com"], &message("to the alias", "x\r\n"));
+    let mut alice = s.login("alice");
+    let copy = alice.retr(1);
+    assert!(
+        copy.starts_with(
+            b"Return-Path: <sender@remote.test>\r\nDelivered-To: alice@example.com\r\nReceived: "
+        ),
+        "{}",
+        String::from_utf8_lossy(&copy)
+    );
+    assert_eq!(
+        alice.list(),
+        vec![(1, copy.len() as u64)],
+        "LIST counts the header"
+    );
+    alice.quit();
+
+    s.deliver(&["bob@example.com"], &message("forwarded", "y\r\n"));
+    sink.wait_for(30, "the forwarded copy", |a| a.len() == 1);
+    let forwarded = sink.accepted()[0].data.clone();
+    assert!(
+        forwarded.starts_with(b"Delivered-To: bob@example.com\r\n"),
+        "{}",
+        String::from_utf8_lossy(&forwarded)
+    );
+    // dave forwards it back to bob: a loop. Alone, it is refused; beside another recipient,
+    // the other gets it.
+    let mut c = s.smtp();
+    c.ehlo();
+    assert_eq!(c.cmd("MAIL FROM:<sender@remote.test>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.com>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(&stuff(&forwarded));
+    c.send_raw(b".\r\n");
+    let (code, text) = c.reply();
+    assert!(code == 554 && text.contains("5.4.6 Mail loop"), "{text}");
+    let (code, text) = c.send_mail(
+        "sender@remote.test",
+        &["bob@example.com", "alice@example.com"],
+        &forwarded,
+    );
+    assert_eq!(code, 250, "{text}");
+    wait_count(&s, "alice", 2);
+    assert_eq!(sink.accepted().len(), 1, "the loop went no further");
+    assert_eq!(s.login("bob").stat().0, 0);
+}
+
 on_both_backends!(
+    delivered_to_marks_copies_and_stops_forwarding_loops,
     rewriting_routes_and_delivery,
     forwards_leave_with_srs_and_bounces_come_back,
 );

@@ -4,6 +4,7 @@
 mod address;
 pub mod client;
 pub mod dsn;
+pub mod header;
 mod session;
 pub mod submission;
 mod trace;
@@ -12,4 +13,4 @@ pub use address::{parse_path, Mailbox, PathError};
 pub use session::{
     AuthFailure, RcptVerdict, SenderVerdict, SmtpConfig, SmtpRequest, SmtpSession, StoreOutcome,
 };
-pub use trace::{trace_headers, Trace};
+pub use trace::{delivery_headers, trace_headers, Trace};

@@ -100,6 +100,14 @@ pub enum StoreOutcome {
     Failed,
     /// Refused: the message would take a recipient over its quota (552 5.2.2).
     QuotaExceeded,
+    /// Refused: the message was delivered to this recipient before (its `Delivered-To`), so a
+    /// forward sent it round in a loop (554 5.4.6).
+    Loop,
+    /// Refused by the domain owner's DMARC policy (550 5.7.1); the domain is quoted.
+    DmarcReject {
+        /// The From domain whose policy is `reject`.
+        domain: String,
+    },
 }
 
 /// Work the driver must do before the session goes on.
@@ -433,6 +441,12 @@ impl<R: Clone> SmtpSession<R> {
                 )),
                 StoreOutcome::QuotaExceeded => self.reply(&format!(
                     "552 5.2.2 {who}Mailbox full: the message would exceed a recipient's quota"
+                )),
+                StoreOutcome::Loop => self.reply(&format!(
+                    "554 5.4.6 {who}Mail loop detected: the message was delivered here before"
+                )),
+                StoreOutcome::DmarcReject { domain } => self.reply(&format!(
+                    "550 5.7.1 {who}Message refused: it fails the DMARC policy of {domain}"
                 )),
             }
         }

@@ -3,9 +3,7 @@
 //! copies must not reveal each other). Sans-IO: fed the message data as it arrives, in any
 //! chunks, it hands back what to store.
 
-/// Header bytes buffered at most while looking for the end of the header. A header larger than
-/// this is passed through unchanged (nothing is lost; only the fixes are skipped).
-pub const MAX_HEADER: usize = 256 * 1024;
+use super::header::{field_name, fields, header_end, MAX_HEADER};
 
 /// Fixes the header of one submitted message.
 #[derive(Debug)]
@@ -78,53 +76,6 @@ impl SubmissionHeaders {
             out.extend_from_slice(format!("Message-ID: {}\r\n", self.message_id).as_bytes());
         }
     }
-}
-
-/// Where the body starts: the offset of the empty line (CRLF CRLF) that ends the header, past
-/// the header's own last CRLF. A message starting with an empty line has an empty header.
-/// Searches from offset `from` on.
-fn header_end(buf: &[u8], from: usize) -> Option<usize> {
-    if buf.starts_with(b"\r\n") {
-        return Some(0);
-    }
-    buf[from..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| from + i + 2)
-}
-
-/// The header fields, each with its continuation lines and its CRLF.
-fn fields(header: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = header;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = 0;
-        loop {
-            match rest[end..].windows(2).position(|w| w == b"\r\n") {
-                Some(i) => {
-                    end += i + 2;
-                    // A line starting with a space or a tab continues the field.
-                    if !matches!(rest.get(end), Some(b' ' | b'\t')) {
-                        break;
-                    }
-                }
-                None => {
-                    end = rest.len();
-                    break;
-                }
-            }
-        }
-        let (field, tail) = rest.split_at(end);
-        rest = tail;
-        Some(field)
-    })
-}
-
-fn field_name(field: &[u8]) -> &[u8] {
-    let name = field.split(|&b| b == b':').next().unwrap_or(field);
-    name.trim_ascii()
 }
 
 #[cfg(test)]

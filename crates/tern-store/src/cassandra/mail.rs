@@ -1,6 +1,7 @@
 //! The hot path on the cassandra store: bodies in, deliveries, the POP3 view, bodies out, deletions.
 
 use super::*;
+use crate::model::WithHeader;
 
 #[async_trait]
 impl MailStore for CassandraStore {
@@ -12,36 +13,60 @@ impl MailStore for CassandraStore {
         )))
     }
 
-    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
-        if mailboxes.is_empty() {
+    async fn deliver_copies(
+        &self,
+        body: StagedBody,
+        copies: &[MessageCopy],
+    ) -> Result<Vec<MessageId>> {
+        if copies.is_empty() {
             return Err(StoreError::invalid("delivery without recipients"));
         }
         let c = self.conn()?;
-        let ids: Vec<MessageId> = mailboxes.iter().map(|_| self.inner.ids.next_id()).collect();
+        let ids: Vec<MessageId> = copies.iter().map(|_| self.inner.ids.next_id()).collect();
         let refs: Vec<CqlTimeuuid> = ids.iter().map(|id| timeuuid(*id)).collect();
         let blob = body.blob_id.0;
-        let size = body.size as i64;
+        let size = |copy: &MessageCopy| (body.size + copy.header.len() as u64) as i64;
+        let sizes: Vec<i64> = copies.iter().map(size).collect();
         // 1. The body, with its references: complete before anything names it.
         body::commit(c, blob, body.size, body.payload, refs).await?;
         // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
         drop(body.in_flight);
         // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.
+        // (A copy without a header of its own leaves the column unwritten: no tombstone.)
         try_join_all(
-            mailboxes
+            copies
                 .iter()
                 .zip(&ids)
-                .map(|(mb, id)| c.exec(&c.st.insert_message, (timeuuid(*id), mb.0, blob, size))),
+                .zip(&sizes)
+                .map(|((copy, id), size)| {
+                    let (t, mb) = (timeuuid(*id), copy.mailbox.0);
+                    async move {
+                        if copy.header.is_empty() {
+                            c.exec(&c.st.insert_message, (t, mb, blob, *size)).await
+                        } else {
+                            let st = &c.st.insert_message_with_header;
+                            c.exec(st, (t, mb, blob, *size, copy.header.as_slice()))
+                                .await
+                        }
+                    }
+                }),
         )
         .await?;
         try_join_all(
-            mailboxes
+            copies
                 .iter()
                 .zip(&ids)
-                .map(|(mb, id)| c.exec(&c.st.insert_view, (mb.0, timeuuid(*id), size, ""))),
+                .zip(&sizes)
+                .map(|((copy, id), size)| {
+                    c.exec(
+                        &c.st.insert_view,
+                        (copy.mailbox.0, timeuuid(*id), *size, ""),
+                    )
+                }),
         )
         .await?;
-        for mb in mailboxes {
-            self.add_usage(c, mb.0, 1, size).await;
+        for (copy, size) in copies.iter().zip(&sizes) {
+            self.add_usage(c, copy.mailbox.0, 1, *size).await;
         }
         Ok(ids)
     }
@@ -68,8 +93,8 @@ impl MailStore for CassandraStore {
         message: MessageId,
     ) -> Result<Option<Box<dyn BodyReader>>> {
         let c = self.conn()?;
-        let Some((owner, blob)) = c
-            .first_row::<(Uuid, Uuid)>(&c.st.select_message, (timeuuid(message),))
+        let Some((owner, blob, header)) = c
+            .first_row::<(Uuid, Uuid, Option<Vec<u8>>)>(&c.st.select_message, (timeuuid(message),))
             .await?
         else {
             return Ok(None);
@@ -77,7 +102,9 @@ impl MailStore for CassandraStore {
         if owner != mailbox.0 {
             return Ok(None);
         }
-        body::open(c.clone(), blob).await
+        Ok(body::open(c.clone(), blob)
+            .await?
+            .map(|body| WithHeader::wrap(header, body)))
     }
 
     async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {

@@ -24,9 +24,9 @@ mod uids;
 
 use crate::{
     paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
-    MailboxId, MailboxInfo, MessageId, MessageMeta, Repair, Result, ScanPage, ScanStream,
-    StagedBody, StoreError, TaskRecord, TaskStore, UidEntry, UidListing, UidStore, UserRecord,
-    ViewEntry, INBOX, SCAN_PAGE,
+    MailboxId, MailboxInfo, MessageCopy, MessageId, MessageMeta, Repair, Result, ScanPage,
+    ScanStream, StagedBody, StoreError, TaskRecord, TaskStore, UidEntry, UidListing, UidStore,
+    UserRecord, ViewEntry, INBOX, SCAN_PAGE,
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -339,6 +339,7 @@ async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
                 .await
                 .map_err(unavailable)?;
         }
+        add_missing_columns(&session, &o.keyspace).await?;
     }
     check_schema_version(&session, o).await?;
     let st = Statements::prepare(&session, o).await?;
@@ -349,6 +350,35 @@ async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
         qst,
         chunk_size: o.chunk_size,
     })
+}
+
+/// Adds the columns later versions gave to existing tables (a keyspace created by an older Tern
+/// has the tables without them). Reads the schema first, as `ALTER TABLE ... ADD` has no `IF NOT
+/// EXISTS` on every supported server; when several nodes add the same column at once, the
+/// losers' "already exists" errors are expected and ignored.
+async fn add_missing_columns(session: &Session, ks: &str) -> Result<()> {
+    for (table, column, cql_type) in schema::ADDED_COLUMNS {
+        let rows = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+                (ks, *table, *column),
+            )
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?;
+        if rows.rows_num() > 0 {
+            continue;
+        }
+        let alter = format!("ALTER TABLE {ks}.{table} ADD {column} {cql_type}");
+        if let Err(e) = session.query_unpaged(alter, &[]).await {
+            let text = e.to_string();
+            if !(text.contains("already exist") || text.contains("conflicts with an existing")) {
+                return Err(unavailable(e));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn check_schema_version(session: &Session, o: &CassandraOptions) -> Result<()> {
@@ -423,6 +453,7 @@ pub(crate) struct Statements {
     select_blob_refs: PreparedStatement,
     pub(crate) delete_blob: PreparedStatement,
     insert_message: PreparedStatement,
+    insert_message_with_header: PreparedStatement,
     select_message: PreparedStatement,
     delete_message: PreparedStatement,
     insert_view: PreparedStatement,
@@ -547,7 +578,11 @@ impl Statements {
                 "INSERT INTO {ks}.messages (message_id, mailbox_id, blob_id, size) VALUES (?, ?, ?, ?)"
             ))
             .await?,
-            select_message: read(format!("SELECT mailbox_id, blob_id FROM {ks}.messages WHERE message_id = ?")).await?,
+            insert_message_with_header: write(format!(
+                "INSERT INTO {ks}.messages (message_id, mailbox_id, blob_id, size, header) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            select_message: read(format!("SELECT mailbox_id, blob_id, header FROM {ks}.messages WHERE message_id = ?")).await?,
             delete_message: write(format!("DELETE FROM {ks}.messages WHERE message_id = ?")).await?,
             insert_view: write(format!(
                 "INSERT INTO {ks}.pop3_view (mailbox_id, message_id, size, uidl) VALUES (?, ?, ?, ?)"
@@ -786,6 +821,61 @@ mod tests {
         assert_eq!(a.hold_shards("a").await.unwrap(), a_share);
         a.release_shards("a").await.unwrap();
         assert_eq!(b.hold_shards("b").await.unwrap(), all, "b takes a's shards");
+    }
+
+    /// A keyspace made by an older Tern (schema 5: `messages` without `header`) gets the column
+    /// when a newer node starts, and mail delivered before reads back unchanged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Cassandra: run scripts/test"]
+    async fn an_older_keyspace_gets_the_added_columns() {
+        let fresh = test_store().await;
+        let options = fresh.inner.options.clone();
+        let _guard = DropKeyspace(options.clone());
+        let ks = &options.keyspace;
+        let c = fresh.conn().unwrap();
+        let (mb, old) = (MailboxId::random(), IdGenerator::new().next_id());
+        // Back to schema 5's table, with one message in it (its body inline, 5 octets).
+        for cql in [
+            format!("ALTER TABLE {ks}.messages DROP header"),
+            format!("UPDATE {ks}.schema_version SET version = 5 WHERE component = 'tern'"),
+            format!(
+                "INSERT INTO {ks}.messages (message_id, mailbox_id, blob_id, size) VALUES ({}, {}, {}, 5)",
+                old.uuid(), mb.0, old.uuid()
+            ),
+            format!(
+                "INSERT INTO {ks}.blobs (blob_id, chunk, data, size, chunk_count) VALUES ({}, 0, 0x68656c6c6f, 5, 1)",
+                old.uuid()
+            ),
+        ] {
+            c.session.query_unpaged(cql, &[]).await.unwrap();
+        }
+        drop(fresh);
+        let upgraded = CassandraStore::connect(options, Duration::from_secs(60))
+            .await
+            .expect("an older keyspace is upgraded");
+        let mut body = upgraded
+            .open_body(mb, old)
+            .await
+            .unwrap()
+            .expect("old message");
+        assert_eq!(
+            body.next_chunk().await.unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        let w = upgraded.begin_body().await.unwrap();
+        let copy = MessageCopy {
+            mailbox: mb,
+            header: b"Delivered-To: a@x.test\r\n".to_vec(),
+        };
+        let ids = upgraded
+            .deliver_copies(w.finish().await.unwrap(), &[copy])
+            .await
+            .expect("the new column is written");
+        let view = upgraded.pop3_view(mb).await.unwrap();
+        assert_eq!(
+            view.iter().find(|e| e.message_id == ids[0]).unwrap().size,
+            24
+        );
     }
 
     #[tokio::test]

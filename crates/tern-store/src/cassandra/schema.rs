@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 /// Bumped when a migration is added; stored in `schema_version`.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Keyspace replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,8 @@ const TABLES: &[(&str, &str)] = &[
     ("bodies_in_flight", "(blob_id uuid PRIMARY KEY)"),
     (
         "messages",
-        "(message_id timeuuid PRIMARY KEY, mailbox_id uuid, blob_id uuid, size bigint, uid bigint)",
+        "(message_id timeuuid PRIMARY KEY, mailbox_id uuid, blob_id uuid, size bigint, uid bigint, \
+         header blob)",
     ),
     (
         "pop3_view",
@@ -122,6 +123,13 @@ const TABLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Columns added to existing tables, with the version that added them: (table, column, type).
+/// New keyspaces get them from [`TABLES`]; older ones by `ALTER TABLE` at start-up.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Version 6: a copy's own header (Delivered-To, Authentication-Results) before the body.
+    ("messages", "header", "blob"),
+];
+
 /// A stable id for a table of a keyspace (UUID v5 in a Tern namespace).
 fn table_id(keyspace: &str, table: &str) -> Uuid {
     const TERN_NAMESPACE: Uuid = Uuid::from_u128(0x7465_726e_2d73_6368_656d_612d_7631_0001);
@@ -156,6 +164,12 @@ pub fn script(keyspace: &str, replication: &Replication) -> String {
     for st in statements(keyspace, replication) {
         s.push_str(&st);
         s.push_str(";\n");
+    }
+    s.push_str("-- A keyspace created by an older Tern also needs these (an error saying the column\n-- exists means it is there already):\n");
+    for (table, column, cql_type) in ADDED_COLUMNS {
+        s.push_str(&format!(
+            "-- ALTER TABLE {keyspace}.{table} ADD {column} {cql_type};\n"
+        ));
     }
     s.push_str(&format!(
         "INSERT INTO {keyspace}.schema_version (component, version, updated_at) VALUES ('tern', {SCHEMA_VERSION}, toTimestamp(now()));\n"

@@ -64,6 +64,55 @@ pub async fn one_body_many_mailboxes(b: &Backend) {
     }
 }
 
+/// Each copy's own header is sent before the shared body, counted in its size (view, metadata,
+/// quota usage) and removed with it; a copy without one reads as the body alone.
+pub async fn copies_carry_their_own_header(b: &Backend) {
+    let (first, second, plain) = (
+        MailboxId::random(),
+        MailboxId::random(),
+        MailboxId::random(),
+    );
+    let body: Vec<u8> = (0..300_000u32)
+        .map(|i| b"abcdefgh\r\n"[(i % 10) as usize])
+        .collect();
+    let mut w = b.mail.begin_body().await.unwrap();
+    w.write(&body).await.unwrap();
+    let staged = w.finish().await.unwrap();
+    let header = |to: &str| format!("Delivered-To: {to}\r\n").into_bytes();
+    let copies = [
+        crate::MessageCopy {
+            mailbox: first,
+            header: header("first@x.test"),
+        },
+        crate::MessageCopy {
+            mailbox: second,
+            header: header("second-longer@x.test"),
+        },
+        crate::MessageCopy::plain(plain),
+    ];
+    let ids = b.mail.deliver_copies(staged, &copies).await.unwrap();
+    for (copy, id) in copies.iter().zip(&ids) {
+        let mut expected = copy.header.clone();
+        expected.extend_from_slice(&body);
+        let back = read(b, copy.mailbox, *id).await.expect("copy readable");
+        assert!(back == expected, "copy of {} differs", copy.mailbox);
+        let view = b.mail.pop3_view(copy.mailbox).await.unwrap();
+        assert_eq!(view[0].size, expected.len() as u64);
+        let meta = b.repair.message_meta(*id).await.unwrap().unwrap();
+        assert_eq!(meta.size, expected.len() as u64);
+        assert_eq!(
+            b.quotas.quota_usage(copy.mailbox).await.unwrap().size,
+            expected.len() as i64
+        );
+    }
+    b.mail.delete_messages(first, &ids[..1]).await.unwrap();
+    assert_eq!(read(b, first, ids[0]).await, None);
+    assert_eq!(b.quotas.quota_usage(first).await.unwrap().size, 0);
+    let mut expected = header("second-longer@x.test");
+    expected.extend_from_slice(&body);
+    assert!(read(b, second, ids[1]).await == Some(expected));
+}
+
 pub async fn view_lists_in_delivery_order(b: &Backend) {
     let mb = MailboxId::random();
     let mut expected = Vec::new();

@@ -90,6 +90,7 @@ macro_rules! store_contract_tests {
             deliver_and_read_back,
             empty_and_large_bodies_round_trip,
             one_body_many_mailboxes,
+            copies_carry_their_own_header,
             view_lists_in_delivery_order,
             delete_is_scoped_and_idempotent,
             aborted_body_leaves_nothing,

@@ -21,7 +21,7 @@ fn new_mail(sender: &str, recipients: &[&str]) -> NewQueuedMail {
             .collect(),
         envid: Some("env-1".into()),
         return_full: true,
-        dkim_signature: Some("DKIM-Signature: v=1; d=here.test\r\n".into()),
+        header_prefix: Some("DKIM-Signature: v=1; d=here.test\r\n".into()),
     }
 }
 
@@ -70,7 +70,7 @@ pub async fn queued_mail_is_durable_due_and_readable(b: &Backend) {
     assert!(a.queued_ms >= before && a.next_attempt_ms <= now_ms());
     assert_eq!(a.envid.as_deref(), Some("env-1"));
     assert!(a
-        .dkim_signature
+        .header_prefix
         .as_deref()
         .is_some_and(|d| d.starts_with("DKIM-Signature")));
     let mut due = Vec::new();

@@ -1,6 +1,7 @@
 //! The hot path on the embedded store: bodies in, deliveries, the POP3 view, bodies out, deletions.
 
 use super::*;
+use crate::model::WithHeader;
 
 #[async_trait]
 impl MailStore for EmbeddedStore {
@@ -17,13 +18,23 @@ impl MailStore for EmbeddedStore {
         }))
     }
 
-    async fn deliver(&self, body: StagedBody, mailboxes: &[MailboxId]) -> Result<Vec<MessageId>> {
-        if mailboxes.is_empty() {
+    async fn deliver_copies(
+        &self,
+        body: StagedBody,
+        copies: &[MessageCopy],
+    ) -> Result<Vec<MessageId>> {
+        if copies.is_empty() {
             return Err(StoreError::invalid("delivery without recipients"));
         }
-        let entries: Vec<(u128, MessageId)> = mailboxes
+        let entries: Vec<(u128, MessageId, Vec<u8>)> = copies
             .iter()
-            .map(|m| (m.0.as_u128(), self.inner.ids.next_id()))
+            .map(|c| {
+                (
+                    c.mailbox.0.as_u128(),
+                    self.inner.ids.next_id(),
+                    c.header.clone(),
+                )
+            })
             .collect();
         let StagedBody {
             blob_id,
@@ -35,7 +46,7 @@ impl MailStore for EmbeddedStore {
             StagedPayload::Inline(data) => Some(data),
             StagedPayload::Stored => None,
         };
-        let ids: Vec<MessageId> = entries.iter().map(|(_, id)| *id).collect();
+        let ids: Vec<MessageId> = entries.iter().map(|(_, id, _)| *id).collect();
         self.inner
             .committer
             .write(move |txn| {
@@ -43,15 +54,19 @@ impl MailStore for EmbeddedStore {
                 commit_body(txn, blob, entries.len() as u64, inline.as_deref())?;
                 let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
-                for (mailbox, id) in &entries {
+                let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
+                for (mailbox, id, header) in &entries {
+                    let size = size + header.len() as u64;
                     messages
                         .insert(id.sort_key(), (*mailbox, blob, size))
                         .map_err(db_err)?;
                     view.insert((*mailbox, id.sort_key()), (size, ""))
                         .map_err(db_err)?;
-                }
-                drop((messages, view));
-                for (mailbox, _) in &entries {
+                    if !header.is_empty() {
+                        headers
+                            .insert(id.sort_key(), header.as_slice())
+                            .map_err(db_err)?;
+                    }
                     quotas::add_usage(txn, *mailbox, 1, size as i64)?;
                 }
                 Ok(())
@@ -88,7 +103,7 @@ impl MailStore for EmbeddedStore {
         mailbox: MailboxId,
         message: MessageId,
     ) -> Result<Option<Box<dyn BodyReader>>> {
-        let blob = {
+        let (blob, header) = {
             let txn = self.read()?;
             let messages = txn.open_table(MESSAGES).map_err(db_err)?;
             let Some(meta) = messages.get(message.sort_key()).map_err(db_err)? else {
@@ -98,9 +113,16 @@ impl MailStore for EmbeddedStore {
             if owner != mailbox.0.as_u128() {
                 return Ok(None);
             }
-            blob
+            let headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
+            let header = headers
+                .get(message.sort_key())
+                .map_err(db_err)?
+                .map(|h| h.value().to_vec());
+            (blob, header)
         };
-        self.open_blob(BlobId(Uuid::from_u128(blob)))
+        Ok(self
+            .open_blob(BlobId(Uuid::from_u128(blob)))?
+            .map(|body| WithHeader::wrap(header, body)))
     }
 
     async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
@@ -116,6 +138,7 @@ impl MailStore for EmbeddedStore {
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 let mut uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
                 let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
+                let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
                 for &key in &keys {
                     view.remove((m, key)).map_err(db_err)?;
                     let owned = match msgs.get(key).map_err(db_err)? {
@@ -126,13 +149,14 @@ impl MailStore for EmbeddedStore {
                     freed.0 += 1;
                     freed.1 += size as i64;
                     msgs.remove(key).map_err(db_err)?;
+                    headers.remove(key).map_err(db_err)?;
                     let uid = uids.remove(key).map_err(db_err)?.map(|u| u.value());
                     if let Some(uid) = uid {
                         by_uid.remove((m, uid)).map_err(db_err)?;
                     }
                     files.extend(drop_blob_ref(txn, blob)?);
                 }
-                drop((msgs, view, uids, by_uid));
+                drop((msgs, view, uids, by_uid, headers));
                 quotas::add_usage(txn, m, -freed.0, -freed.1)?;
                 Ok(files)
             })

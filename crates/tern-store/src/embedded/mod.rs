@@ -15,9 +15,9 @@ mod uids;
 
 use crate::{
     paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
-    MailboxId, MailboxInfo, MessageId, MessageMeta, Repair, Result, ScanPage, ScanStream,
-    StagedBody, StagedPayload, StoreError, TaskRecord, TaskStore, UidEntry, UidListing, UidStore,
-    UserRecord, ViewEntry, INBOX, SCAN_PAGE,
+    MailboxId, MailboxInfo, MessageCopy, MessageId, MessageMeta, Repair, Result, ScanPage,
+    ScanStream, StagedBody, StagedPayload, StoreError, TaskRecord, TaskStore, UidEntry, UidListing,
+    UidStore, UserRecord, ViewEntry, INBOX, SCAN_PAGE,
 };
 use async_trait::async_trait;
 use blobs::{blob_path, EmbeddedBodyWriter, FileReader, InlineReader, PendingBodies};
@@ -35,6 +35,8 @@ const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const MAILBOXES: TableDefinition<(&str, &str), u128> = TableDefinition::new("mailboxes");
 /// message sort key -> (mailbox id, blob id, size)
 const MESSAGES: TableDefinition<u128, (u128, u128, u64)> = TableDefinition::new("messages");
+/// message sort key -> the copy's own header (only messages that have one)
+const MESSAGE_HEADERS: TableDefinition<u128, &[u8]> = TableDefinition::new("message_headers");
 /// (mailbox id, message sort key) -> (size, imported UIDL or "")
 const POP3_VIEW: TableDefinition<(u128, u128), (u64, &str)> = TableDefinition::new("pop3_view");
 /// blob id -> number of messages referencing it
@@ -177,6 +179,7 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(USERS).map_err(db_err)?;
         txn.open_table(MAILBOXES).map_err(db_err)?;
         txn.open_table(MESSAGES).map_err(db_err)?;
+        txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
         txn.open_table(POP3_VIEW).map_err(db_err)?;
         txn.open_table(BLOB_REFS).map_err(db_err)?;
         txn.open_table(BLOB_INLINE).map_err(db_err)?;

@@ -179,7 +179,7 @@ impl Outbound {
                 .iter()
                 .map(|i| mail.recipients[*i].address.clone())
                 .collect(),
-            size: mail.size + mail.dkim_signature.as_ref().map_or(0, |s| s.len() as u64),
+            size: mail.size + mail.header_prefix.as_ref().map_or(0, |s| s.len() as u64),
         };
         // A pooled connection first; the server may have closed it meanwhile, in which case
         // the message goes over a fresh one.
@@ -273,10 +273,7 @@ impl Outbound {
             Ok(None) => return None,
             Err(e) => return Some(Err(Reply::local(451, format!("4.3.0 store: {e}")))),
         };
-        let signature = mail.dkim_signature.as_deref();
-        Some(
-            conn.send(envelope.clone(), signature, body, &self.tls)
-                .await,
-        )
+        let prefix = mail.header_prefix.as_deref();
+        Some(conn.send(envelope.clone(), prefix, body, &self.tls).await)
     }
 }

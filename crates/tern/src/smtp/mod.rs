@@ -18,14 +18,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tern_proto::smtp::dsn::{DsnMail, DsnRcpt};
+use tern_proto::smtp::header::HeaderCapture;
 use tern_proto::smtp::submission::SubmissionHeaders;
 use tern_proto::smtp::{
-    trace_headers, AuthFailure, Mailbox, RcptVerdict, SenderVerdict, SmtpConfig, SmtpRequest,
-    SmtpSession, StoreOutcome, Trace,
+    delivery_headers, trace_headers, AuthFailure, Mailbox, RcptVerdict, SenderVerdict, SmtpConfig,
+    SmtpRequest, SmtpSession, StoreOutcome, Trace,
 };
 use tern_store::{
-    BodyWriter, Directory, MailStore, MailboxId, NewQueuedMail, OutboundQueue, QueuedRecipient,
-    RecipientRewrites, StagedBody,
+    BodyWriter, Directory, MailStore, MailboxId, MessageCopy, NewQueuedMail, OutboundQueue,
+    QueuedRecipient, RecipientRewrites, StagedBody,
 };
 use tokio::sync::watch;
 
@@ -59,8 +60,12 @@ pub struct SmtpContext {
 /// Where an accepted recipient's copy goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {
-    /// A local mailbox.
-    Local(MailboxId),
+    /// A local user's mailbox.
+    Local {
+        inbox: MailboxId,
+        /// The user's address, for its copy's Delivered-To.
+        user: String,
+    },
     /// Another domain: through the outbound queue.
     Remote(String),
 }
@@ -126,6 +131,10 @@ struct Incoming {
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
     headers: Option<SubmissionHeaders>,
+    /// The address of each accepted RCPT, in order (its copies' targets come at the end).
+    rcpt_addresses: Vec<String>,
+    /// The message's header as it went by, for the loop check.
+    header: HeaderCapture,
 }
 
 impl Incoming {
@@ -151,6 +160,7 @@ impl Incoming {
         if let Some(s) = self.signing.as_mut() {
             s.write(data);
         }
+        self.header.push(data);
         for slot in [&mut self.writer, &mut self.queued] {
             if let Some(w) = slot.as_mut() {
                 if let Err(e) = w.write(data).await {
@@ -234,6 +244,8 @@ pub async fn serve_connection(
             quota_limits: HashMap::new(),
             failed: false,
             headers: None,
+            rcpt_addresses: Vec::new(),
+            header: HeaderCapture::default(),
         },
         relay_network: relay_network && role != SmtpRole::Lmtp,
         role,
@@ -287,6 +299,8 @@ impl Protocol for SmtpConnection {
                 authenticated,
             } => {
                 incoming.dsn = dsn;
+                incoming.rcpt_addresses = recipients.iter().map(|r| r.to_string()).collect();
+                incoming.header = HeaderCapture::default();
                 incoming.forwarded = authenticated.is_none() && !self.relay_network;
                 incoming.remote_dsn = targets
                     .iter()
@@ -294,7 +308,7 @@ impl Protocol for SmtpConnection {
                     .flat_map(|(t, d)| {
                         t.iter().filter_map(move |r| match r {
                             Recipient::Remote(a) => Some((a.clone(), d.clone())),
-                            Recipient::Local(_) => None,
+                            Recipient::Local { .. } => None,
                         })
                     })
                     .collect();
@@ -331,31 +345,13 @@ impl Protocol for SmtpConnection {
             SmtpRequest::MessageData(data) => incoming.write(&data, peer).await,
             SmtpRequest::EndMessage { recipients } => {
                 incoming.end(peer).await;
-                if self.role == SmtpRole::Lmtp {
-                    // One outcome per accepted recipient: one over its quota does not keep
-                    // the message from the others.
-                    let flat = recipients.iter().flatten().cloned().collect();
-                    let (outcome, over) = store_message(ctx, incoming, flat, peer, true).await;
-                    incoming.quota_limits.clear();
-                    let each = recipients
-                        .iter()
-                        .map(|group| {
-                            let refused = group
-                                .iter()
-                                .any(|r| matches!(r, Recipient::Local(m) if over.contains(m)));
-                            if refused {
-                                StoreOutcome::QuotaExceeded
-                            } else {
-                                outcome.clone()
-                            }
-                        })
-                        .collect();
-                    session.message_stored_each(each);
+                let lmtp = self.role == SmtpRole::Lmtp;
+                let outcomes = store_message(ctx, incoming, recipients, peer, lmtp).await;
+                incoming.quota_limits.clear();
+                if lmtp {
+                    session.message_stored_each(outcomes);
                 } else {
-                    let recipients = recipients.into_iter().flatten().collect();
-                    let (outcome, _) = store_message(ctx, incoming, recipients, peer, false).await;
-                    incoming.quota_limits.clear();
-                    session.message_stored(outcome);
+                    session.message_stored(one_outcome(outcomes));
                 }
             }
             SmtpRequest::AbortMessage => {
@@ -546,7 +542,10 @@ async fn check_address(
                 if !effective.is_unlimited() {
                     limits.insert(user.inbox, effective);
                 }
-                RcptVerdict::Accept(Recipient::Local(user.inbox))
+                RcptVerdict::Accept(Recipient::Local {
+                    inbox: user.inbox,
+                    user: user.name,
+                })
             }
             Err(e) => {
                 tracing::error!(error = %e, "quota lookup failed");
@@ -580,7 +579,12 @@ async fn postmaster(svc: &SmtpContext) -> RcptVerdict<Vec<Recipient>> {
             .get_user(&format!("postmaster@{domain}"))
             .await
         {
-            Ok(Some(user)) => return RcptVerdict::Accept(vec![Recipient::Local(user.inbox)]),
+            Ok(Some(user)) => {
+                return RcptVerdict::Accept(vec![Recipient::Local {
+                    inbox: user.inbox,
+                    user: user.name,
+                }])
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "postmaster lookup failed");
@@ -616,7 +620,6 @@ async fn begin_message(
     let single = (envelope.recipients.len() == 1).then(|| envelope.recipients[0].to_string());
     let id = format!("{:016x}", rand::random::<u64>());
     let headers = trace_headers(&Trace {
-        reverse_path: envelope.reverse_path,
         helo: envelope.helo,
         peer_ip: &peer.ip().to_string(),
         hostname: &svc.hostname,
@@ -628,7 +631,7 @@ async fn begin_message(
     let local = envelope
         .targets
         .iter()
-        .any(|t| matches!(t, Recipient::Local(_)));
+        .any(|t| matches!(t, Recipient::Local { .. }));
     let remote = envelope
         .targets
         .iter()
@@ -655,47 +658,62 @@ async fn begin_message(
     !incoming.failed
 }
 
-/// Makes the message durable for its recipients. A local recipient the message would take
-/// over its quota refuses the whole message (SMTP), or, with `skip_over_quota` (LMTP), is left
-/// out and returned so that it alone gets the refusal.
+/// The one reply of SMTP from the outcome of each RCPT: stored if any copy was, else the
+/// first refusal (a storage failure before any, so that the client retries).
+fn one_outcome(outcomes: Vec<StoreOutcome>) -> StoreOutcome {
+    if let Some(stored) = outcomes
+        .iter()
+        .find(|o| matches!(o, StoreOutcome::Stored { .. }))
+    {
+        return stored.clone();
+    }
+    if outcomes.contains(&StoreOutcome::Failed) {
+        return StoreOutcome::Failed;
+    }
+    outcomes.into_iter().next().unwrap_or(StoreOutcome::Failed)
+}
+
+/// Makes the message durable for its recipients and says, for each accepted RCPT in order
+/// (`groups`: the targets each one resolved to), what became of it.
+///
+/// Refused before anything is stored: a RCPT whose address (or one of whose users) the message
+/// names in a `Delivered-To` field, as a forward sent it round (554 5.4.6); and a local
+/// recipient the message would take over its quota, which refuses the whole message (SMTP) or,
+/// with `per_recipient` (LMTP), that RCPT alone.
 async fn store_message(
     svc: &SmtpContext,
     incoming: &mut Incoming,
-    recipients: Vec<Recipient>,
+    groups: Vec<Vec<Recipient>>,
     peer: std::net::SocketAddr,
-    skip_over_quota: bool,
-) -> (StoreOutcome, std::collections::HashSet<MailboxId>) {
-    let mut over = std::collections::HashSet::new();
-    let outcome =
-        store_message_inner(svc, incoming, recipients, peer, skip_over_quota, &mut over).await;
-    (outcome, over)
-}
-
-async fn store_message_inner(
-    svc: &SmtpContext,
-    incoming: &mut Incoming,
-    recipients: Vec<Recipient>,
-    peer: std::net::SocketAddr,
-    skip_over_quota: bool,
-    over: &mut std::collections::HashSet<MailboxId>,
-) -> StoreOutcome {
+    per_recipient: bool,
+) -> Vec<StoreOutcome> {
+    let n = groups.len().max(1);
     if incoming.failed {
         incoming.abort().await;
-        return StoreOutcome::Failed;
+        return vec![StoreOutcome::Failed; n];
     }
-    let mut local: Vec<MailboxId> = Vec::new();
-    let mut remote: Vec<String> = Vec::new();
-    for r in recipients {
-        match r {
-            Recipient::Local(m) => local.push(m),
-            Recipient::Remote(a) => remote.push(a),
+    let delivered: std::collections::HashSet<String> =
+        incoming.header.delivered_to().into_iter().collect();
+    let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; groups.len()];
+    for (i, group) in groups.iter().enumerate() {
+        let address = incoming
+            .rcpt_addresses
+            .get(i)
+            .map(|a| a.to_ascii_lowercase())
+            .unwrap_or_default();
+        let seen = delivered.contains(&address)
+            || group
+                .iter()
+                .any(|r| matches!(r, Recipient::Local { user, .. } if delivered.contains(user)));
+        if seen {
+            tracing::warn!(%peer, recipient = %Escaped(&address), "mail loop: the message was delivered to this recipient before");
+            outcomes[i] = Some(StoreOutcome::Loop);
         }
     }
-    // The same mailbox named twice (aliases, case variants) gets one copy; so does an address.
-    local.sort();
-    local.dedup();
-    remote.sort_by_key(|a| a.to_ascii_lowercase());
-    remote.dedup_by_key(|a| a.to_ascii_lowercase());
+    if outcomes.iter().all(Option::is_some) {
+        incoming.abort().await;
+        return outcomes.into_iter().flatten().collect();
+    }
     let (writer, queued) = (incoming.writer.take(), incoming.queued.take());
     let staged_local = match finish_body(writer, peer).await {
         Ok(s) => s,
@@ -703,45 +721,120 @@ async fn store_message_inner(
             if let Some(w) = queued {
                 w.abort().await;
             }
-            return StoreOutcome::Failed;
+            return vec![StoreOutcome::Failed; n];
         }
     };
     let Ok(staged_queued) = finish_body(queued, peer).await else {
-        return StoreOutcome::Failed;
+        return vec![StoreOutcome::Failed; n];
     };
     // With its size known, the message must fit every local recipient's quota (checked
     // before anything is stored: a refusal leaves nothing behind).
+    let mut over = std::collections::HashSet::new();
     if let Some(staged) = &staged_local {
-        for inbox in &local {
-            let Some(limits) = incoming.quota_limits.get(inbox) else {
-                continue;
-            };
+        for (inbox, limits) in &incoming.quota_limits {
             match svc.quotas.quota_usage(*inbox).await {
                 Ok(usage) if !limits.fits(usage, staged.size) => {
                     tracing::info!(%peer, mailbox = %inbox, size = staged.size, "message refused: over quota");
-                    if !skip_over_quota {
-                        return StoreOutcome::QuotaExceeded;
-                    }
                     over.insert(*inbox);
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "quota lookup failed");
-                    return StoreOutcome::Failed;
+                    return vec![StoreOutcome::Failed; n];
                 }
             }
         }
     }
-    local.retain(|m| !over.contains(m));
+    for (i, group) in groups.iter().enumerate() {
+        let full = group
+            .iter()
+            .any(|r| matches!(r, Recipient::Local { inbox, .. } if over.contains(inbox)));
+        if full && outcomes[i].is_none() {
+            if !per_recipient {
+                return vec![StoreOutcome::QuotaExceeded; n];
+            }
+            outcomes[i] = Some(StoreOutcome::QuotaExceeded);
+        }
+    }
+    // What is left to store: each mailbox once (aliases, case variants), each address once.
+    let mut local: Vec<MessageCopy> = Vec::new();
+    let mut remote: Vec<String> = Vec::new();
+    let mut forwarders: Vec<String> = Vec::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        let address = incoming.rcpt_addresses.get(i).cloned().unwrap_or_default();
+        for r in group {
+            match r {
+                Recipient::Local { inbox, user } => {
+                    if !local.iter().any(|c| c.mailbox == inbox) {
+                        local.push(MessageCopy {
+                            mailbox: inbox,
+                            header: delivery_headers(&incoming.reverse_path, &user).into_bytes(),
+                        });
+                    }
+                }
+                Recipient::Remote(a) => {
+                    // A copy forwarded elsewhere says where it was delivered, so that it is
+                    // known again if a forward sends it back here.
+                    if !a.eq_ignore_ascii_case(&address)
+                        && !forwarders.iter().any(|f| f.eq_ignore_ascii_case(&address))
+                    {
+                        forwarders.push(address.to_ascii_lowercase());
+                    }
+                    if !remote.iter().any(|r| r.eq_ignore_ascii_case(&a)) {
+                        remote.push(a);
+                    }
+                }
+            }
+        }
+    }
+    let outcome = store_copies(
+        svc,
+        incoming,
+        staged_local,
+        staged_queued,
+        local,
+        remote,
+        forwarders,
+        peer,
+    )
+    .await;
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| outcome.clone()))
+        .collect()
+}
+
+/// Stores the copies that passed every check: the queued one first (if the local delivery
+/// then fails, the client sends again and the remote recipients may get two copies, which is
+/// better than none), then the local ones.
+#[allow(clippy::too_many_arguments)]
+async fn store_copies(
+    svc: &SmtpContext,
+    incoming: &mut Incoming,
+    staged_local: Option<StagedBody>,
+    staged_queued: Option<StagedBody>,
+    local: Vec<MessageCopy>,
+    remote: Vec<String>,
+    forwarders: Vec<String>,
+    peer: SocketAddr,
+) -> StoreOutcome {
     let mut reference = None;
-    // The queue first: if the local delivery then fails, the client sends again and the
-    // remote recipients may get two copies, which is better than none.
-    if let Some(staged) = staged_queued {
+    if let Some(staged) = staged_queued.filter(|_| !remote.is_empty()) {
         // Forwarded mail leaves as ours (SRS), so that the next hop's SPF check passes.
         let sender = match (&svc.srs, incoming.forwarded) {
             (Some(srs), true) => srs.forward(&incoming.reverse_path),
             _ => incoming.reverse_path.clone(),
         };
+        let mut header_prefix: String = forwarders
+            .iter()
+            .map(|f| format!("Delivered-To: {f}\r\n"))
+            .collect();
+        if let Some(signature) = incoming.signing.take().and_then(SigningStream::finish) {
+            header_prefix.push_str(&signature);
+        }
         let mail = NewQueuedMail {
             sender,
             recipients: remote
@@ -751,7 +844,7 @@ async fn store_message_inner(
             envid: incoming.dsn.envid.clone(),
             // Postfix's default when RET is not given: the whole message.
             return_full: incoming.dsn.ret_full.unwrap_or(true),
-            dkim_signature: incoming.signing.take().and_then(SigningStream::finish),
+            header_prefix: (!header_prefix.is_empty()).then_some(header_prefix),
         };
         match svc.queue.enqueue(staged, mail).await {
             Ok(q) => {
@@ -766,14 +859,14 @@ async fn store_message_inner(
     }
     if let Some(staged) = staged_local.filter(|_| !local.is_empty()) {
         let (blob, size) = (staged.blob_id, staged.size);
-        match svc.mail.deliver(staged, &local).await {
+        match svc.mail.deliver_copies(staged, &local).await {
             Ok(ids) => {
-                for (mailbox, id) in local.iter().zip(&ids) {
+                for (copy, id) in local.iter().zip(&ids) {
                     // The message is durable and in the POP3 view already; in UID mode it also
                     // needs its UID. If that fails, the next UID-mode login numbers it, so the
                     // message is still acknowledged (a 451 would only make the client send it
                     // twice).
-                    if let Err(e) = svc.listing.delivered(*mailbox, &[*id]).await {
+                    if let Err(e) = svc.listing.delivered(copy.mailbox, &[*id]).await {
                         tracing::warn!(%peer, message = %id, error = %e, "UID assignment deferred to the next login");
                     }
                 }
@@ -788,8 +881,6 @@ async fn store_message_inner(
     }
     match reference {
         Some(id) => StoreOutcome::Stored { id },
-        // Every local recipient was left out for its quota (LMTP): each gets its refusal.
-        None if !over.is_empty() => StoreOutcome::QuotaExceeded,
         None => StoreOutcome::Failed,
     }
 }
