@@ -20,6 +20,43 @@ pub struct Config {
     pub log: LogSection,
     pub outbound: OutboundSection,
     pub lmtp: LmtpSection,
+    pub inbound_auth: InboundAuthSection,
+}
+
+/// Sender authentication of mail arriving on the port-25 listener: SPF, DKIM, ARC and DMARC,
+/// recorded in an Authentication-Results header on each local copy. DNS goes to
+/// `outbound.dns_servers` (the system's resolvers when empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundAuthSection {
+    /// Check mail from clients that are neither authenticated nor in `smtp.relay_networks`.
+    pub enabled: bool,
+    /// Refuse (550 5.7.1, at the end of DATA) mail that fails DMARC for a From domain whose
+    /// policy is `p=reject`. When false, such mail is delivered with its result recorded.
+    pub reject_dmarc_failures: bool,
+    /// Messages up to this size are held in memory to check their DKIM signatures and ARC
+    /// chain; larger ones get SPF (and DMARC on SPF alone) only.
+    pub max_verified_size: u64,
+}
+
+impl Default for InboundAuthSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            reject_dmarc_failures: true,
+            max_verified_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl InboundAuthSection {
+    fn check(&self, p: &mut Problems) {
+        p.check(
+            self.max_verified_size <= 256 * 1024 * 1024,
+            "inbound_auth.max_verified_size",
+            "at most 268435456 (256 MiB): each message checked is held in memory",
+        );
+    }
 }
 
 /// The LMTP listener (RFC 2033), for final delivery behind another MTA.
@@ -740,6 +777,7 @@ impl Config {
         self.auth.check(&mut p);
         self.log.check(&mut p);
         self.outbound.check(&mut p);
+        self.inbound_auth.check(&mut p);
         p.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.key_file",

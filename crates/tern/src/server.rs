@@ -227,6 +227,11 @@ impl Server {
                     .unwrap_or_else(|| config.server.hostname.clone());
                 crate::srs::Srs::new(secret, &domain)
             }),
+            inbound_auth: crate::smtp::inbound_auth::InboundAuth::new(
+                &config.inbound_auth,
+                &config.outbound,
+                &config.server.hostname,
+            )?,
         });
         let pop3_context = Arc::new(Pop3Context {
             settings: config.pop3.clone(),

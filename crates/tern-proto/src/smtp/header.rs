@@ -30,6 +30,11 @@ impl HeaderCapture {
         }
     }
 
+    /// The header block seen (all of it once complete, else what the cap let in).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// The values of every field called `name` (case-insensitive), unfolded and trimmed.
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
         fields(&self.buf)

@@ -51,6 +51,26 @@ pub struct Router {
     smtp_port: u16,
 }
 
+/// The resolvers of `outbound.dns_servers` (UDP, then TCP for long answers); `None` for the
+/// system's.
+pub fn name_servers(dns_servers: &[String]) -> Option<ResolverConfig> {
+    if dns_servers.is_empty() {
+        return None;
+    }
+    let servers = dns_servers
+        .iter()
+        .filter_map(|s| parse_dns_server(s))
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    Some(ResolverConfig::from_name_servers(servers))
+}
+
 impl Router {
     pub fn new(settings: &OutboundSection) -> anyhow::Result<Self> {
         let transport = settings
@@ -59,28 +79,13 @@ impl Router {
             .filter_map(|(d, r)| Some((d.to_ascii_lowercase(), parse_host_port(r)?)))
             .collect();
         let relayhost = settings.relayhost.as_deref().and_then(parse_host_port);
-        let resolver = if settings.dns_servers.is_empty() {
-            TokioResolver::builder_tokio()
+        let resolver = match name_servers(&settings.dns_servers) {
+            None => TokioResolver::builder_tokio()
                 .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
-                .build()
-        } else {
-            let servers = settings
-                .dns_servers
-                .iter()
-                .filter_map(|s| parse_dns_server(s))
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-            .build()
+                .build(),
+            Some(config) => {
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).build()
+            }
         }
         .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
         Ok(Self {

@@ -4,6 +4,8 @@
 //! `MailStore::deliver` returned (body, metadata and POP3 view entries), for remote ones (mail
 //! submitted by an authenticated user or a relay network) after `OutboundQueue::enqueue`.
 
+pub mod inbound_auth;
+
 use crate::auth::Authenticator;
 use crate::config::SmtpSection;
 use crate::driver::{BoxStream, Next, Protocol};
@@ -13,6 +15,7 @@ use crate::names;
 use crate::outbound::dkim::{DkimKeys, SigningStream};
 use crate::quota;
 use crate::throttle::LoginThrottle;
+use inbound_auth::{Identity, InboundAuth};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +58,17 @@ pub struct SmtpContext {
     pub quotas: Arc<dyn tern_store::Quotas>,
     /// Sender rewriting for forwarded mail, when `outbound.srs_secret` is set.
     pub srs: Option<crate::srs::Srs>,
+    /// SPF, DKIM, ARC and DMARC checks of port-25 mail, when `inbound_auth.enabled` is set.
+    pub inbound_auth: Option<Arc<InboundAuth>>,
+}
+
+/// The sender checks of a message being received.
+struct Checking {
+    identity: Identity,
+    spf: tokio::task::JoinHandle<mail_auth::SpfOutput>,
+    /// The message so far, while it fits `inbound_auth.max_verified_size`.
+    held: Option<Vec<u8>>,
+    limit: u64,
 }
 
 /// Where an accepted recipient's copy goes.
@@ -135,6 +149,10 @@ struct Incoming {
     rcpt_addresses: Vec<String>,
     /// The message's header as it went by, for the loop check.
     header: HeaderCapture,
+    /// Sender checks under way (port 25, `inbound_auth.enabled`).
+    checking: Option<Checking>,
+    /// Their Authentication-Results header, for each local copy.
+    auth_results: Option<String>,
 }
 
 impl Incoming {
@@ -161,6 +179,17 @@ impl Incoming {
             s.write(data);
         }
         self.header.push(data);
+        if let Some(c) = self.checking.as_mut() {
+            let fits = c
+                .held
+                .as_ref()
+                .is_some_and(|h| (h.len() + data.len()) as u64 <= c.limit);
+            match c.held.as_mut() {
+                Some(h) if fits => h.extend_from_slice(data),
+                // Too large to hold: checked on its header alone.
+                _ => c.held = None,
+            }
+        }
         for slot in [&mut self.writer, &mut self.queued] {
             if let Some(w) = slot.as_mut() {
                 if let Err(e) = w.write(data).await {
@@ -176,6 +205,9 @@ impl Incoming {
 
     async fn abort(&mut self) {
         self.signing = None;
+        if let Some(c) = self.checking.take() {
+            c.spf.abort();
+        }
         for w in [self.writer.take(), self.queued.take()]
             .into_iter()
             .flatten()
@@ -246,6 +278,8 @@ pub async fn serve_connection(
             headers: None,
             rcpt_addresses: Vec::new(),
             header: HeaderCapture::default(),
+            checking: None,
+            auth_results: None,
         },
         relay_network: relay_network && role != SmtpRole::Lmtp,
         role,
@@ -301,6 +335,27 @@ impl Protocol for SmtpConnection {
                 incoming.dsn = dsn;
                 incoming.rcpt_addresses = recipients.iter().map(|r| r.to_string()).collect();
                 incoming.header = HeaderCapture::default();
+                incoming.auth_results = None;
+                incoming.checking = match &ctx.inbound_auth {
+                    Some(checker)
+                        if self.role == SmtpRole::Inbound
+                            && authenticated.is_none()
+                            && !self.relay_network =>
+                    {
+                        let identity = Identity {
+                            ip: peer.ip().to_canonical(),
+                            helo: helo.clone(),
+                            sender: reverse_path.clone(),
+                        };
+                        Some(Checking {
+                            spf: checker.start_spf(identity.clone()),
+                            identity,
+                            held: Some(Vec::new()),
+                            limit: checker.max_verified_size(),
+                        })
+                    }
+                    _ => None,
+                };
                 incoming.forwarded = authenticated.is_none() && !self.relay_network;
                 incoming.remote_dsn = targets
                     .iter()
@@ -346,7 +401,13 @@ impl Protocol for SmtpConnection {
             SmtpRequest::EndMessage { recipients } => {
                 incoming.end(peer).await;
                 let lmtp = self.role == SmtpRole::Lmtp;
-                let outcomes = store_message(ctx, incoming, recipients, peer, lmtp).await;
+                let outcomes = match check_sender(ctx, incoming, peer).await {
+                    Some(refusal) => {
+                        incoming.abort().await;
+                        vec![refusal; recipients.len().max(1)]
+                    }
+                    None => store_message(ctx, incoming, recipients, peer, lmtp).await,
+                };
                 incoming.quota_limits.clear();
                 if lmtp {
                     session.message_stored_each(outcomes);
@@ -658,6 +719,41 @@ async fn begin_message(
     !incoming.failed
 }
 
+/// Ends the sender checks of the message, if any: keeps their Authentication-Results for the
+/// local copies, or returns the refusal of a DMARC `p=reject` failure.
+async fn check_sender(
+    ctx: &SmtpContext,
+    incoming: &mut Incoming,
+    peer: SocketAddr,
+) -> Option<StoreOutcome> {
+    let (checker, checking) = (ctx.inbound_auth.as_ref()?, incoming.checking.take()?);
+    let spf = match checking.spf.await {
+        Ok(spf) => spf,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "SPF check did not finish; no Authentication-Results");
+            return None;
+        }
+    };
+    let verdict = checker
+        .verdict(
+            &checking.identity,
+            spf,
+            checking.held.as_deref(),
+            incoming.header.bytes(),
+        )
+        .await;
+    if let Some(domain) = verdict.reject_for {
+        let domain: String = domain
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            .collect();
+        tracing::info!(%peer, domain = %domain, "message refused: DMARC policy reject");
+        return Some(StoreOutcome::DmarcReject { domain });
+    }
+    incoming.auth_results = Some(verdict.header);
+    None
+}
+
 /// The one reply of SMTP from the outcome of each RCPT: stored if any copy was, else the
 /// first refusal (a storage failure before any, so that the client retries).
 fn one_outcome(outcomes: Vec<StoreOutcome>) -> StoreOutcome {
@@ -771,7 +867,11 @@ async fn store_message(
                     if !local.iter().any(|c| c.mailbox == inbox) {
                         local.push(MessageCopy {
                             mailbox: inbox,
-                            header: delivery_headers(&incoming.reverse_path, &user).into_bytes(),
+                            header: [
+                                delivery_headers(&incoming.reverse_path, &user).as_bytes(),
+                                incoming.auth_results.as_deref().unwrap_or("").as_bytes(),
+                            ]
+                            .concat(),
                         });
                     }
                 }
