@@ -16,6 +16,7 @@ mod mappings;
 mod model;
 mod queue;
 mod quotas;
+mod repositories;
 
 pub use error::StoreError;
 pub use ids::{BlobId, IdGenerator, MailboxId, MessageId};
@@ -28,6 +29,7 @@ pub use model::{
 pub use mappings::{Mapping, MappingKind, RecipientRewrites};
 pub use queue::{now_ms, NewQueuedMail, Notify, OutboundQueue, QueuedMail, QueuedRecipient};
 pub use quotas::{QuotaLimits, QuotaResource, QuotaScope, QuotaUsage, Quotas};
+pub use repositories::{MailRepositories, NewRepositoryMail, RepositoryMail};
 
 pub(crate) use model::{paged, ScanPage, SCAN_PAGE};
 

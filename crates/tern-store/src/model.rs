@@ -1,4 +1,7 @@
-use crate::{BlobId, MailboxId, MessageId, OutboundQueue, Quotas, RecipientRewrites, Result};
+use crate::{
+    BlobId, MailRepositories, MailboxId, MessageId, OutboundQueue, Quotas, RecipientRewrites,
+    Result,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -292,6 +295,7 @@ pub trait Store:
     + OutboundQueue
     + RecipientRewrites
     + Quotas
+    + MailRepositories
 {
 }
 
@@ -305,6 +309,7 @@ impl<S> Store for S where
         + OutboundQueue
         + RecipientRewrites
         + Quotas
+        + MailRepositories
 {
 }
 

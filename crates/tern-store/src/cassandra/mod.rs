@@ -18,6 +18,7 @@ mod mappings;
 mod queue;
 mod quotas;
 mod repair;
+mod repositories;
 pub mod schema;
 mod tasks;
 mod uids;
@@ -491,6 +492,13 @@ pub(crate) struct Statements {
     delete_limit: PreparedStatement,
     select_limits: PreparedStatement,
     select_message_owner_size: PreparedStatement,
+    insert_repository: PreparedStatement,
+    scan_repositories: PreparedStatement,
+    count_repository: PreparedStatement,
+    insert_repository_mail: PreparedStatement,
+    select_repository_mails: PreparedStatement,
+    select_repository_mail: PreparedStatement,
+    delete_repository_mail: PreparedStatement,
 }
 
 impl Statements {
@@ -624,6 +632,13 @@ impl Statements {
             delete_mapping: write(format!("DELETE FROM {ks}.mappings WHERE source = ? AND kind = ? AND target = ?")).await?,
             select_mappings: read(format!("SELECT kind, target FROM {ks}.mappings WHERE source = ?")).await?,
             scan_mappings: read(format!("SELECT source, kind, target FROM {ks}.mappings")).await?,
+            insert_repository: write(format!("INSERT INTO {ks}.mail_repositories (name) VALUES (?)")).await?,
+            scan_repositories: read(format!("SELECT name FROM {ks}.mail_repositories")).await?,
+            count_repository: read(format!("SELECT count(*) FROM {ks}.repository_mails WHERE repository = ?")).await?,
+            insert_repository_mail: write(format!("INSERT INTO {ks}.repository_mails (repository, mail_key, record) VALUES (?, ?, ?)")).await?,
+            select_repository_mails: read(format!("SELECT record FROM {ks}.repository_mails WHERE repository = ?")).await?,
+            select_repository_mail: read(format!("SELECT record FROM {ks}.repository_mails WHERE repository = ? AND mail_key = ?")).await?,
+            delete_repository_mail: write(format!("DELETE FROM {ks}.repository_mails WHERE repository = ? AND mail_key = ?")).await?,
             // Counter updates are not idempotent: the driver must not retry them on its own.
             add_usage: {
                 let mut p = session

@@ -121,6 +121,13 @@ const TABLES: &[(&str, &str)] = &[
         "mailbox_usage",
         "(mailbox_id uuid PRIMARY KEY, message_count counter, octets counter)",
     ),
+    // Version 6: mail repositories (mail processing could not deliver, kept for operators).
+    ("mail_repositories", "(name text PRIMARY KEY)"),
+    (
+        "repository_mails",
+        "(repository text, mail_key timeuuid, record text, PRIMARY KEY ((repository), mail_key)) \
+         WITH CLUSTERING ORDER BY (mail_key ASC)",
+    ),
 ];
 
 /// Columns added to existing tables, with the version that added them: (table, column, type).

@@ -12,6 +12,7 @@ mod mappings;
 mod queue;
 mod quotas;
 mod repair;
+mod repositories;
 mod tasks;
 mod uids;
 
@@ -22,6 +23,7 @@ pub use mappings::*;
 pub use queue::*;
 pub use quotas::*;
 pub use repair::*;
+pub use repositories::*;
 pub use tasks::*;
 pub use uids::*;
 
@@ -53,6 +55,8 @@ pub struct Backend {
     pub rewrites: Arc<dyn RecipientRewrites>,
     /// Quota limits and usage.
     pub quotas: Arc<dyn Quotas>,
+    /// Mail repositories.
+    pub repositories: Arc<dyn crate::MailRepositories>,
 }
 
 impl Backend {
@@ -68,7 +72,8 @@ impl Backend {
             tasks: store.clone(),
             queue: store.clone(),
             rewrites: store.clone(),
-            quotas: store,
+            quotas: store.clone(),
+            repositories: store,
         }
     }
 }
@@ -108,6 +113,7 @@ macro_rules! store_contract_tests {
             concurrent_enqueues_all_land,
             mappings_add_list_remove,
             quota_limits_and_usage,
+            repositories_keep_mail_until_removed,
         );
     };
     (@each $attrs:tt $factory:expr; $($name:ident),* $(,)?) => {

@@ -10,6 +10,7 @@ mod mappings;
 mod queue;
 mod quotas;
 mod repair;
+mod repositories;
 mod tasks;
 mod uids;
 
@@ -57,6 +58,11 @@ const TASKS: TableDefinition<u128, &str> = TableDefinition::new("tasks");
 const OUTBOUND_QUEUE: TableDefinition<(i64, u128), &str> = TableDefinition::new("outbound_queue");
 /// recipient rewriting: (source, kind, target) -> ()
 const MAPPINGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("mappings");
+/// mail repositories that exist -> ()
+const REPOSITORIES: TableDefinition<&str, ()> = TableDefinition::new("mail_repositories");
+/// (repository, mail key's sort key) -> kept mail (JSON)
+const REPOSITORY_MAILS: TableDefinition<(&str, u128), &str> =
+    TableDefinition::new("repository_mails");
 /// quota limits: (scope key, "count" | "size") -> limit (-1: unlimited)
 const QUOTA_LIMITS: TableDefinition<(&str, &str), i64> = TableDefinition::new("quota_limits");
 /// quota usage: mailbox id -> (messages, octets)
@@ -191,6 +197,8 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(MAPPINGS).map_err(db_err)?;
         txn.open_table(QUOTA_LIMITS).map_err(db_err)?;
         txn.open_table(QUOTA_USAGE).map_err(db_err)?;
+        txn.open_table(REPOSITORIES).map_err(db_err)?;
+        txn.open_table(REPOSITORY_MAILS).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
         let found = meta
             .get("schema_version")
