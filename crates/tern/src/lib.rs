@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod pop3;
 pub mod proxy;
 pub mod quota;
+pub mod repository;
 pub mod rewrite;
 pub mod server;
 pub mod smtp;

@@ -227,6 +227,7 @@ impl Server {
                     .unwrap_or_else(|| config.server.hostname.clone());
                 crate::srs::Srs::new(secret, &domain)
             }),
+            repositories: store.clone(),
             inbound_auth: crate::smtp::inbound_auth::InboundAuth::new(
                 &config.inbound_auth,
                 &config.outbound,
@@ -250,6 +251,7 @@ impl Server {
             mail.clone(),
             directory.clone(),
             pop3_context.listing.clone(),
+            store.clone(),
             config.outbound.clone(),
             config.server.hostname.clone(),
         )?;
@@ -279,7 +281,10 @@ impl Server {
             listeners.push((l, Listener::Smtp(smtp_context.clone(), SmtpRole::Lmtp)));
         }
         if let Some(l) = submissions {
-            listeners.push((l, Listener::Smtp(smtp_context, SmtpRole::Submissions)));
+            listeners.push((
+                l,
+                Listener::Smtp(smtp_context.clone(), SmtpRole::Submissions),
+            ));
         }
         for (listener, serves) in listeners {
             tokio::spawn(accept_loop(
@@ -307,6 +312,8 @@ impl Server {
             outbound: outbound.clone(),
             rewrites: store.clone(),
             quotas: store.clone(),
+            repositories: store.clone(),
+            smtp: smtp_context.clone(),
         }));
         let limits = admin::listener::AdminLimits {
             header_timeout: Duration::from_secs(admin_config.header_timeout_secs),

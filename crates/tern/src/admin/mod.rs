@@ -6,6 +6,7 @@ pub mod client;
 pub mod listener;
 mod queues;
 mod quotas;
+mod repositories;
 mod rewrites;
 
 use crate::auth::Authenticator;
@@ -45,6 +46,10 @@ pub struct AdminState {
     pub rewrites: Arc<dyn tern_store::RecipientRewrites>,
     /// Quota limits and usage (`/quota`).
     pub quotas: Arc<dyn tern_store::Quotas>,
+    /// Mail repositories (`/mailRepositories`).
+    pub repositories: Arc<dyn tern_store::MailRepositories>,
+    /// Delivery as SMTP does it, for reprocessing kept mail.
+    pub smtp: Arc<crate::smtp::SmtpContext>,
 }
 
 /// Largest request body: the only bodies are small JSON objects.
@@ -205,6 +210,23 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .delete(quotas::delete_user_one),
         )
         .route("/mailQueues", get(queues::list_queues))
+        .route("/mailRepositories", get(repositories::list))
+        .route(
+            "/mailRepositories/{path}",
+            get(repositories::details).put(repositories::create),
+        )
+        .route(
+            "/mailRepositories/{path}/mails",
+            get(repositories::mail_keys)
+                .delete(repositories::clear)
+                .patch(repositories::patch_all),
+        )
+        .route(
+            "/mailRepositories/{path}/mails/{key}",
+            get(repositories::mail)
+                .delete(repositories::delete_mail)
+                .patch(repositories::patch_one),
+        )
         .route(
             "/mailQueues/{name}",
             get(queues::queue_details).patch(queues::flush),

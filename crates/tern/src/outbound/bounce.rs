@@ -42,8 +42,8 @@ impl Outbound {
             return Ok(());
         }
         if mail.sender.is_empty() {
-            tracing::warn!(queue_id = %mail.id, "a bounce could not be delivered; not bouncing a bounce");
-            return Ok(());
+            // Never a bounce of a bounce: the undeliverable report is kept for the operator.
+            return self.keep_undeliverable_bounce(mail, &failed).await;
         }
         let original = self.original(mail).await?;
         let recipients: Vec<DsnRecipient> = failed
@@ -114,6 +114,37 @@ impl Outbound {
     }
 
     /// The original message for the report: whole (`RET=FULL`, up to a bound) or its header.
+    async fn keep_undeliverable_bounce(
+        &self,
+        mail: &QueuedMail,
+        failed: &[&Reported],
+    ) -> tern_store::Result<()> {
+        let Some(body) = self.queue.open_queued_body(mail).await? else {
+            tracing::error!(queue_id = %mail.id, "an undeliverable bounce lost its body; not kept");
+            return Ok(());
+        };
+        let error = failed
+            .iter()
+            .map(|f| format!("{}: {}", f.recipient.address, f.reply))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let entry = tern_store::NewRepositoryMail {
+            repository: crate::repository::ERROR.into(),
+            sender: String::new(),
+            recipients: failed.iter().map(|f| f.recipient.address.clone()).collect(),
+            state: "error".into(),
+            error: Some(format!("undeliverable bounce: {error}")),
+            remote_host: self.hostname.clone(),
+            remote_addr: "127.0.0.1".into(),
+        };
+        let prefix = mail.header_prefix.as_deref().unwrap_or("").as_bytes();
+        let kept =
+            crate::repository::keep(&*self.mail, &*self.repositories, prefix, body, 0, entry)
+                .await?;
+        tracing::warn!(queue_id = %mail.id, repository = kept.repository, key = kept.key, "a bounce could not be delivered; kept in a mail repository");
+        Ok(())
+    }
+
     async fn original(&self, mail: &QueuedMail) -> tern_store::Result<Vec<u8>> {
         let Some(mut body) = self.queue.open_queued_body(mail).await? else {
             // Reported without it rather than never.

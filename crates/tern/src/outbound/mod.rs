@@ -38,6 +38,8 @@ pub struct Outbound {
     pub mail: Arc<dyn MailStore>,
     pub directory: Arc<dyn Directory>,
     pub listing: Arc<dyn Pop3Listing>,
+    /// Where a bounce that cannot be delivered is kept.
+    pub repositories: Arc<dyn tern_store::MailRepositories>,
     pub settings: OutboundSection,
     pub hostname: String,
     /// This process's name in the lease tables (host name and a random suffix: a restarted
@@ -90,6 +92,7 @@ impl Outbound {
         mail: Arc<dyn MailStore>,
         directory: Arc<dyn Directory>,
         listing: Arc<dyn Pop3Listing>,
+        repositories: Arc<dyn tern_store::MailRepositories>,
         settings: OutboundSection,
         hostname: String,
     ) -> anyhow::Result<Arc<Self>> {
@@ -106,6 +109,7 @@ impl Outbound {
             mail,
             directory,
             listing,
+            repositories,
             settings,
             hostname,
             node,

@@ -60,6 +60,8 @@ pub struct SmtpContext {
     pub srs: Option<crate::srs::Srs>,
     /// SPF, DKIM, ARC and DMARC checks of port-25 mail, when `inbound_auth.enabled` is set.
     pub inbound_auth: Option<Arc<InboundAuth>>,
+    /// Where copies that cannot be delivered are kept.
+    pub repositories: Arc<dyn tern_store::MailRepositories>,
 }
 
 /// The sender checks of a message being received.
@@ -82,6 +84,19 @@ pub enum Recipient {
     },
     /// Another domain: through the outbound queue.
     Remote(String),
+    /// A rewriting target that cannot get its copy (no such user, mailbox full): its copy is
+    /// kept in a mail repository once the others are stored.
+    Kept(KeptCopy),
+}
+
+/// Why a rewriting target's copy goes to a repository instead of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptCopy {
+    pub target: String,
+    pub repository: &'static str,
+    /// James's mail state for the repository entry.
+    pub state: &'static str,
+    pub error: String,
 }
 
 /// Which SMTP listener a connection came in on.
@@ -145,6 +160,8 @@ struct Incoming {
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
     headers: Option<SubmissionHeaders>,
+    /// The client's HELO name, for repository entries.
+    helo: String,
     /// The address of each accepted RCPT, in order (its copies' targets come at the end).
     rcpt_addresses: Vec<String>,
     /// The message's header as it went by, for the loop check.
@@ -156,6 +173,26 @@ struct Incoming {
 }
 
 impl Incoming {
+    fn new() -> Self {
+        Self {
+            writer: None,
+            queued: None,
+            reverse_path: String::new(),
+            dsn: DsnMail::default(),
+            remote_dsn: Vec::new(),
+            signing: None,
+            forwarded: false,
+            quota_limits: HashMap::new(),
+            failed: false,
+            headers: None,
+            helo: String::new(),
+            rcpt_addresses: Vec::new(),
+            header: HeaderCapture::default(),
+            checking: None,
+            auth_results: None,
+        }
+    }
+
     /// Writes the next part of the body (through the submission fixes, if any).
     async fn write(&mut self, data: &[u8], peer: SocketAddr) {
         let fixed;
@@ -265,22 +302,7 @@ pub async fn serve_connection(
     let mut connection = SmtpConnection {
         ctx,
         peer,
-        incoming: Incoming {
-            writer: None,
-            queued: None,
-            reverse_path: String::new(),
-            dsn: DsnMail::default(),
-            remote_dsn: Vec::new(),
-            signing: None,
-            forwarded: false,
-            quota_limits: HashMap::new(),
-            failed: false,
-            headers: None,
-            rcpt_addresses: Vec::new(),
-            header: HeaderCapture::default(),
-            checking: None,
-            auth_results: None,
-        },
+        incoming: Incoming::new(),
         relay_network: relay_network && role != SmtpRole::Lmtp,
         role,
     };
@@ -334,6 +356,7 @@ impl Protocol for SmtpConnection {
             } => {
                 incoming.dsn = dsn;
                 incoming.rcpt_addresses = recipients.iter().map(|r| r.to_string()).collect();
+                incoming.helo = helo.clone();
                 incoming.header = HeaderCapture::default();
                 incoming.auth_results = None;
                 incoming.checking = match &ctx.inbound_auth {
@@ -363,7 +386,7 @@ impl Protocol for SmtpConnection {
                     .flat_map(|(t, d)| {
                         t.iter().filter_map(move |r| match r {
                             Recipient::Remote(a) => Some((a.clone(), d.clone())),
-                            Recipient::Local { .. } => None,
+                            Recipient::Local { .. } | Recipient::Kept(_) => None,
                         })
                     })
                     .collect();
@@ -546,7 +569,8 @@ async fn check_recipient(
 
 /// The targets of a rewritten address: local users get their copy, other domains go through
 /// the queue (a forward is the local user's own choice, so no relay permission is needed),
-/// and addresses of served domains without a user are left out (logged).
+/// and a target without a user or with a full mailbox has its copy kept in a repository.
+/// With no target that can take a copy, the address is unknown.
 async fn rewritten_recipients(
     svc: &SmtpContext,
     address: &str,
@@ -559,15 +583,30 @@ async fn rewritten_recipients(
             tracing::warn!(recipient = %Escaped(address), target = %Escaped(&target), "rewriting target is not an address; skipped");
             continue;
         };
-        match check_address(svc, &m, true, limits).await {
-            RcptVerdict::Accept(r) => out.push(r),
-            RcptVerdict::Temporary => return RcptVerdict::Temporary,
-            _ => {
-                tracing::warn!(recipient = %Escaped(address), target = %Escaped(&target), "rewriting target has no user; skipped")
+        let (repository, state, why) = match check_address(svc, &m, true, limits).await {
+            RcptVerdict::Accept(r) => {
+                out.push(r);
+                continue;
             }
-        }
+            RcptVerdict::Temporary => return RcptVerdict::Temporary,
+            RcptVerdict::MailboxFull => {
+                (crate::repository::ERROR, "error", "whose mailbox is full")
+            }
+            _ => (
+                crate::repository::ADDRESS_ERROR,
+                "address-error",
+                "which has no user",
+            ),
+        };
+        tracing::warn!(recipient = %Escaped(address), target = %Escaped(&target), why, "rewriting target cannot take its copy; it will be kept in {repository}");
+        out.push(Recipient::Kept(KeptCopy {
+            error: format!("{address} is rewritten to {target}, {why}"),
+            target,
+            repository,
+            state,
+        }));
     }
-    if out.is_empty() {
+    if out.iter().all(|r| matches!(r, Recipient::Kept(_))) {
         RcptVerdict::UnknownUser
     } else {
         RcptVerdict::Accept(out)
@@ -689,14 +728,23 @@ async fn begin_message(
         single_recipient: single.as_deref(),
         date: &rfc5322_now(),
     });
-    let local = envelope
-        .targets
-        .iter()
-        .any(|t| matches!(t, Recipient::Local { .. }));
-    let remote = envelope
-        .targets
-        .iter()
-        .any(|t| matches!(t, Recipient::Remote(_)));
+    if !open_writers(svc, incoming, envelope.targets, peer).await {
+        return false;
+    }
+    incoming.write_raw(headers.as_bytes(), peer).await;
+    !incoming.failed
+}
+
+/// Starts a body for the local copies and one for the queued copy, as the targets need (the
+/// queued one DKIM-signed as it arrives when the sender's domain has a key).
+async fn open_writers(
+    svc: &SmtpContext,
+    incoming: &mut Incoming,
+    targets: &[Recipient],
+    peer: SocketAddr,
+) -> bool {
+    let local = targets.iter().any(|t| matches!(t, Recipient::Local { .. }));
+    let remote = targets.iter().any(|t| matches!(t, Recipient::Remote(_)));
     for (wanted, queued) in [(local, false), (remote, true)] {
         if !wanted {
             continue;
@@ -712,11 +760,80 @@ async fn begin_message(
         }
     }
     if remote {
-        let domain = envelope.reverse_path.rsplit_once('@').map(|(_, d)| d);
+        let domain = incoming.reverse_path.rsplit_once('@').map(|(_, d)| d);
         incoming.signing = domain.and_then(|d| svc.dkim.start(d));
     }
-    incoming.write_raw(headers.as_bytes(), peer).await;
-    !incoming.failed
+    true
+}
+
+/// Delivers a kept message again, outside any SMTP session (a mail repository's
+/// reprocessing, once an operator fixed what stopped it): each recipient resolved as at RCPT
+/// (rewriting, quotas, other domains through the queue), the copies stored as after DATA.
+/// Returns the recipients that still cannot get it, with why; the others got their copy.
+pub async fn redeliver(
+    svc: &SmtpContext,
+    sender: &str,
+    recipients: &[String],
+    mut body: Box<dyn tern_store::BodyReader>,
+) -> Vec<(String, String)> {
+    // No client: logs name the unspecified address.
+    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut incoming = Incoming::new();
+    incoming.reverse_path = sender.to_string();
+    incoming.helo = "reprocessing".into();
+    // Kept mail came from elsewhere, as a rule: what leaves again does so with an SRS sender.
+    incoming.forwarded = true;
+    let mut groups = Vec::new();
+    let mut refused = Vec::new();
+    for address in recipients {
+        let Ok((Some(mailbox), _)) = tern_proto::smtp::parse_path(&format!("<{address}>")) else {
+            refused.push((address.clone(), "not an address".into()));
+            continue;
+        };
+        let why = match check_recipient(svc, &mailbox, true, &mut incoming.quota_limits).await {
+            RcptVerdict::Accept(targets) => {
+                groups.push(targets);
+                incoming.rcpt_addresses.push(address.clone());
+                continue;
+            }
+            RcptVerdict::MailboxFull => "mailbox full",
+            RcptVerdict::RewriteLoop => "recipient rewriting loops",
+            RcptVerdict::Temporary => "temporary failure",
+            RcptVerdict::UnknownUser | RcptVerdict::RelayDenied => "no such user",
+        };
+        refused.push((address.clone(), why.into()));
+    }
+    if groups.is_empty() {
+        return refused;
+    }
+    let accepted = incoming.rcpt_addresses.clone();
+    let all_failed = |why: String| {
+        let accepted = accepted.iter().map(|a| (a.clone(), why.clone()));
+        refused.iter().cloned().chain(accepted).collect::<Vec<_>>()
+    };
+    let targets: Vec<Recipient> = groups.iter().flatten().cloned().collect();
+    if !open_writers(svc, &mut incoming, &targets, peer).await {
+        return all_failed("cannot start a message body".into());
+    }
+    loop {
+        match body.next_chunk().await {
+            Ok(Some(chunk)) => incoming.write_raw(&chunk, peer).await,
+            Ok(None) => break,
+            Err(e) => {
+                incoming.abort().await;
+                return all_failed(format!("reading the kept message: {e}"));
+            }
+        }
+    }
+    // The operator asked for it: a Delivered-To of an earlier pass is not a loop now.
+    incoming.header = HeaderCapture::default();
+    let outcomes = store_message(svc, &mut incoming, groups, peer, true).await;
+    for (address, outcome) in accepted.into_iter().zip(outcomes) {
+        if !matches!(outcome, StoreOutcome::Stored { .. }) {
+            refused.push((address, format!("{outcome:?}")));
+        }
+    }
+    refused
 }
 
 /// Ends the sender checks of the message, if any: keeps their Authentication-Results for the
@@ -856,13 +973,24 @@ async fn store_message(
     let mut local: Vec<MessageCopy> = Vec::new();
     let mut remote: Vec<String> = Vec::new();
     let mut forwarders: Vec<String> = Vec::new();
+    let mut kept: Vec<KeptCopy> = Vec::new();
     for (i, group) in groups.into_iter().enumerate() {
+        let address = incoming.rcpt_addresses.get(i).cloned().unwrap_or_default();
+        if outcomes[i] == Some(StoreOutcome::Loop) && !per_recipient {
+            // SMTP has one reply for all: this recipient's copy is kept, the others stored.
+            kept.push(KeptCopy {
+                error: format!("Mail loop detected: the message was delivered to {address} before (Delivered-To)"),
+                target: address.clone(),
+                repository: crate::repository::ERROR,
+                state: "error",
+            });
+        }
         if outcomes[i].is_some() {
             continue;
         }
-        let address = incoming.rcpt_addresses.get(i).cloned().unwrap_or_default();
         for r in group {
             match r {
+                Recipient::Kept(k) => kept.push(k),
                 Recipient::Local { inbox, user } => {
                     if !local.iter().any(|c| c.mailbox == inbox) {
                         local.push(MessageCopy {
@@ -890,38 +1018,117 @@ async fn store_message(
             }
         }
     }
-    let outcome = store_copies(
+    let (outcome, source) = store_copies(
         svc,
         incoming,
         staged_local,
         staged_queued,
-        local,
-        remote,
-        forwarders,
+        Copies {
+            local,
+            remote,
+            forwarders,
+        },
         peer,
     )
     .await;
+    if let Some(source) = source.filter(|_| !kept.is_empty()) {
+        let (sender, helo) = (incoming.reverse_path.clone(), incoming.helo.clone());
+        keep_copies(svc, (&sender, &helo), source, kept, peer).await;
+    }
     outcomes
         .into_iter()
         .map(|o| o.unwrap_or_else(|| outcome.clone()))
         .collect()
 }
 
+/// The copies a message is stored as.
+struct Copies {
+    /// One per local mailbox, with its own header.
+    local: Vec<MessageCopy>,
+    /// The remote recipients of the queued copy.
+    remote: Vec<String>,
+    /// The addresses whose forwards produced remote recipients (their Delivered-To).
+    forwarders: Vec<String>,
+}
+
+/// A stored copy a repository's copy is read back from.
+enum KeepSource {
+    /// A local copy: its own header (`skip` octets) is left out.
+    Local {
+        mailbox: MailboxId,
+        id: tern_store::MessageId,
+        skip: usize,
+    },
+    Queued(tern_store::QueuedMail),
+}
+
+/// Keeps a copy of the stored message in a repository for each of `kept`. Read back from a
+/// stored copy, as the body was written once per destination while it arrived: should that
+/// copy be gone already (its owner deleted it, or its remote delivery finished, within
+/// moments), the kept copy is lost, which is logged. These copies are diagnostics for the
+/// operator (the recipient's mailbox could never take them), not anybody's mail.
+async fn keep_copies(
+    svc: &SmtpContext,
+    (sender, helo): (&str, &str),
+    source: KeepSource,
+    kept: Vec<KeptCopy>,
+    peer: SocketAddr,
+) {
+    for k in kept {
+        let body = match &source {
+            KeepSource::Local { mailbox, id, .. } => svc.mail.open_body(*mailbox, *id).await,
+            KeepSource::Queued(q) => svc.queue.open_queued_body(q).await,
+        };
+        let skip = match &source {
+            KeepSource::Local { skip, .. } => *skip,
+            KeepSource::Queued(_) => 0,
+        };
+        let entry = tern_store::NewRepositoryMail {
+            repository: k.repository.to_string(),
+            sender: sender.to_string(),
+            recipients: vec![k.target.clone()],
+            state: k.state.to_string(),
+            error: Some(k.error.clone()),
+            remote_host: helo.to_string(),
+            remote_addr: peer.ip().to_canonical().to_string(),
+        };
+        let result = match body {
+            Ok(Some(body)) => {
+                crate::repository::keep(&*svc.mail, &*svc.repositories, b"", body, skip, entry)
+                    .await
+            }
+            Ok(None) => Err(tern_store::StoreError::invalid("the stored copy is gone")),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(m) => {
+                tracing::warn!(%peer, repository = m.repository, key = m.key, target = %Escaped(&k.target), error = %Escaped(&k.error), "copy kept in a mail repository")
+            }
+            Err(e) => {
+                tracing::error!(%peer, target = %Escaped(&k.target), error = %e, "could not keep a copy in a mail repository")
+            }
+        }
+    }
+}
+
 /// Stores the copies that passed every check: the queued one first (if the local delivery
 /// then fails, the client sends again and the remote recipients may get two copies, which is
-/// better than none), then the local ones.
-#[allow(clippy::too_many_arguments)]
+/// better than none), then the local ones. Also says where a copy can be read back from.
 async fn store_copies(
     svc: &SmtpContext,
     incoming: &mut Incoming,
     staged_local: Option<StagedBody>,
     staged_queued: Option<StagedBody>,
-    local: Vec<MessageCopy>,
-    remote: Vec<String>,
-    forwarders: Vec<String>,
+    copies: Copies,
     peer: SocketAddr,
-) -> StoreOutcome {
+) -> (StoreOutcome, Option<KeepSource>) {
+    let Copies {
+        local,
+        remote,
+        forwarders,
+    } = copies;
     let mut reference = None;
+    let mut source = None;
     if let Some(staged) = staged_queued.filter(|_| !remote.is_empty()) {
         // Forwarded mail leaves as ours (SRS), so that the next hop's SPF check passes.
         let sender = match (&svc.srs, incoming.forwarded) {
@@ -950,10 +1157,11 @@ async fn store_copies(
             Ok(q) => {
                 tracing::info!(%peer, queue_id = %q.id, size = q.size, recipients = remote.len(), "message queued for remote delivery");
                 reference = Some(q.id.to_string());
+                source = Some(KeepSource::Queued(q));
             }
             Err(e) => {
                 tracing::error!(%peer, error = %e, "cannot queue the message");
-                return StoreOutcome::Failed;
+                return (StoreOutcome::Failed, None);
             }
         }
     }
@@ -972,16 +1180,22 @@ async fn store_copies(
                 }
                 tracing::info!(%peer, blob = %blob, size, recipients = ids.len(), "message stored");
                 reference.get_or_insert(blob.to_string());
+                // A local copy is the safer one to read back: a queued one may leave soon.
+                source = Some(KeepSource::Local {
+                    mailbox: local[0].mailbox,
+                    id: ids[0],
+                    skip: local[0].header.len(),
+                });
             }
             Err(e) => {
                 tracing::error!(%peer, error = %e, "delivery failed");
-                return StoreOutcome::Failed;
+                return (StoreOutcome::Failed, None);
             }
         }
     }
     match reference {
-        Some(id) => StoreOutcome::Stored { id },
-        None => StoreOutcome::Failed,
+        Some(id) => (StoreOutcome::Stored { id }, source),
+        None => (StoreOutcome::Failed, None),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod fix_pop3;
 pub mod queue_delete;
 pub mod quota_recompute;
+pub mod repository_tasks;
 
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +41,7 @@ pub fn utc_millis(ms: i64, zone: &str) -> Option<String> {
 
 /// A date as James's task routes write it (`yyyy-MM-dd'T'HH:mm:ss.SSSZ`, here in UTC):
 /// `2017-12-27T15:15:24.805+0000`.
-fn iso8601(ms: i64) -> Value {
+pub(crate) fn iso8601(ms: i64) -> Value {
     utc_millis(ms, "+0000").map_or(Value::Null, Value::String)
 }
 
