@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-600}"
 export RUSTC_BOOTSTRAP=1
-for target in pop3_session smtp_session smtp_client dot_codec command_parsers; do
+for target in pop3_session smtp_session smtp_client dot_codec command_parsers message_header; do
   mkdir -p "corpus/$target"
   echo "== $target for ${seconds}s"
   cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=5 2>&1 | tail -n 4

@@ -141,11 +141,23 @@ fn sender_checks_on_port_25(b: Backend) {
         "the refused message was not stored"
     );
 
-    // p=none: delivered, with the failures recorded.
-    let lax = b"From: someone@lax.test\r\nSubject: meh\r\n\r\nx\r\n";
+    // p=none: delivered, with the failures recorded; results forged in this server's name are
+    // removed (RFC 8601 section 5), another server's are kept.
+    let lax = b"Authentication-Results: tern.test; dmarc=pass header.from=lax.test\r\nAuthentication-Results: relay.example; spf=pass\r\nFrom: someone@lax.test\r\nSubject: meh\r\n\r\nx\r\n";
     let (code, text) = send(&s, "someone@lax.test", "alice@example.com", lax);
     assert_eq!(code, 250, "{text}");
-    let results = auth_results(&s.login("alice").retr(3));
+    let copy = s.login("alice").retr(3);
+    let text = String::from_utf8_lossy(&copy);
+    assert_eq!(
+        text.matches("Authentication-Results: tern.test").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("Authentication-Results: relay.example; spf=pass"),
+        "{text}"
+    );
+    let results = auth_results(&copy);
     for expected in ["spf=fail", "dmarc=fail", "policy.dmarc=none", "dkim=none"] {
         assert!(results.contains(expected), "{expected} missing: {results}");
     }

@@ -1,27 +1,41 @@
-//! What a submission server does to the header of a message it accepts (RFC 6409 section 8):
-//! adds a `Date` and a `Message-ID` when the client left them out, and removes `Bcc` (the blind
-//! copies must not reveal each other). Sans-IO: fed the message data as it arrives, in any
-//! chunks, it hands back what to store.
+//! What a server changes in the header of a message it accepts. On submission (RFC 6409
+//! section 8): adds a `Date` and a `Message-ID` when the client left them out, and removes
+//! `Bcc` (the blind copies must not reveal each other). On port 25 with sender authentication:
+//! removes `Authentication-Results` fields that claim to be this server's (RFC 8601 section 5),
+//! so that only the one it adds speaks in its name. Sans-IO: fed the message data as it
+//! arrives, in any chunks, it hands back what to store.
 
 use super::header::{field_name, fields, header_end, MAX_HEADER};
 
-/// Fixes the header of one submitted message.
+/// Fixes the header of one message.
 #[derive(Debug)]
-pub struct SubmissionHeaders {
+pub struct HeaderFixes {
     /// `Some` while the header is still being collected.
     pending: Option<Vec<u8>>,
-    date: String,
-    message_id: String,
+    fixes: Fixes,
 }
 
-impl SubmissionHeaders {
-    /// `date` (RFC 5322 date-time) and `message_id` (with its angle brackets) are used when the
-    /// message has none.
-    pub fn new(date: String, message_id: String) -> Self {
+#[derive(Debug)]
+enum Fixes {
+    Submission { date: String, message_id: String },
+    Inbound { authserv_id: String },
+}
+
+impl HeaderFixes {
+    /// For a submitted message: `date` (RFC 5322 date-time) and `message_id` (with its angle
+    /// brackets) are used when the message has none.
+    pub fn submission(date: String, message_id: String) -> Self {
         Self {
             pending: Some(Vec::new()),
-            date,
-            message_id,
+            fixes: Fixes::Submission { date, message_id },
+        }
+    }
+
+    /// For a message whose sender this server authenticates as `authserv_id`.
+    pub fn inbound(authserv_id: String) -> Self {
+        Self {
+            pending: Some(Vec::new()),
+            fixes: Fixes::Inbound { authserv_id },
         }
     }
 
@@ -53,13 +67,20 @@ impl SubmissionHeaders {
         }
     }
 
-    /// Writes the header fields, without Bcc, plus the missing Date and Message-ID. `header`
-    /// is the header block with its final CRLF but without the empty line.
+    /// Writes the header fields but those to remove, plus those to add. `header` is the header
+    /// block with its final CRLF but without the empty line.
     fn fix(&self, header: &[u8], out: &mut Vec<u8>) {
         let (mut has_date, mut has_id) = (false, false);
         for field in fields(header) {
             let name = field_name(field);
-            if name.eq_ignore_ascii_case(b"bcc") {
+            let remove = match &self.fixes {
+                Fixes::Submission { .. } => name.eq_ignore_ascii_case(b"bcc"),
+                Fixes::Inbound { authserv_id } => {
+                    name.eq_ignore_ascii_case(b"authentication-results")
+                        && claims(field, authserv_id)
+                }
+            };
+            if remove {
                 continue;
             }
             has_date |= name.eq_ignore_ascii_case(b"date");
@@ -69,22 +90,55 @@ impl SubmissionHeaders {
         if !header.is_empty() && !header.ends_with(b"\r\n") {
             out.extend_from_slice(b"\r\n");
         }
-        if !has_date {
-            out.extend_from_slice(format!("Date: {}\r\n", self.date).as_bytes());
-        }
-        if !has_id {
-            out.extend_from_slice(format!("Message-ID: {}\r\n", self.message_id).as_bytes());
+        if let Fixes::Submission { date, message_id } = &self.fixes {
+            if !has_date {
+                out.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
+            }
+            if !has_id {
+                out.extend_from_slice(format!("Message-ID: {message_id}\r\n").as_bytes());
+            }
         }
     }
+}
+
+/// Whether an Authentication-Results field names `authserv_id` as its author (the first
+/// token of its value, before any version number, comment or `;`; RFC 8601 section 2.2).
+fn claims(field: &[u8], authserv_id: &str) -> bool {
+    let value = field.splitn(2, |&b| b == b':').nth(1).unwrap_or_default();
+    let value = String::from_utf8_lossy(value);
+    let id = value
+        .trim_start()
+        .split(|c: char| c == ';' || c == '(' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    id.eq_ignore_ascii_case(authserv_id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn inbound_removes_only_results_claiming_to_be_ours() {
+        let message = b"Authentication-Results: mx.tern.test;\r\n\tdmarc=pass header.from=bank.test\r\nAuthentication-Results: other.example; spf=fail\r\nauthentication-results:MX.TERN.TEST 1; dkim=pass\r\nSubject: s\r\n\r\nAuthentication-Results: mx.tern.test; body text\r\n";
+        for chunk in [1, 5, 1000] {
+            let mut h = HeaderFixes::inbound("mx.tern.test".into());
+            let mut out = Vec::new();
+            for part in message.chunks(chunk) {
+                h.push(part, &mut out);
+            }
+            h.finish(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "Authentication-Results: other.example; spf=fail\r\nSubject: s\r\n\r\nAuthentication-Results: mx.tern.test; body text\r\n",
+                "chunk {chunk}"
+            );
+        }
+    }
+
     fn fixed(message: &[u8], chunk: usize) -> String {
         let mut h =
-            SubmissionHeaders::new("Tue, 1 Dec 2026 22:00:00 +0000".into(), "<id@tern>".into());
+            HeaderFixes::submission("Tue, 1 Dec 2026 22:00:00 +0000".into(), "<id@tern>".into());
         let mut out = Vec::new();
         for part in message.chunks(chunk.max(1)) {
             h.push(part, &mut out);

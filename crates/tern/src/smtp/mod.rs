@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tern_proto::smtp::dsn::{DsnMail, DsnRcpt};
 use tern_proto::smtp::header::HeaderCapture;
-use tern_proto::smtp::submission::SubmissionHeaders;
+use tern_proto::smtp::submission::HeaderFixes;
 use tern_proto::smtp::{
     delivery_headers, trace_headers, AuthFailure, Mailbox, RcptVerdict, SenderVerdict, SmtpConfig,
     SmtpRequest, SmtpSession, StoreOutcome, Trace,
@@ -159,7 +159,8 @@ struct Incoming {
     /// Set when a write failed: the rest of the body is read and dropped, then 451.
     failed: bool,
     /// For submitted mail: adds Date and Message-ID, removes Bcc (RFC 6409 section 8).
-    headers: Option<SubmissionHeaders>,
+    /// On port 25 with sender checks: removes Authentication-Results claiming to be ours.
+    headers: Option<HeaderFixes>,
     /// The client's HELO name, for repository entries.
     helo: String,
     /// The address of each accepted RCPT, in order (its copies' targets come at the end).
@@ -413,11 +414,18 @@ impl Protocol for SmtpConnection {
                     },
                 )
                 .await;
-                // Submitted mail gets its header completed (and its Bcc removed) on the way.
-                incoming.headers = (ok && authenticated.is_some()).then(|| {
+                // Submitted mail gets its header completed (and its Bcc removed) on the way;
+                // checked mail loses the results a sender forged in our name.
+                incoming.headers = if !ok {
+                    None
+                } else if authenticated.is_some() {
                     let id = format!("<{}@{}>", uuid::Uuid::new_v4().simple(), ctx.hostname);
-                    SubmissionHeaders::new(rfc5322_now(), id)
-                });
+                    Some(HeaderFixes::submission(rfc5322_now(), id))
+                } else if incoming.checking.is_some() {
+                    Some(HeaderFixes::inbound(ctx.hostname.clone()))
+                } else {
+                    None
+                };
                 session.data_ready(ok);
             }
             SmtpRequest::MessageData(data) => incoming.write(&data, peer).await,
