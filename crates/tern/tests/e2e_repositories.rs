@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use common::sink::Sink;
+use common::sink::server_with_remote_sink;
 use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -368,12 +368,7 @@ fn kept_mail_is_listed_read_moved_reprocessed_and_deleted(b: Backend) {
 
 /// A bounce (null sender) that its destination refuses cannot be bounced in turn: it is kept.
 fn an_undeliverable_bounce_is_kept(b: Backend) {
-    let sink = Sink::start(false);
-    let s = TestServer::start_with(b, |c| {
-        c.outbound
-            .transport
-            .insert("remote.test".into(), sink.addr.to_string());
-    });
+    let (_sink, s) = server_with_remote_sink(b);
     s.user("bob");
     let forward = "/address/forwards/bob@example.com/targets/reject-me@remote.test";
     assert_eq!(status(&s, "PUT", forward), 204);

@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use common::sink::Sink;
+use common::sink::{server_with_remote_sink, Sink};
 use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -33,12 +33,7 @@ fn wait_count(s: &TestServer, user: &str, n: usize) {
 }
 
 fn rewriting_routes_and_delivery(b: Backend) {
-    let sink = Sink::start(false);
-    let s = TestServer::start_with(b, |c| {
-        c.outbound
-            .transport
-            .insert("remote.test".into(), sink.addr.to_string());
-    });
+    let (sink, s) = server_with_remote_sink(b);
     s.user("alice");
     s.user("bob");
 
@@ -381,12 +376,7 @@ fn forwards_leave_with_srs_and_bounces_come_back(b: Backend) {
 /// copy leaves with the Delivered-To of the forwarding address, so that when a forward at the
 /// other end sends it back, the loop is seen: 554 5.4.6 for that recipient alone.
 fn delivered_to_marks_copies_and_stops_forwarding_loops(b: Backend) {
-    let sink = Sink::start(false);
-    let s = TestServer::start_with(b, |c| {
-        c.outbound
-            .transport
-            .insert("remote.test".into(), sink.addr.to_string());
-    });
+    let (sink, s) = server_with_remote_sink(b);
     s.user("alice");
     s.user("bob");
     let alias = "/address/aliases/alice@example.com/sources/info@example.com";

@@ -36,21 +36,11 @@ impl MailStore for EmbeddedStore {
                 )
             })
             .collect();
-        let StagedBody {
-            blob_id,
-            size,
-            payload,
-            in_flight,
-        } = body;
-        let inline = match payload {
-            StagedPayload::Inline(data) => Some(data),
-            StagedPayload::Stored => None,
-        };
+        let (blob, size, inline, in_flight) = staged_parts(body);
         let ids: Vec<MessageId> = entries.iter().map(|(_, id, _)| *id).collect();
         self.inner
             .committer
             .write(move |txn| {
-                let blob = blob_id.0.as_u128();
                 commit_body(txn, blob, entries.len() as u64, inline.as_deref())?;
                 let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;

@@ -177,6 +177,16 @@ impl EmbeddedStore {
     }
 }
 
+/// What committing a staged body takes: its key, its bytes when they go inline with the
+/// metadata, and the in-flight marker to drop once the commit is done.
+fn staged_parts(body: StagedBody) -> (u128, u64, Option<Vec<u8>>, crate::InFlight) {
+    let inline = match body.payload {
+        StagedPayload::Inline(data) => Some(data),
+        StagedPayload::Stored => None,
+    };
+    (body.blob_id.0.as_u128(), body.size, inline, body.in_flight)
+}
+
 fn init_schema(db: &Database) -> Result<()> {
     let txn = db.begin_write().map_err(db_err)?;
     {

@@ -28,21 +28,12 @@ impl OutboundQueue for EmbeddedStore {
         }
         let queued = QueuedMail::new(self.inner.ids.next_id().uuid(), SHARD, &body, mail);
         let json = to_json(&queued)?;
-        let StagedBody {
-            blob_id,
-            payload,
-            in_flight,
-            ..
-        } = body;
-        let inline = match payload {
-            StagedPayload::Inline(data) => Some(data),
-            StagedPayload::Stored => None,
-        };
+        let (blob, _, inline, in_flight) = staged_parts(body);
         let k = key(&queued);
         self.inner
             .committer
             .write(move |txn| {
-                mail::commit_body(txn, blob_id.0.as_u128(), 1, inline.as_deref())?;
+                mail::commit_body(txn, blob, 1, inline.as_deref())?;
                 txn.open_table(OUTBOUND_QUEUE)
                     .map_err(db_err)?
                     .insert(k, json.as_str())

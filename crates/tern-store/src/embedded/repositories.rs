@@ -19,21 +19,12 @@ impl MailRepositories for EmbeddedStore {
         let id = self.inner.ids.next_id();
         let kept = RepositoryMail::new(id.uuid(), &body, mail);
         let json = serde_json::to_string(&kept).map_err(|e| StoreError::corrupt(e.to_string()))?;
-        let StagedBody {
-            blob_id,
-            payload,
-            in_flight,
-            ..
-        } = body;
-        let inline = match payload {
-            StagedPayload::Inline(data) => Some(data),
-            StagedPayload::Stored => None,
-        };
+        let (blob, _, inline, in_flight) = staged_parts(body);
         let repository = kept.repository.clone();
         self.inner
             .committer
             .write(move |txn| {
-                mail::commit_body(txn, blob_id.0.as_u128(), 1, inline.as_deref())?;
+                mail::commit_body(txn, blob, 1, inline.as_deref())?;
                 txn.open_table(REPOSITORIES)
                     .map_err(db_err)?
                     .insert(repository.as_str(), ())

@@ -365,24 +365,7 @@ pub(super) async fn patch_all(
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    existing(&s, &name).await?;
-    if !q.contains_key("action") && !body.is_empty() {
-        let target = move_target(&s, &body).await?;
-        for mail in s.0.repositories.repository_mails(&name).await? {
-            repository_tasks::move_mail(&*s.0.mail, &*s.0.repositories, &mail, &target).await?;
-        }
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let request = reprocess_request(&name, &q)?;
-    let smtp = s.0.smtp.clone();
-    let initial = repository_tasks::reprocess_info(&request, None, 0, 0);
-    let id =
-        s.0.tasks
-            .submit(repository_tasks::REPROCESS_ALL, initial, move |ctx| {
-                Box::pin(repository_tasks::reprocess(smtp, request, None, ctx))
-            })
-            .await?;
-    Ok(task_created(id))
+    patch(s, name, None, q, body).await
 }
 
 /// `PATCH .../mails/{key}?action=reprocess` (a task), or a move with a JSON body.
@@ -392,21 +375,45 @@ pub(super) async fn patch_one(
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> ApiResult {
+    patch(s, name, Some(key), q, body).await
+}
+
+/// A move or a reprocessing of one mail (`key`) or of every mail of a repository.
+async fn patch(
+    s: AppState,
+    name: String,
+    key: Option<String>,
+    q: HashMap<String, String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     existing(&s, &name).await?;
+    let repositories = &s.0.repositories;
     if !q.contains_key("action") && !body.is_empty() {
         let target = move_target(&s, &body).await?;
-        if let Some(mail) = s.0.repositories.repository_mail(&name, &key).await? {
-            repository_tasks::move_mail(&*s.0.mail, &*s.0.repositories, &mail, &target).await?;
+        let mails = match &key {
+            Some(k) => repositories
+                .repository_mail(&name, k)
+                .await?
+                .into_iter()
+                .collect(),
+            None => repositories.repository_mails(&name).await?,
+        };
+        for mail in mails {
+            repository_tasks::move_mail(&*s.0.mail, &**repositories, &mail, &target).await?;
         }
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let request = reprocess_request(&name, &q)?;
     let smtp = s.0.smtp.clone();
-    let initial = repository_tasks::reprocess_info(&request, Some(&key), 0, 0);
+    let initial = repository_tasks::reprocess_info(&request, key.as_deref(), 0, 0);
+    let kind = match key {
+        Some(_) => repository_tasks::REPROCESS_ONE,
+        None => repository_tasks::REPROCESS_ALL,
+    };
     let id =
         s.0.tasks
-            .submit(repository_tasks::REPROCESS_ONE, initial, move |ctx| {
-                Box::pin(repository_tasks::reprocess(smtp, request, Some(key), ctx))
+            .submit(kind, initial, move |ctx| {
+                Box::pin(repository_tasks::reprocess(smtp, request, key, ctx))
             })
             .await?;
     Ok(task_created(id))

@@ -258,3 +258,14 @@ fn serve(
         }
     }
 }
+
+/// A server whose mail for `remote.test` goes to a sink, and the sink.
+pub fn server_with_remote_sink(b: super::Backend) -> (Sink, super::TestServer) {
+    let sink = Sink::start(false);
+    let s = super::TestServer::start_with(b, |c| {
+        c.outbound
+            .transport
+            .insert("remote.test".into(), sink.addr.to_string());
+    });
+    (sink, s)
+}
