@@ -217,6 +217,9 @@ pub trait MailStore: Send + Sync {
     /// Unknown ids are ignored, so a deletion can be retried.
     async fn delete_messages(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()>;
 
+    /// The backend's name, for metrics and logs (`embedded`, `cassandra`).
+    fn backend_name(&self) -> &'static str;
+
     /// Number of messages in the mailbox.
     async fn message_count(&self, mailbox: MailboxId) -> Result<u64> {
         Ok(self.pop3_view(mailbox).await?.len() as u64)

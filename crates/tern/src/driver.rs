@@ -49,8 +49,9 @@ pub trait Protocol: Send {
     /// How long a peer may take to accept what is written to it.
     fn write_timeout(&self) -> Duration;
 
-    /// Releases what a session left behind (a body being received); runs once at the end.
-    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+    /// Releases what a session left behind (a body being received) and counts what it did;
+    /// runs once at the end.
+    fn finish(&mut self, _session: &mut Self::Session) -> impl Future<Output = ()> + Send {
         async {}
     }
 }
@@ -122,6 +123,6 @@ pub async fn run<P: Protocol>(
             }
         }
     }
-    protocol.finish().await;
+    protocol.finish(session).await;
     let _ = stream.shutdown().await;
 }

@@ -9,6 +9,7 @@ pub mod driver;
 mod io;
 pub mod listing;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod pop3;

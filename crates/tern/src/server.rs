@@ -46,6 +46,18 @@ impl Listener {
             Listener::Pop3Tls(_) => "POP3 over TLS",
         }
     }
+
+    /// The `protocol` label of the metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Listener::Smtp(_, SmtpRole::Inbound) => "smtp",
+            Listener::Smtp(_, SmtpRole::Submission) => "submission",
+            Listener::Smtp(_, SmtpRole::Submissions) => "submissions",
+            Listener::Smtp(_, SmtpRole::Lmtp) => "lmtp",
+            Listener::Pop3(_) => "pop3",
+            Listener::Pop3Tls(_) => "pop3s",
+        }
+    }
 }
 
 /// A running server.
@@ -508,6 +520,7 @@ async fn accept_loop(
                 refuse_busy(stream, &serves).await;
                 return;
             };
+            let _open = crate::metrics::OpenSession::start(serves.label());
             match serves {
                 Listener::Smtp(ctx, role) => {
                     crate::smtp::serve_connection(stream, peer, ctx, rx, role).await

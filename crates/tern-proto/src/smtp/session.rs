@@ -220,6 +220,8 @@ pub struct SmtpSession<R> {
     helo: Option<(String, bool)>,
     envelope: Option<Envelope<R>>,
     errors: u32,
+    /// Replies sent, by the first digit of their code (see `take_reply_counts`).
+    reply_counts: [u64; 6],
     tls: bool,
     /// The server is stopping: say goodbye once the message in progress is done.
     stopping: bool,
@@ -241,6 +243,7 @@ impl<R: Clone> SmtpSession<R> {
             helo: None,
             envelope: None,
             errors: 0,
+            reply_counts: [0; 6],
             tls: false,
             stopping: false,
             authenticated: None,
@@ -309,6 +312,19 @@ impl<R: Clone> SmtpSession<R> {
     fn reply(&mut self, line: &str) {
         self.output.extend_from_slice(line.as_bytes());
         self.output.extend_from_slice(b"\r\n");
+        // A reply is counted once, at its last line (`250 ...`, not `250-...`).
+        let bytes = line.as_bytes();
+        if bytes.get(3) != Some(&b'-') {
+            if let Some(d @ b'0'..=b'5') = bytes.first() {
+                self.reply_counts[usize::from(d - b'0')] += 1;
+            }
+        }
+    }
+
+    /// Replies sent since the last call, by the first digit of their code (index 2 counts the
+    /// 2xx replies...), for the server's metrics.
+    pub fn take_reply_counts(&mut self) -> [u64; 6] {
+        std::mem::take(&mut self.reply_counts)
     }
 
     fn error(&mut self, line: &str) {

@@ -5,6 +5,10 @@ use crate::model::WithHeader;
 
 #[async_trait]
 impl MailStore for CassandraStore {
+    fn backend_name(&self) -> &'static str {
+        "cassandra"
+    }
+
     async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
         let c = self.conn()?.clone();
         Ok(Box::new(body::CassandraBodyWriter::new(

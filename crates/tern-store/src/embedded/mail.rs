@@ -5,6 +5,10 @@ use crate::model::WithHeader;
 
 #[async_trait]
 impl MailStore for EmbeddedStore {
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn begin_body(&self) -> Result<Box<dyn BodyWriter>> {
         let id = BlobId(self.inner.ids.next_id().uuid());
         Ok(Box::new(EmbeddedBodyWriter {

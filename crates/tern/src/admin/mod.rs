@@ -126,6 +126,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/users/{user}/mailboxes", get(user_mailboxes))
         .route("/healthcheck", get(healthcheck))
+        .route("/metrics", get(metrics_route))
         .route("/healthcheck/checks", get(list_checks))
         .route("/healthcheck/checks/{name}", get(one_check))
         .route("/mailboxes", axum::routing::post(mailbox_task))
@@ -560,6 +561,54 @@ async fn one_check(
     let status = check["status"].as_str().unwrap_or("unhealthy");
     let code = health_status(&[status], q.contains_key("strict"));
     Ok((code, Json(check)).into_response())
+}
+
+/// `GET /metrics`: Prometheus's text exposition (OpenMetrics). The queue and the tasks are read
+/// now, each bounded in time so that a slow store cannot hold a scraper: a part not read in
+/// time is left out of this scrape (and logged).
+async fn metrics_route(State(s): AppState) -> ApiResult {
+    const READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut state = crate::metrics::StateGauges {
+        queue_depth: 0,
+        queue_oldest_seconds: 0.0,
+        tasks: Vec::new(),
+    };
+    match tokio::time::timeout(READ_LIMIT, s.outbound.all_queued()).await {
+        Ok(Ok(queued)) => {
+            state.queue_depth = queued.len() as u64;
+            let oldest = queued.iter().map(|m| m.queued_ms).min();
+            state.queue_oldest_seconds = oldest
+                .map(|t| (tern_store::now_ms() - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: the queue could not be read"),
+        Err(_) => tracing::warn!("metrics: the queue was not read in time"),
+    }
+    match tokio::time::timeout(READ_LIMIT, s.tasks.list(None, None)).await {
+        Ok(Ok(tasks)) => {
+            let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
+            for t in tasks {
+                let status = t["status"].as_str().unwrap_or("unknown").to_string();
+                *by_status.entry(status).or_default() += 1;
+            }
+            state.tasks = by_status.into_iter().collect();
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: the tasks could not be read"),
+        Err(_) => tracing::warn!("metrics: the tasks were not read in time"),
+    }
+    let body = crate::metrics::exposition(&state).map_err(|_| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: SERVER_ERROR,
+        message: "metrics could not be encoded".into(),
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// 201 with the task id and, as James sends it, a `Location` header naming the task.

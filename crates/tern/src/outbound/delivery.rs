@@ -51,6 +51,17 @@ impl Outbound {
         let mut reports = Vec::new();
         let mut remaining: Vec<QueuedRecipient> = Vec::new();
         for (rcpt, outcome) in mail.recipients.iter().zip(outcomes) {
+            let kind = if outcome.reply.is_positive() {
+                "delivered"
+            } else if outcome.reply.is_permanent() || expired {
+                "bounced"
+            } else {
+                "deferred"
+            };
+            crate::metrics::metrics()
+                .remote_deliveries
+                .get_or_create(&crate::metrics::RemoteLabels { outcome: kind })
+                .inc();
             if outcome.reply.is_positive() {
                 tracing::info!(queue_id = %mail.id, to = %rcpt.address, relay = outcome.remote.as_deref().unwrap_or(""), reply = %outcome.reply, "delivered");
                 if rcpt.notify.success {

@@ -7,6 +7,7 @@ use crate::driver::{BoxStream, Next, Protocol};
 use crate::io::write_timed;
 use crate::listing::Pop3Listing;
 use crate::logging::Escaped;
+use crate::metrics::metrics;
 use crate::throttle::LoginThrottle;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,7 +168,11 @@ impl Protocol for Pop3Connection {
                     .iter()
                     .filter_map(|&i| m.messages.get(i).copied())
                     .collect();
-                match ctx.mail.delete_messages(m.mailbox, &ids).await {
+                let deleting = ctx.mail.delete_messages(m.mailbox, &ids);
+                match metrics()
+                    .store("delete_messages", ctx.mail.backend_name(), deleting)
+                    .await
+                {
                     Ok(()) => {
                         tracing::info!(%peer, user = %Escaped(&self.user), deleted = ids.len(), "pop3 deletions applied");
                         session.update_finished(UpdateOutcome::Applied)
@@ -192,14 +197,17 @@ async fn login(
 ) -> Result<(Maildrop, Vec<MaildropEntry>), LoginFailure> {
     let name = crate::names::normalize_user(username);
     if let Some(why) = svc.throttle.refusal(peer.ip(), &name) {
+        metrics().login("pop3", "throttled");
         return Err(LoginFailure::Delayed(why));
     }
     let mailbox = match svc.auth.login(username, password).await {
         Ok(mb) => {
             svc.throttle.succeeded(peer.ip(), &name);
+            metrics().login("pop3", "success");
             mb
         }
         Err(crate::auth::AuthError::BadCredentials) => {
+            metrics().login("pop3", "failure");
             // A growing pause before the answer slows guessing on one connection; the counts
             // feed the per-address and per-user lockouts.
             let delay = svc.throttle.failed(peer.ip(), &name);
@@ -207,14 +215,19 @@ async fn login(
             return Err(LoginFailure::BadCredentials);
         }
         Err(e) => {
+            metrics().login("pop3", "error");
             tracing::error!(error = %e, "pop3 login could not be checked");
             return Err(LoginFailure::Temporary);
         }
     };
-    let listed = svc.listing.snapshot(mailbox).await.map_err(|e| {
-        tracing::error!(error = %e, "pop3 maildrop could not be listed");
-        LoginFailure::Temporary
-    })?;
+    let listing = svc.listing.snapshot(mailbox);
+    let listed = metrics()
+        .store("pop3_listing", svc.mail.backend_name(), listing)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "pop3 maildrop could not be listed");
+            LoginFailure::Temporary
+        })?;
     let mut messages = Vec::with_capacity(listed.len());
     let mut entries = Vec::with_capacity(listed.len());
     for e in listed {
@@ -248,7 +261,11 @@ where
     let Some(&id) = maildrop.messages.get(index) else {
         return Ok(RetrieveOutcome::Missing);
     };
-    let mut reader = match svc.mail.open_body(maildrop.mailbox, id).await {
+    let opening = svc.mail.open_body(maildrop.mailbox, id);
+    let mut reader = match metrics()
+        .store("open_body", svc.mail.backend_name(), opening)
+        .await
+    {
         Ok(Some(r)) => r,
         Ok(None) => {
             // Read repair: the view listed a message whose message or body is gone (a deletion

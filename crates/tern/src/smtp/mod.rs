@@ -11,6 +11,7 @@ use crate::config::SmtpSection;
 use crate::driver::{BoxStream, Next, Protocol};
 use crate::listing::Pop3Listing;
 use crate::logging::Escaped;
+use crate::metrics::metrics;
 use crate::names;
 use crate::outbound::dkim::{DkimKeys, SigningStream};
 use crate::quota;
@@ -326,8 +327,9 @@ impl Protocol for SmtpConnection {
         Duration::from_secs(self.ctx.settings.command_timeout_secs)
     }
 
-    async fn finish(&mut self) {
+    async fn finish(&mut self, session: &mut SmtpSession<Vec<Recipient>>) {
         self.incoming.abort().await;
+        crate::metrics::metrics().smtp_replies(&session.take_reply_counts());
     }
 
     async fn serve(
@@ -337,6 +339,7 @@ impl Protocol for SmtpConnection {
         _stream: &mut BoxStream,
     ) -> Next {
         let (ctx, peer, incoming) = (&*self.ctx, self.peer, &mut self.incoming);
+        metrics().smtp_replies(&session.take_reply_counts());
         match request {
             SmtpRequest::CheckRecipient(mailbox) => {
                 // Authenticated users and relay networks may send anywhere.
@@ -439,6 +442,7 @@ impl Protocol for SmtpConnection {
                     }
                     None => store_message(ctx, incoming, recipients, peer, lmtp).await,
                 };
+                count_refusals(&outcomes);
                 incoming.quota_limits.clear();
                 if lmtp {
                     session.message_stored_each(outcomes);
@@ -507,19 +511,23 @@ async fn authenticate(
 ) -> Result<(), AuthFailure> {
     let name = names::normalize_user(username);
     if let Some(why) = ctx.throttle.refusal(peer.ip(), &name) {
+        metrics().login("smtp", "throttled");
         return Err(AuthFailure::Delayed(why));
     }
     match ctx.auth.login(username, password).await {
         Ok(_) => {
             ctx.throttle.succeeded(peer.ip(), &name);
+            metrics().login("smtp", "success");
             Ok(())
         }
         Err(crate::auth::AuthError::BadCredentials) => {
+            metrics().login("smtp", "failure");
             let delay = ctx.throttle.failed(peer.ip(), &name);
             tokio::time::sleep(delay).await;
             Err(AuthFailure::BadCredentials)
         }
         Err(e) => {
+            metrics().login("smtp", "error");
             tracing::error!(error = %e, "smtp auth could not be checked");
             Err(AuthFailure::Temporary)
         }
@@ -640,7 +648,15 @@ async fn check_address(
             return RcptVerdict::Temporary;
         }
     }
-    match svc.directory.get_user(&mailbox.user_name()).await {
+    let name = mailbox.user_name();
+    match metrics()
+        .store(
+            "get_user",
+            svc.mail.backend_name(),
+            svc.directory.get_user(&name),
+        )
+        .await
+    {
         Ok(Some(user)) => match quota::check(&*svc.quotas, &user.name, user.inbox).await {
             Ok((effective, usage)) if effective.is_full(usage) => {
                 tracing::info!(user = %Escaped(&user.name), "mailbox full");
@@ -842,6 +858,20 @@ pub async fn redeliver(
         }
     }
     refused
+}
+
+/// Counts the refusals among a message's outcomes (what was stored is counted where it is).
+fn count_refusals(outcomes: &[StoreOutcome]) {
+    for outcome in outcomes {
+        let kind = match outcome {
+            StoreOutcome::Stored { .. } => continue,
+            StoreOutcome::Failed => "failed",
+            StoreOutcome::QuotaExceeded => "quota",
+            StoreOutcome::Loop => "loop",
+            StoreOutcome::DmarcReject { .. } => "dmarc",
+        };
+        metrics().message(kind);
+    }
 }
 
 /// Ends the sender checks of the message, if any: keeps their Authentication-Results for the
@@ -1161,8 +1191,17 @@ async fn store_copies(
             return_full: incoming.dsn.ret_full.unwrap_or(true),
             header_prefix: (!header_prefix.is_empty()).then_some(header_prefix),
         };
-        match svc.queue.enqueue(staged, mail).await {
+        match metrics()
+            .store(
+                "enqueue",
+                svc.mail.backend_name(),
+                svc.queue.enqueue(staged, mail),
+            )
+            .await
+        {
             Ok(q) => {
+                metrics().message("queued");
+                metrics().message_bytes.inc_by(q.size);
                 tracing::info!(%peer, queue_id = %q.id, size = q.size, recipients = remote.len(), "message queued for remote delivery");
                 reference = Some(q.id.to_string());
                 source = Some(KeepSource::Queued(q));
@@ -1175,8 +1214,17 @@ async fn store_copies(
     }
     if let Some(staged) = staged_local.filter(|_| !local.is_empty()) {
         let (blob, size) = (staged.blob_id, staged.size);
-        match svc.mail.deliver_copies(staged, &local).await {
+        match metrics()
+            .store(
+                "deliver",
+                svc.mail.backend_name(),
+                svc.mail.deliver_copies(staged, &local),
+            )
+            .await
+        {
             Ok(ids) => {
+                metrics().message("stored");
+                metrics().message_bytes.inc_by(size);
                 for (copy, id) in local.iter().zip(&ids) {
                     // The message is durable and in the POP3 view already; in UID mode it also
                     // needs its UID. If that fails, the next UID-mode login numbers it, so the
