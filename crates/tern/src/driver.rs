@@ -5,6 +5,7 @@
 //! TLS when asked, and relays the server's stop signal. Each protocol brings only a narrow
 //! context of what it uses; nothing here knows about the server as a whole.
 
+use crate::channels::Channel;
 use crate::io::{read_timed, write_timed, ReadOutcome};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -59,24 +60,29 @@ pub trait Protocol: Send {
 /// Longest sleep when the session sets no deadline (it always does while reading).
 const NO_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
-/// Runs `session` over `stream` until either side closes it. `peer` is for the logs.
+/// Runs `session` over `stream` until either side closes it, keeping `channel` (this
+/// connection in the admin's list) up to date. An administrator's kick ends the session as a
+/// server stop does.
 pub async fn run<P: Protocol>(
     protocol: &mut P,
     session: &mut P::Session,
     mut stream: BoxStream,
     tls: Option<&tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
-    peer: std::net::SocketAddr,
+    channel: &Channel,
 ) {
+    let peer = channel.remote;
+    let mut kicked = channel.kicked();
     let mut buf = vec![0u8; P::READ_BUFFER];
     let mut stopping = false;
     let write_timeout = protocol.write_timeout();
     'connection: loop {
-        if !stopping && *shutdown.borrow() {
+        if !stopping && (*shutdown.borrow() || *kicked.borrow()) {
             stopping = true;
             session.shutdown();
         }
         while let Some(request) = session.poll() {
+            channel.request();
             match protocol.serve(request, session, &mut stream).await {
                 Next::Continue => {}
                 Next::Close => break 'connection,
@@ -95,11 +101,13 @@ pub async fn run<P: Protocol>(
                         Some(upgraded) => stream = Box::new(upgraded),
                         None => return,
                     }
+                    channel.tls_started();
                     session.tls_established();
                 }
             }
         }
         let output = session.take_output();
+        channel.wrote(output.len());
         if write_timed(&mut stream, &output, write_timeout)
             .await
             .is_err()
@@ -113,11 +121,19 @@ pub async fn run<P: Protocol>(
         let wait = wake.map_or(NO_DEADLINE, |w| w.saturating_duration_since(Instant::now()));
         tokio::select! {
             r = read_timed(&mut stream, &mut buf, wait) => match r {
-                ReadOutcome::Data(n) => session.feed(&buf[..n]),
+                ReadOutcome::Data(n) => {
+                    channel.read(n);
+                    session.feed(&buf[..n]);
+                }
                 ReadOutcome::TimedOut => session.handle_timeout(Instant::now()),
                 ReadOutcome::Closed => break,
             },
             _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                session.shutdown();
+            }
+            _ = kicked.changed(), if !stopping => {
+                tracing::info!(%peer, "session ended by an administrator");
                 stopping = true;
                 session.shutdown();
             }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod driver;
 mod io;

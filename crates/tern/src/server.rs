@@ -47,6 +47,18 @@ impl Listener {
         }
     }
 
+    /// James's names for the channel list: protocol, endpoint, and whether TLS starts at once.
+    fn channel_names(&self) -> (&'static str, &'static str, bool) {
+        match self {
+            Listener::Smtp(_, SmtpRole::Inbound) => ("SMTP", "smtpserver", false),
+            Listener::Smtp(_, SmtpRole::Submission) => ("SMTP", "submissionserver", false),
+            Listener::Smtp(_, SmtpRole::Submissions) => ("SMTP", "submissionsserver", true),
+            Listener::Smtp(_, SmtpRole::Lmtp) => ("LMTP", "lmtpserver", false),
+            Listener::Pop3(_) => ("POP3", "pop3server", false),
+            Listener::Pop3Tls(_) => ("POP3", "pop3sserver", true),
+        }
+    }
+
     /// The `protocol` label of the metrics.
     fn label(&self) -> &'static str {
         match self {
@@ -256,7 +268,12 @@ impl Server {
             listing,
             tls,
         });
-        let accepting = Arc::new(Accepting { limits, proxies });
+        let channels = Arc::new(crate::channels::Channels::default());
+        let accepting = Arc::new(Accepting {
+            limits,
+            proxies,
+            channels: channels.clone(),
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let outbound = crate::outbound::Outbound::new(
             store.clone(),
@@ -268,6 +285,7 @@ impl Server {
             config.server.hostname.clone(),
         )?;
         let outbound_task = tokio::spawn(outbound.clone().run(shutdown_rx.clone()));
+        let certs_for_admin = certs.clone();
         if let Some(certs) = certs {
             tokio::spawn(reload_on_sighup(certs, shutdown_rx.clone()));
         }
@@ -298,6 +316,15 @@ impl Server {
                 Listener::Smtp(smtp_context.clone(), SmtpRole::Submissions),
             ));
         }
+        // The listeners the certificate serves (the `port` of `POST /servers?reload-certificate`).
+        let tls_ports: Vec<u16> = match certs_for_admin {
+            Some(_) => listeners
+                .iter()
+                .filter_map(|(l, _)| l.local_addr().ok())
+                .map(|a| a.port())
+                .collect(),
+            None => Vec::new(),
+        };
         for (listener, serves) in listeners {
             tokio::spawn(accept_loop(
                 listener,
@@ -326,6 +353,9 @@ impl Server {
             quotas: store.clone(),
             repositories: store.clone(),
             smtp: smtp_context.clone(),
+            channels,
+            certs: certs_for_admin,
+            tls_ports,
         }));
         let limits = admin::listener::AdminLimits {
             header_timeout: Duration::from_secs(admin_config.header_timeout_secs),
@@ -471,6 +501,8 @@ struct Accepting {
     limits: Arc<ConnectionLimits>,
     /// Load balancers whose PROXY headers name the real client.
     proxies: crate::proxy::TrustedProxies,
+    /// The open connections, for the admin's `/servers` routes.
+    channels: Arc<crate::channels::Channels>,
 }
 
 async fn accept_loop(
@@ -521,17 +553,21 @@ async fn accept_loop(
                 return;
             };
             let _open = crate::metrics::OpenSession::start(serves.label());
+            let (protocol, endpoint, encrypted) = serves.channel_names();
+            let listed = shared.channels.open(protocol, endpoint, peer, encrypted);
+            let channel = listed.channel.clone();
             match serves {
                 Listener::Smtp(ctx, role) => {
-                    crate::smtp::serve_connection(stream, peer, ctx, rx, role).await
+                    crate::smtp::serve_connection(stream, peer, ctx, rx, role, channel).await
                 }
                 Listener::Pop3(ctx) => {
-                    crate::pop3::serve_connection(stream, peer, ctx, rx, false).await
+                    crate::pop3::serve_connection(stream, peer, ctx, rx, false, channel).await
                 }
                 Listener::Pop3Tls(ctx) => {
-                    crate::pop3::serve_connection(stream, peer, ctx, rx, true).await
+                    crate::pop3::serve_connection(stream, peer, ctx, rx, true, channel).await
                 }
             }
+            drop(listed);
             drop(slot);
             drop(token);
         });

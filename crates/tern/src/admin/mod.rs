@@ -8,6 +8,7 @@ mod queues;
 mod quotas;
 mod repositories;
 mod rewrites;
+mod servers;
 
 use crate::auth::Authenticator;
 use crate::names;
@@ -50,6 +51,12 @@ pub struct AdminState {
     pub repositories: Arc<dyn tern_store::MailRepositories>,
     /// Delivery as SMTP does it, for reprocessing kept mail.
     pub smtp: Arc<crate::smtp::SmtpContext>,
+    /// This node's open connections (`/servers/channels`).
+    pub channels: Arc<crate::channels::Channels>,
+    /// The certificate, when TLS is configured (`POST /servers?reload-certificate`).
+    pub certs: Option<Arc<crate::tls::CertStore>>,
+    /// The ports of the listeners that certificate serves.
+    pub tls_ports: Vec<u16>,
 }
 
 /// Largest request body: the only bodies are small JSON objects.
@@ -127,6 +134,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/users/{user}/mailboxes", get(user_mailboxes))
         .route("/healthcheck", get(healthcheck))
         .route("/metrics", get(metrics_route))
+        .route("/servers", axum::routing::post(servers::reload_certificate))
+        .route("/servers/connectedUsers", get(servers::connected_users))
+        .route(
+            "/servers/channels",
+            get(servers::all_channels).delete(servers::disconnect),
+        )
+        .route(
+            "/servers/channels/{user}",
+            get(servers::user_channels).delete(servers::disconnect_user),
+        )
         .route("/healthcheck/checks", get(list_checks))
         .route("/healthcheck/checks/{name}", get(one_check))
         .route("/mailboxes", axum::routing::post(mailbox_task))

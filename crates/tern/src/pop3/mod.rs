@@ -2,6 +2,7 @@
 //! stream a body, apply deletions) for the generic [`driver`](crate::driver).
 
 use crate::auth::Authenticator;
+use crate::channels::Channel;
 use crate::config::Pop3Section;
 use crate::driver::{BoxStream, Next, Protocol};
 use crate::io::write_timed;
@@ -53,6 +54,8 @@ struct Pop3Connection {
     peer: SocketAddr,
     user: String,
     maildrop: Option<Maildrop>,
+    /// This connection in the admin's list.
+    channel: Arc<Channel>,
 }
 
 /// Serves one POP3 connection; with `implicit_tls` (the port-995 role) TLS is negotiated first.
@@ -62,6 +65,7 @@ pub async fn serve_connection(
     ctx: Arc<Pop3Context>,
     shutdown: watch::Receiver<bool>,
     implicit_tls: bool,
+    channel: Arc<Channel>,
 ) {
     let cfg = &ctx.settings;
     // Passwords may cross in clear only inside TLS, on loopback, or when the operator says so.
@@ -96,6 +100,7 @@ pub async fn serve_connection(
         peer,
         user: String::new(),
         maildrop: None,
+        channel: channel.clone(),
     };
     crate::driver::run(
         &mut connection,
@@ -103,7 +108,7 @@ pub async fn serve_connection(
         stream,
         tls.as_ref(),
         shutdown,
-        peer,
+        &channel,
     )
     .await;
 }
@@ -130,6 +135,7 @@ impl Protocol for Pop3Connection {
                 match login(ctx, peer, &username, &password).await {
                     Ok((maildrop, entries)) => {
                         tracing::info!(%peer, user = %Escaped(&self.user), messages = entries.len(), "pop3 login");
+                        self.channel.logged_in(&self.user);
                         self.maildrop = Some(maildrop);
                         session.login_succeeded(entries);
                     }
@@ -150,7 +156,11 @@ impl Protocol for Pop3Connection {
                 // What the session said before this answer goes first, in the same write.
                 let head = session.take_output();
                 let timeout = self.write_timeout();
-                match retrieve(stream, ctx, m, head, index, size, top_lines, timeout).await {
+                let mut counted = crate::io::CountingWriter::new(stream);
+                let result =
+                    retrieve(&mut counted, ctx, m, head, index, size, top_lines, timeout).await;
+                self.channel.wrote(counted.written());
+                match result {
                     Ok(o) => session.retrieve_finished(o),
                     Err(e) => {
                         // Part of the response is out already: the only honest move left is

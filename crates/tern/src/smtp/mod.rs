@@ -273,6 +273,8 @@ struct SmtpConnection {
     /// The client may send to other domains without AUTH (`smtp.relay_networks`).
     relay_network: bool,
     role: SmtpRole,
+    /// This connection in the admin's list.
+    channel: Arc<crate::channels::Channel>,
 }
 
 pub async fn serve_connection(
@@ -281,6 +283,7 @@ pub async fn serve_connection(
     ctx: Arc<SmtpContext>,
     shutdown: watch::Receiver<bool>,
     role: SmtpRole,
+    channel: Arc<crate::channels::Channel>,
 ) {
     let mut session: SmtpSession<Vec<Recipient>> = SmtpSession::new(ctx.session_config(role, peer));
     let ip = peer.ip().to_canonical();
@@ -307,6 +310,7 @@ pub async fn serve_connection(
         incoming: Incoming::new(),
         relay_network: relay_network && role != SmtpRole::Lmtp,
         role,
+        channel: channel.clone(),
     };
     crate::driver::run(
         &mut connection,
@@ -314,7 +318,7 @@ pub async fn serve_connection(
         stream,
         tls.as_ref(),
         shutdown,
-        peer,
+        &channel,
     )
     .await;
 }
@@ -467,7 +471,9 @@ impl Protocol for SmtpConnection {
             SmtpRequest::Authenticate { username, password } => {
                 let outcome = authenticate(ctx, peer, &username, &password).await;
                 if outcome.is_ok() {
-                    tracing::info!(%peer, user = %Escaped(&names::normalize_user(&username)), "smtp auth");
+                    let user = names::normalize_user(&username);
+                    self.channel.logged_in(&user);
+                    tracing::info!(%peer, user = %Escaped(&user), "smtp auth");
                 } else {
                     tracing::info!(%peer, user = %Escaped(&names::normalize_user(&username)), outcome = ?outcome, "smtp auth failed");
                 }
