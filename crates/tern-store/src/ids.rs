@@ -35,9 +35,7 @@ impl std::fmt::Display for MailboxId {
 impl BlobId {
     /// When the body was started, for ids made by [`IdGenerator`] (version-1 UUIDs).
     pub fn created(&self) -> Option<std::time::SystemTime> {
-        let id = MessageId::from_uuid(self.0)?;
-        let ticks = id.timestamp().checked_sub(UUID_EPOCH_OFFSET)?;
-        Some(UNIX_EPOCH + std::time::Duration::from_nanos(ticks.saturating_mul(100)))
+        MessageId::from_uuid(self.0)?.created()
     }
 }
 
@@ -62,6 +60,12 @@ impl MessageId {
     /// Accepts only version-1 UUIDs.
     pub fn from_uuid(u: Uuid) -> Option<Self> {
         (u.get_version_num() == 1).then_some(MessageId(u))
+    }
+
+    /// When the message was made (its delivery), from the id's time.
+    pub fn created(&self) -> Option<std::time::SystemTime> {
+        let ticks = self.timestamp().checked_sub(UUID_EPOCH_OFFSET)?;
+        Some(UNIX_EPOCH + std::time::Duration::from_nanos(ticks.saturating_mul(100)))
     }
 
     /// 100 ns ticks since 1582-10-15.

@@ -329,6 +329,27 @@ pub struct Pop3Section {
     /// Treat loopback connections as secure for the plaintext-auth rule (a local proxy that
     /// terminates TLS, local tools); set false when a local proxy forwards plaintext.
     pub loopback_is_secure: bool,
+    /// Messages older than this many days are deleted by the daily retention run, and CAPA
+    /// says so (RFC 2449 EXPIRE); none keeps mail forever (`EXPIRE NEVER`).
+    pub expire_days: Option<u32>,
+    /// Per-domain retention, in days, overriding `expire_days` for the users of a domain.
+    pub expire_days_per_domain: std::collections::BTreeMap<String, u32>,
+}
+
+impl Pop3Section {
+    /// The retention of a user's mail, in days; `None` for never.
+    pub fn expire_days_of(&self, user: &str) -> Option<u32> {
+        let domain = user.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.expire_days_per_domain
+            .get(&domain.to_ascii_lowercase())
+            .copied()
+            .or(self.expire_days)
+    }
+
+    /// Whether any retention is configured (the daily run has work).
+    pub fn expires_anything(&self) -> bool {
+        self.expire_days.is_some() || !self.expire_days_per_domain.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -634,6 +655,8 @@ impl Default for Pop3Section {
             allow_plaintext_auth: false,
             loopback_is_secure: true,
             listing: Pop3ListingMode::MessageId,
+            expire_days: None,
+            expire_days_per_domain: Default::default(),
         }
     }
 }
@@ -887,6 +910,20 @@ impl Pop3Section {
         p.positive(self.idle_timeout_secs, "pop3.idle_timeout_secs");
         p.positive(self.max_auth_failures.into(), "pop3.max_auth_failures");
         p.positive(self.max_errors.into(), "pop3.max_errors");
+        for (domain, days) in &self.expire_days_per_domain {
+            p.check(
+                *days > 0 && domain == &domain.to_ascii_lowercase() && !domain.is_empty(),
+                "pop3.expire_days_per_domain",
+                &format!("{domain:?} = {days}: a lower-case domain and at least 1 day"),
+            );
+        }
+        if let Some(days) = self.expire_days {
+            p.check(
+                days > 0,
+                "pop3.expire_days",
+                "at least 1 day (leave it out to keep mail forever)",
+            );
+        }
     }
 }
 
@@ -1043,6 +1080,27 @@ mod tests {
             d.outbound.max_queue_lifetime_secs
         );
         assert_eq!(example.outbound.concurrency, d.outbound.concurrency);
+    }
+
+    #[test]
+    fn retention_is_per_domain_then_default() {
+        let c = Config::from_toml(
+            "[pop3]\nexpire_days = 30\nexpire_days_per_domain = { \"short.example\" = 7 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.pop3.expire_days_of("a@short.example"), Some(7));
+        assert_eq!(c.pop3.expire_days_of("a@SHORT.example"), Some(7));
+        assert_eq!(c.pop3.expire_days_of("a@other.example"), Some(30));
+        assert!(c.pop3.expires_anything());
+        assert_eq!(Config::default().pop3.expire_days_of("a@b.c"), None);
+        for bad in [
+            "[pop3]\nexpire_days = 0\n",
+            "[pop3]\nexpire_days_per_domain = { \"Upper.Example\" = 7 }\n",
+            "[pop3]\nexpire_days_per_domain = { \"x.example\" = 0 }\n",
+        ] {
+            let e = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("pop3.expire_days"), "{bad}: {e}");
+        }
     }
 
     #[test]

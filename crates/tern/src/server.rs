@@ -286,6 +286,15 @@ impl Server {
         )?;
         let outbound_task = tokio::spawn(outbound.clone().run(shutdown_rx.clone()));
         let certs_for_admin = certs.clone();
+        if config.pop3.expires_anything() {
+            tokio::spawn(crate::tasks::expire::daily(
+                task_manager.clone(),
+                directory.clone(),
+                mail.clone(),
+                config.pop3.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         if let Some(certs) = certs {
             tokio::spawn(reload_on_sighup(certs, shutdown_rx.clone()));
         }

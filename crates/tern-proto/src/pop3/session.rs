@@ -24,6 +24,9 @@ pub struct Pop3Config {
     /// The autologout timer (RFC 1939 section 3: at least 10 minutes). It bounds the wait for a
     /// whole command, from when the session starts waiting for it.
     pub idle_timeout: Duration,
+    /// The CAPA EXPIRE value (RFC 2449 section 6.7) before login: `NEVER`, a number of days, and
+    /// ` USER` when it may differ per user (then [`Pop3Session::set_expire`] gives theirs).
+    pub expire: String,
 }
 
 impl Default for Pop3Config {
@@ -37,6 +40,7 @@ impl Default for Pop3Config {
             plaintext_auth_allowed: true,
             stls_available: false,
             idle_timeout: Duration::from_secs(600),
+            expire: "NEVER".into(),
         }
     }
 }
@@ -386,8 +390,14 @@ impl Pop3Session {
         }
     }
 
+    /// The logged-in user's retention, for CAPA's EXPIRE (call before `login_succeeded`).
+    pub fn set_expire(&mut self, value: String) {
+        self.config.expire = value;
+    }
+
     fn capa(&mut self) {
         let mut c = String::from("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+        c.push_str(&format!("EXPIRE {}\r\n", self.config.expire));
         if matches!(self.state, State::Authorization { .. }) {
             if self.config.plaintext_auth_allowed {
                 c.push_str("USER\r\nSASL PLAIN LOGIN\r\n");

@@ -134,6 +134,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/users/{user}/mailboxes", get(user_mailboxes))
         .route("/healthcheck", get(healthcheck))
         .route("/metrics", get(metrics_route))
+        .route("/messages", axum::routing::delete(expire_task))
         .route("/servers", axum::routing::post(servers::reload_certificate))
         .route("/servers/connectedUsers", get(servers::connected_users))
         .route(
@@ -578,6 +579,74 @@ async fn one_check(
     let status = check["status"].as_str().unwrap_or("unhealthy");
     let code = health_status(&[status], q.contains_key("strict"));
     Ok((code, Json(check)).into_response())
+}
+
+/// `DELETE /messages?olderThan=30d[&user=U][&usersPerSecond=N][&mailbox=INBOX]`: James's
+/// `ExpireMailboxTask` (a bare number is days, as James reads it).
+async fn expire_task(State(s): AppState, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    if q.contains_key("byExpiresHeader") {
+        return Err(bad_request(
+            "byExpiresHeader is not supported; use olderThan",
+        ));
+    }
+    if let Some(m) = q
+        .get("mailbox")
+        .filter(|m| !m.eq_ignore_ascii_case("INBOX"))
+    {
+        return Err(bad_request(&format!(
+            "mailbox {m:.40}: only INBOX exists (POP3)"
+        )));
+    }
+    let given = q
+        .get("olderThan")
+        .ok_or_else(|| bad_request("'olderThan' is compulsory, such as olderThan=30d"))?;
+    let spelled = if given.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{given}d")
+    } else {
+        given.clone()
+    };
+    let age = parse_duration(&spelled).ok_or_else(|| {
+        bad_request(&format!(
+            "invalid olderThan {given:.40}: a strictly positive duration such as 30d, 2w, 1y"
+        ))
+    })?;
+    let rate = match q.get("usersPerSecond") {
+        None => 1,
+        Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            bad_request(&format!(
+                "usersPerSecond must be a strictly positive integer, got {v:.40}"
+            ))
+        })?,
+    };
+    let user = match q.get("user") {
+        Some(u) => {
+            let name = names::normalize_user(u);
+            if s.directory.get_user(&name).await?.is_none() {
+                return Err(not_found(&format!("user {name:.60} does not exist")));
+            }
+            Some(name)
+        }
+        None => None,
+    };
+    let (directory, mail) = (s.directory.clone(), s.mail.clone());
+    let id = s
+        .tasks
+        .submit(
+            crate::tasks::expire::TYPE,
+            crate::tasks::expire::initial(),
+            move |ctx| {
+                Box::pin(crate::tasks::expire::run(
+                    directory,
+                    mail,
+                    crate::tasks::expire::Age::OlderThan(age),
+                    user,
+                    rate,
+                    ctx,
+                ))
+            },
+        )
+        .await?;
+    Ok(task_created(id))
 }
 
 /// `GET /metrics`: Prometheus's text exposition (OpenMetrics). The queue and the tasks are read

@@ -58,6 +58,17 @@ struct Pop3Connection {
     channel: Arc<Channel>,
 }
 
+/// CAPA's EXPIRE before login (RFC 2449 section 6.7): the default retention, with ` USER`
+/// when some domains have their own.
+fn expire_before_login(cfg: &crate::config::Pop3Section) -> String {
+    let default = cfg.expire_days.map_or("NEVER".into(), |d| d.to_string());
+    if cfg.expire_days_per_domain.is_empty() {
+        default
+    } else {
+        format!("{default} USER")
+    }
+}
+
 /// Serves one POP3 connection; with `implicit_tls` (the port-995 role) TLS is negotiated first.
 pub async fn serve_connection(
     stream: tokio::net::TcpStream,
@@ -81,6 +92,7 @@ pub async fn serve_connection(
         plaintext_auth_allowed: plaintext_ok,
         stls_available: ctx.tls.is_some() && !implicit_tls,
         idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        expire: expire_before_login(cfg),
     });
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     let tls = ctx.tls.clone();
@@ -136,6 +148,8 @@ impl Protocol for Pop3Connection {
                     Ok((maildrop, entries)) => {
                         tracing::info!(%peer, user = %Escaped(&self.user), messages = entries.len(), "pop3 login");
                         self.channel.logged_in(&self.user);
+                        let days = ctx.settings.expire_days_of(&self.user);
+                        session.set_expire(days.map_or("NEVER".into(), |d| d.to_string()));
                         self.maildrop = Some(maildrop);
                         session.login_succeeded(entries);
                     }

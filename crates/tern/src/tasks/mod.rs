@@ -5,6 +5,7 @@
 
 pub mod body_gc;
 pub mod cleanup;
+pub mod expire;
 pub mod fix_pop3;
 pub mod queue_delete;
 pub mod quota_recompute;
@@ -176,6 +177,16 @@ impl TaskManager {
             .map(to_json)
             .filter(|t| status.is_none_or(|s| t["status"].as_str() == Some(s)))
             .collect())
+    }
+
+    /// When a task of `kind` was last submitted, by any node.
+    pub async fn last_submitted(&self, kind: &str) -> Result<Option<i64>, StoreError> {
+        let tasks = self.store.list_tasks().await?;
+        Ok(tasks
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| t.submitted_ms)
+            .max())
     }
 
     /// Forgets finished tasks submitted before `before_ms`; returns (examined, removed).
