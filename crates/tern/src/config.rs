@@ -21,6 +21,17 @@ pub struct Config {
     pub outbound: OutboundSection,
     pub lmtp: LmtpSection,
     pub inbound_auth: InboundAuthSection,
+    pub autoconfig: AutoconfigSection,
+}
+
+/// Mail client autoconfiguration over HTTP (Thunderbird's `config-v1.1.xml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoconfigSection {
+    /// Where it listens (public: `autoconfig.<domain>` points here, port 80); off when unset.
+    pub listen: Option<SocketAddr>,
+    /// The server name clients are told to connect to; `server.hostname` when unset.
+    pub hostname: Option<String>,
 }
 
 /// Sender authentication of mail arriving on the port-25 listener: SPF, DKIM, ARC and DMARC,
@@ -832,6 +843,9 @@ impl Config {
         }
         if let Some(a) = self.lmtp.listen {
             addresses.push(("lmtp.listen", a));
+        }
+        if let Some(a) = self.autoconfig.listen {
+            addresses.push(("autoconfig.listen", a));
         }
         for (i, (key, addr)) in addresses.iter().enumerate() {
             // Port 0 asks the system for a free port: never a clash.

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autoconfig;
 pub mod channels;
 pub mod config;
 pub mod driver;

@@ -428,7 +428,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let server = tern::server::Server::start(config).await?;
-        server.run_until(stop_signal()).await;
+        // Under systemd (Type=notify): ready once every listener is bound. Elsewhere there is
+        // no NOTIFY_SOCKET and this does nothing.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not tell systemd the server is ready");
+        }
+        server
+            .run_until(async {
+                stop_signal().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            })
+            .await;
         Ok(())
     })
 }

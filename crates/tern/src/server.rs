@@ -86,6 +86,8 @@ pub struct Server {
     /// The store, for tools and tests that work on it directly.
     pub store: Arc<dyn Store>,
     pub admin_addr: SocketAddr,
+    /// The autoconfig HTTP listener, when configured.
+    pub autoconfig_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     /// Every connection task holds a clone; when all are gone, the receiver sees `None`.
     connections_done: mpsc::Receiver<()>,
@@ -176,6 +178,7 @@ impl Server {
         let store = open_store(&config)?;
         let mail: Arc<dyn MailStore> = store.clone();
         let directory: Arc<dyn Directory> = store.clone();
+        let directory_for_autoconfig = directory.clone();
         let listing: Arc<dyn Pop3Listing> = match config.pop3.listing {
             Pop3ListingMode::MessageId => Arc::new(MessageIdListing(mail.clone())),
             Pop3ListingMode::Uid => Arc::new(UidListing {
@@ -188,6 +191,10 @@ impl Server {
         let smtp = bind(config.smtp.listen, "SMTP").await?;
         let pop3 = bind(config.pop3.listen, "POP3").await?;
         let admin_listener = bind(config.admin.listen, "the admin API").await?;
+        let autoconfig_listener = match config.autoconfig.listen {
+            Some(addr) => Some(bind(addr, "autoconfig").await?),
+            None => None,
+        };
         let certs = match (&config.tls.cert_file, &config.tls.key_file) {
             (Some(cert), Some(key)) => Some(CertStore::load(cert, key)?),
             _ => None,
@@ -377,6 +384,36 @@ impl Server {
             limits,
             shutdown_rx.clone(),
         ));
+        let autoconfig_addr = autoconfig_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        if let Some(listener) = autoconfig_listener {
+            let bound = crate::autoconfig::Listeners {
+                pop3: pop3_addr.port(),
+                pop3s: pop3_tls_addr.map(|a| a.port()),
+                submission: submission_addr.map(|a| a.port()),
+                submissions: submissions_addr.map(|a| a.port()),
+            };
+            let autoconfig = Arc::new(crate::autoconfig::Autoconfig::new(
+                &config,
+                &bound,
+                directory_for_autoconfig,
+            ));
+            tracing::info!(addr = ?autoconfig_addr, "autoconfig listening");
+            // A public listener: short deadlines and few connections at once.
+            let limits = admin::listener::AdminLimits {
+                header_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(10),
+                max_connections: 64,
+            };
+            tokio::spawn(admin::listener::serve(
+                listener,
+                autoconfig.router(),
+                limits,
+                shutdown_rx.clone(),
+            ));
+        }
         tracing::info!(addr = %smtp_addr, "SMTP listening");
         tracing::info!(addr = %pop3_addr, "POP3 listening");
         if let Some(addr) = pop3_tls_addr {
@@ -401,6 +438,7 @@ impl Server {
             lmtp_addr,
             store,
             admin_addr,
+            autoconfig_addr,
             shutdown,
             connections_done,
             connection_token,

@@ -608,3 +608,64 @@ on_both_backends!(
     curl_sends_over_smtp_and_fetches_over_pop3,
     python_smtplib_and_poplib_interoperate,
 );
+
+/// The packaged systemd unit: `systemd-analyze verify` finds nothing to say about it (run on a
+/// copy naming the binary under test), the packaged configuration passes `check-config`, and
+/// the server reports readiness, then stopping, on the socket systemd gives it (Type=notify).
+#[test]
+fn the_packaged_unit_verifies_and_the_server_notifies_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(root.join("packaging/tern.service")).unwrap();
+    assert!(
+        unit.contains("Type=notify") && unit.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE")
+    );
+    let copy = dir.path().join("tern.service");
+    std::fs::write(&copy, unit.replace("/usr/bin/tern", TERN)).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr).to_string()
+        + &String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze: {said}"
+    );
+    let checked = Command::new(TERN)
+        .args(["check-config", "--config"])
+        .arg(root.join("packaging/tern.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let config = write_config(dir.path(), Backend::Embedded);
+    let mut child = Command::new(TERN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    assert!(Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let n = socket.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
