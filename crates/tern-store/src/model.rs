@@ -108,14 +108,23 @@ pub struct MessageCopy {
     pub mailbox: MailboxId,
     /// Complete header fields, each ending in CRLF; empty for none.
     pub header: Vec<u8>,
+    /// The UIDL another server gave the message (an import), kept in the POP3 view in the
+    /// same write, so that clients see no new message after a migration; `None` for the id.
+    pub uidl: Option<String>,
 }
 
 impl MessageCopy {
     /// A copy with no header of its own.
     pub fn plain(mailbox: MailboxId) -> Self {
+        Self::with_header(mailbox, Vec::new())
+    }
+
+    /// A delivered copy with its own header lines.
+    pub fn with_header(mailbox: MailboxId, header: Vec<u8>) -> Self {
         Self {
             mailbox,
-            header: Vec::new(),
+            header,
+            uidl: None,
         }
     }
 }

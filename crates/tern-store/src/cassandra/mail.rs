@@ -62,9 +62,10 @@ impl MailStore for CassandraStore {
                 .zip(&ids)
                 .zip(&sizes)
                 .map(|((copy, id), size)| {
+                    let uidl = copy.uidl.as_deref().unwrap_or("");
                     c.exec(
                         &c.st.insert_view,
-                        (copy.mailbox.0, timeuuid(*id), *size, ""),
+                        (copy.mailbox.0, timeuuid(*id), *size, uidl),
                     )
                 }),
         )

@@ -878,10 +878,7 @@ mod tests {
             Some(&b"hello"[..])
         );
         let w = upgraded.begin_body().await.unwrap();
-        let copy = MessageCopy {
-            mailbox: mb,
-            header: b"Delivered-To: a@x.test\r\n".to_vec(),
-        };
+        let copy = MessageCopy::with_header(mb, b"Delivered-To: a@x.test\r\n".to_vec());
         let ids = upgraded
             .deliver_copies(w.finish().await.unwrap(), &[copy])
             .await

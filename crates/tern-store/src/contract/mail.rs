@@ -65,7 +65,8 @@ pub async fn one_body_many_mailboxes(b: &Backend) {
 }
 
 /// Each copy's own header is sent before the shared body, counted in its size (view, metadata,
-/// quota usage) and removed with it; a copy without one reads as the body alone.
+/// quota usage) and removed with it; a copy without one reads as the body alone; an imported
+/// UIDL lands in the view entry.
 pub async fn copies_carry_their_own_header(b: &Backend) {
     let (first, second, plain) = (
         MailboxId::random(),
@@ -80,15 +81,12 @@ pub async fn copies_carry_their_own_header(b: &Backend) {
     let staged = w.finish().await.unwrap();
     let header = |to: &str| format!("Delivered-To: {to}\r\n").into_bytes();
     let copies = [
+        crate::MessageCopy::with_header(first, header("first@x.test")),
+        crate::MessageCopy::with_header(second, header("second-longer@x.test")),
         crate::MessageCopy {
-            mailbox: first,
-            header: header("first@x.test"),
+            uidl: Some("0000002A5F3C1B2E".into()),
+            ..crate::MessageCopy::plain(plain)
         },
-        crate::MessageCopy {
-            mailbox: second,
-            header: header("second-longer@x.test"),
-        },
-        crate::MessageCopy::plain(plain),
     ];
     let ids = b.mail.deliver_copies(staged, &copies).await.unwrap();
     for (copy, id) in copies.iter().zip(&ids) {
@@ -98,6 +96,7 @@ pub async fn copies_carry_their_own_header(b: &Backend) {
         assert!(back == expected, "copy of {} differs", copy.mailbox);
         let view = b.mail.pop3_view(copy.mailbox).await.unwrap();
         assert_eq!(view[0].size, expected.len() as u64);
+        assert_eq!(view[0].uidl, copy.uidl, "an imported UIDL is kept with the view entry");
         let meta = b.repair.message_meta(*id).await.unwrap().unwrap();
         assert_eq!(meta.size, expected.len() as u64);
         assert_eq!(

@@ -30,18 +30,20 @@ impl MailStore for EmbeddedStore {
         if copies.is_empty() {
             return Err(StoreError::invalid("delivery without recipients"));
         }
-        let entries: Vec<(u128, MessageId, Vec<u8>)> = copies
+        let entries: Vec<(u128, MessageId, Vec<u8>, String)> = copies
             .iter()
             .map(|c| {
+                let uidl = c.uidl.clone().unwrap_or_default();
                 (
                     c.mailbox.0.as_u128(),
                     self.inner.ids.next_id(),
                     c.header.clone(),
+                    uidl,
                 )
             })
             .collect();
         let (blob, size, inline, in_flight) = staged_parts(body);
-        let ids: Vec<MessageId> = entries.iter().map(|(_, id, _)| *id).collect();
+        let ids: Vec<MessageId> = entries.iter().map(|(_, id, _, _)| *id).collect();
         self.inner
             .committer
             .write(move |txn| {
@@ -49,12 +51,12 @@ impl MailStore for EmbeddedStore {
                 let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
-                for (mailbox, id, header) in &entries {
+                for (mailbox, id, header, uidl) in &entries {
                     let size = size + header.len() as u64;
                     messages
                         .insert(id.sort_key(), (*mailbox, blob, size))
                         .map_err(db_err)?;
-                    view.insert((*mailbox, id.sort_key()), (size, ""))
+                    view.insert((*mailbox, id.sort_key()), (size, uidl.as_str()))
                         .map_err(db_err)?;
                     if !header.is_empty() {
                         headers

@@ -80,10 +80,10 @@ impl Outbound {
         // A local sender gets it in their mailbox; anyone else through the queue, from <>.
         let sender = crate::names::normalize_user(&mail.sender);
         if let Some(user) = self.directory.get_user(&sender).await? {
-            let copy = tern_store::MessageCopy {
-                mailbox: user.inbox,
-                header: tern_proto::smtp::delivery_headers("", &user.name).into_bytes(),
-            };
+            let copy = tern_store::MessageCopy::with_header(
+                user.inbox,
+                tern_proto::smtp::delivery_headers("", &user.name).into_bytes(),
+            );
             let ids = self.mail.deliver_copies(staged, &[copy]).await?;
             if let Err(e) = self.listing.delivered(user.inbox, &ids).await {
                 tracing::warn!(error = %e, "UID assignment of a bounce deferred to the next login");

@@ -1037,14 +1037,14 @@ async fn store_message(
                 Recipient::Kept(k) => kept.push(k),
                 Recipient::Local { inbox, user } => {
                     if !local.iter().any(|c| c.mailbox == inbox) {
-                        local.push(MessageCopy {
-                            mailbox: inbox,
-                            header: [
+                        local.push(MessageCopy::with_header(
+                            inbox,
+                            [
                                 delivery_headers(&incoming.reverse_path, &user).as_bytes(),
                                 incoming.auth_results.as_deref().unwrap_or("").as_bytes(),
                             ]
                             .concat(),
-                        });
+                        ));
                     }
                 }
                 Recipient::Remote(a) => {
