@@ -8,6 +8,7 @@ pub mod autoconfig;
 pub mod channels;
 pub mod config;
 pub mod driver;
+pub mod import;
 mod io;
 pub mod listing;
 pub mod logging;

@@ -63,6 +63,14 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Copies mailboxes onto a running server, keeping their UIDLs (POP3 clients that leave
+    /// mail on the server download nothing again). Idempotent: a second run copies nothing.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Load generator for any SMTP/LMTP and POP3 server (Tern, Dovecot, ...).
     Bench {
         #[command(subcommand)]
@@ -284,6 +292,27 @@ enum DkimAction {
 }
 
 #[derive(Subcommand)]
+enum ImportSource {
+    /// From another POP3 server. ACCOUNTS: one account per line, `user password [target]`
+    /// (whitespace-separated; the target Tern user defaults to the same address).
+    Pop3 {
+        /// The source server, host:port.
+        #[arg(long)]
+        server: String,
+        /// TLS from the first byte (POP3S), the server's certificate checked against --ca-file.
+        #[arg(long, requires = "ca_file")]
+        tls: bool,
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// The accounts file.
+        accounts: PathBuf,
+    },
+    /// From Maildir folders on the server's machine, with Dovecot's dovecot-uidlist.
+    /// ACCOUNTS: one per line, `maildir-path target-user`.
+    Maildir { accounts: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum QueueAction {
     /// One line per queued mail: id, next attempt, attempts, sender, recipients, last error.
     List {
@@ -333,6 +362,7 @@ fn main() -> anyhow::Result<()> {
         Command::Domain { action, admin } => domain(action, &admin),
         Command::User { action, admin } => user(action, &admin),
         Command::Queue { action, admin } => queue(action, &admin),
+        Command::Import { source, admin } => import(source, &admin),
         Command::Alias { action, admin } => rewrite(RewriteKind::Alias, action, &admin),
         Command::Forward { action, admin } => rewrite(RewriteKind::Forward, action, &admin),
         Command::Group { action, admin } => rewrite(RewriteKind::Group, action, &admin),
@@ -725,6 +755,118 @@ fn rewrite(kind: RewriteKind, action: RewriteAction, base: &AdminArgs) -> anyhow
                 println!("{l}");
             }
         }
+    }
+    Ok(())
+}
+
+/// Submits an import and follows it with a progress bar until it ends; prints a summary.
+fn import(source: ImportSource, base: &AdminArgs) -> anyhow::Result<()> {
+    let read_lines = |path: &std::path::Path| -> anyhow::Result<Vec<Vec<String>>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect())
+    };
+    let request = match source {
+        ImportSource::Pop3 {
+            server,
+            tls,
+            ca_file,
+            accounts,
+        } => {
+            let mut list = Vec::new();
+            for (i, f) in read_lines(&accounts)?.into_iter().enumerate() {
+                match f.as_slice() {
+                    [user, password] => {
+                        list.push(serde_json::json!({"user": user, "password": password}))
+                    }
+                    [user, password, target] => list.push(
+                        serde_json::json!({"user": user, "password": password, "target": target}),
+                    ),
+                    _ => bail!(
+                        "{} line {}: `user password [target]`",
+                        accounts.display(),
+                        i + 1
+                    ),
+                }
+            }
+            serde_json::json!({"source": "pop3", "server": server, "tls": tls, "ca_file": ca_file, "accounts": list})
+        }
+        ImportSource::Maildir { accounts } => {
+            let mut list = Vec::new();
+            for (i, f) in read_lines(&accounts)?.into_iter().enumerate() {
+                match f.as_slice() {
+                    [path, target] => {
+                        list.push(serde_json::json!({"path": path, "target": target}))
+                    }
+                    _ => bail!(
+                        "{} line {}: `maildir-path target-user`",
+                        accounts.display(),
+                        i + 1
+                    ),
+                }
+            }
+            serde_json::json!({"source": "maildir", "accounts": list})
+        }
+    };
+    let total = request["accounts"].as_array().map_or(0, Vec::len) as u64;
+    let body = call(base, "POST", "/imports", Some(&request.to_string()))?;
+    let task: serde_json::Value = serde_json::from_str(&body).context("unexpected answer")?;
+    let id = task["taskId"]
+        .as_str()
+        .context("no task id in the answer")?
+        .to_string();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} accounts  {msg}")
+            .context("progress bar")?,
+    );
+    let done = loop {
+        let t: serde_json::Value =
+            serde_json::from_str(&call(base, "GET", &format!("/tasks/{id}"), None)?)
+                .context("unexpected answer")?;
+        let info = &t["additionalInformation"];
+        bar.set_position(info["accountsDone"].as_u64().unwrap_or(0));
+        bar.set_message(format!(
+            "{} messages copied, {} already there",
+            info["messagesImported"], info["messagesSkipped"]
+        ));
+        if matches!(
+            t["status"].as_str(),
+            Some("completed" | "failed" | "canceled")
+        ) {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    bar.finish_and_clear();
+    let info = &done["additionalInformation"];
+    println!(
+        "import {}: {} accounts, {} messages copied ({} octets), {} already there",
+        done["status"].as_str().unwrap_or("?"),
+        info["accountsDone"],
+        info["messagesImported"],
+        info["bytesImported"],
+        info["messagesSkipped"]
+    );
+    let failed = info["failedAccounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for f in &failed {
+        println!(
+            "failed: {} -> {}: {}",
+            f["account"].as_str().unwrap_or(""),
+            f["target"].as_str().unwrap_or(""),
+            f["error"].as_str().unwrap_or("")
+        );
+    }
+    if done["status"] != "completed" || !failed.is_empty() {
+        bail!("the import did not complete for every account");
     }
     Ok(())
 }

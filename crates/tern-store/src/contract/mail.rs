@@ -96,7 +96,10 @@ pub async fn copies_carry_their_own_header(b: &Backend) {
         assert!(back == expected, "copy of {} differs", copy.mailbox);
         let view = b.mail.pop3_view(copy.mailbox).await.unwrap();
         assert_eq!(view[0].size, expected.len() as u64);
-        assert_eq!(view[0].uidl, copy.uidl, "an imported UIDL is kept with the view entry");
+        assert_eq!(
+            view[0].uidl, copy.uidl,
+            "an imported UIDL is kept with the view entry"
+        );
         let meta = b.repair.message_meta(*id).await.unwrap().unwrap();
         assert_eq!(meta.size, expected.len() as u64);
         assert_eq!(

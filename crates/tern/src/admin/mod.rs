@@ -135,6 +135,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthcheck", get(healthcheck))
         .route("/metrics", get(metrics_route))
         .route("/messages", axum::routing::delete(expire_task))
+        .route("/imports", axum::routing::post(import_task))
         .route("/servers", axum::routing::post(servers::reload_certificate))
         .route("/servers/connectedUsers", get(servers::connected_users))
         .route(
@@ -645,6 +646,22 @@ async fn expire_task(State(s): AppState, Query(q): Query<HashMap<String, String>
                 ))
             },
         )
+        .await?;
+    Ok(task_created(id))
+}
+
+/// `POST /imports` with an [`ImportRequest`](crate::import::ImportRequest): copies mailboxes
+/// from another POP3 server or from Maildir folders, keeping their UIDLs (task `import`).
+async fn import_task(State(s): AppState, body: axum::body::Bytes) -> ApiResult {
+    let request: crate::import::ImportRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(&format!("invalid import request: {e}")))?;
+    let smtp = s.smtp.clone();
+    let initial = crate::import::initial(&request);
+    let id = s
+        .tasks
+        .submit(crate::import::TYPE, initial, move |ctx| {
+            Box::pin(crate::import::run(smtp, request, ctx))
+        })
         .await?;
     Ok(task_created(id))
 }
