@@ -611,14 +611,7 @@ async fn expire_task(State(s): AppState, Query(q): Query<HashMap<String, String>
             "invalid olderThan {given:.40}: a strictly positive duration such as 30d, 2w, 1y"
         ))
     })?;
-    let rate = match q.get("usersPerSecond") {
-        None => 1,
-        Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            bad_request(&format!(
-                "usersPerSecond must be a strictly positive integer, got {v:.40}"
-            ))
-        })?,
-    };
+    let rate = users_per_second(&q, 1)?;
     let user = match q.get("user") {
         Some(u) => {
             let name = names::normalize_user(u);
@@ -816,12 +809,28 @@ async fn list_tasks(State(s): AppState, Query(q): Query<HashMap<String, String>>
         .tasks
         .list(status, q.get("type").map(String::as_str))
         .await?;
-    let page: Vec<Value> = tasks
+    Ok(Json(page(tasks, offset, limit)).into_response())
+}
+
+/// The items of a listing from `offset`, at most `limit` of them.
+fn page<T>(items: impl IntoIterator<Item = T>, offset: usize, limit: Option<usize>) -> Vec<T> {
+    items
         .into_iter()
         .skip(offset)
         .take(limit.unwrap_or(usize::MAX))
-        .collect();
-    Ok(Json(page).into_response())
+        .collect()
+}
+
+/// A task's `usersPerSecond` (James's throttle), `default` when absent.
+fn users_per_second(q: &HashMap<String, String>, default: u32) -> Result<u32, ApiError> {
+    match q.get("usersPerSecond") {
+        None => Ok(default),
+        Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            bad_request(&format!(
+                "usersPerSecond must be a strictly positive integer, got {v:.40}"
+            ))
+        }),
+    }
 }
 
 /// `DELETE /tasks?olderThan=30day`: a task that forgets finished tasks submitted before then.

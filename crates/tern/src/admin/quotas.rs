@@ -265,14 +265,7 @@ pub(super) async fn users_task(
             )))
         }
     }
-    let rate = match q.get("usersPerSecond") {
-        None => 1000,
-        Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            bad_request(&format!(
-                "usersPerSecond must be a strictly positive integer, got {v:.40}"
-            ))
-        })?,
-    };
+    let rate = super::users_per_second(&q, 1000)?;
     let (directory, quotas, mail) = (s.directory.clone(), s.quotas.clone(), s.mail.clone());
     let id = s
         .tasks

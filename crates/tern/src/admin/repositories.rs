@@ -151,16 +151,14 @@ pub(super) async fn mail_keys(
     let offset = number(&q, "offset", 0)?.unwrap_or(0);
     let filter = Filter::parse(&q)?;
     existing(&s, &name).await?;
-    let keys: Vec<String> =
+    let keys =
         s.0.repositories
             .repository_mails(&name)
             .await?
             .into_iter()
             .filter(|m| filter.matches(m))
-            .skip(offset as usize)
-            .take(limit.unwrap_or(u64::MAX) as usize)
-            .map(|m| m.key)
-            .collect();
+            .map(|m| m.key);
+    let keys = super::page(keys, offset as usize, limit.map(|l| l as usize));
     Ok(Json(keys).into_response())
 }
 

@@ -96,12 +96,7 @@ fn listing(mut channels: Vec<Value>, q: &HashMap<String, String>) -> ApiResult {
             }
         });
     }
-    let page: Vec<Value> = channels
-        .into_iter()
-        .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
-        .collect();
-    Ok(Json(page).into_response())
+    Ok(Json(super::page(channels, offset, limit)).into_response())
 }
 
 pub(super) async fn all_channels(
