@@ -136,4 +136,60 @@ fn counters_follow_the_conversations(b: Backend) {
     assert!(get(&scrape(&s), "tern_tasks{status=\"completed\"}") >= 1.0);
 }
 
+/// Every metric the Grafana dashboard in docs/ plots exists in a scrape.
+#[test]
+fn the_dashboard_plots_metrics_that_exist() {
+    let s = TestServer::start(Backend::Embedded);
+    s.user("alice");
+    s.deliver(&["alice@example.com"], &message("one", "x\r\n"));
+    let mut p = s.login("alice");
+    p.retr(1);
+    p.quit();
+    let scraped: std::collections::HashSet<String> = scrape(&s)
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_string())
+        .collect();
+    let dashboard = include_str!("../../../docs/grafana-dashboard.json");
+    let mut plotted: Vec<&str> = dashboard
+        .match_indices("tern_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|name| *name != "tern_" && !name.starts_with("tern_overview"))
+        .collect();
+    plotted.sort();
+    plotted.dedup();
+    assert!(plotted.len() >= 10, "{plotted:?}");
+    for name in plotted {
+        // Counters that saw no event yet (errors, remote deliveries) have no sample: their
+        // `# TYPE` line is enough.
+        let declared = dashboard_declared(&s, name);
+        assert!(
+            scraped.contains(name) || declared,
+            "the dashboard plots {name}, which Tern does not export"
+        );
+    }
+}
+
+/// Whether the exposition declares a metric family for `name` (`# TYPE` line), samples or not.
+fn dashboard_declared(s: &TestServer, name: &str) -> bool {
+    let out = std::process::Command::new("curl")
+        .arg("-sf")
+        .arg(format!("{}/metrics", s.admin_url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let family = name
+        .trim_end_matches("_total")
+        .trim_end_matches("_bucket")
+        .trim_end_matches("_count")
+        .trim_end_matches("_sum");
+    text.lines()
+        .any(|l| l.starts_with(&format!("# TYPE {family} ")))
+}
+
 on_both_backends!(counters_follow_the_conversations);
