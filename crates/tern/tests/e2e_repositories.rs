@@ -397,7 +397,48 @@ fn an_undeliverable_bounce_is_kept(b: Backend) {
     assert!(raw.body.contains("report"), "{}", raw.body);
 }
 
+/// Two group members without a user: each gets a kept copy of its own, whole, and both stay
+/// readable once the one delivered copy is deleted (they never depended on it).
+fn every_kept_copy_has_the_whole_message(b: Backend) {
+    let s = TestServer::start(b);
+    s.user("alice");
+    for member in ["alice", "x1", "x2"] {
+        let path = format!("/address/groups/team@example.com/{member}@example.com");
+        assert_eq!(status(&s, "PUT", &path), 204);
+    }
+    let body = message("for the team", &"a line of the agenda\r\n".repeat(20_000));
+    s.deliver(&["team@example.com"], &body);
+    let keys = keys_when(&s, ADDRESS_ERROR, 2);
+    let mut alice = s.login("alice");
+    assert!(alice.cmd("DELE 1").starts_with("+OK"));
+    alice.quit();
+    assert_eq!(s.login("alice").stat().0, 0);
+    let mut targets = Vec::new();
+    for key in &keys {
+        let raw = std::process::Command::new("curl")
+            .args(["-sf", "-H", "Accept: message/rfc822"])
+            .arg(format!(
+                "{}/mailRepositories/{ADDRESS_ERROR}/mails/{key}",
+                s.admin_url
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            raw.status.success() && raw.stdout.ends_with(&body),
+            "kept copy {key} is whole"
+        );
+        let details = get_json(
+            &s,
+            &format!("/mailRepositories/{ADDRESS_ERROR}/mails/{key}"),
+        );
+        targets.push(details["recipients"][0].as_str().unwrap().to_string());
+    }
+    targets.sort();
+    assert_eq!(targets, ["x1@example.com", "x2@example.com"]);
+}
+
 on_both_backends!(
+    every_kept_copy_has_the_whole_message,
     kept_mail_is_listed_read_moved_reprocessed_and_deleted,
     an_undeliverable_bounce_is_kept,
 );

@@ -145,6 +145,10 @@ struct Incoming {
     writer: Option<Box<dyn BodyWriter>>,
     /// The copy for the outbound queue (a separate body: its life follows the queue entry).
     queued: Option<Box<dyn BodyWriter>>,
+    /// The copy for a mail repository, when a target is already known to need one (a group
+    /// member without a user): written as the message arrives, so it never depends on
+    /// another copy still being there.
+    kept: Option<Box<dyn BodyWriter>>,
     /// The envelope sender, for the queue.
     reverse_path: String,
     /// DSN parameters (RFC 3461) of the transaction and of each remote recipient.
@@ -179,6 +183,7 @@ impl Incoming {
         Self {
             writer: None,
             queued: None,
+            kept: None,
             reverse_path: String::new(),
             dsn: DsnMail::default(),
             remote_dsn: Vec::new(),
@@ -229,7 +234,7 @@ impl Incoming {
                 _ => c.held = None,
             }
         }
-        for slot in [&mut self.writer, &mut self.queued] {
+        for slot in [&mut self.writer, &mut self.queued, &mut self.kept] {
             if let Some(w) = slot.as_mut() {
                 if let Err(e) = w.write(data).await {
                     tracing::error!(%peer, error = %e, "cannot write message body");
@@ -247,7 +252,7 @@ impl Incoming {
         if let Some(c) = self.checking.take() {
             c.spf.abort();
         }
-        for w in [self.writer.take(), self.queued.take()]
+        for w in [self.writer.take(), self.queued.take(), self.kept.take()]
             .into_iter()
             .flatten()
         {
@@ -775,13 +780,17 @@ async fn open_writers(
 ) -> bool {
     let local = targets.iter().any(|t| matches!(t, Recipient::Local { .. }));
     let remote = targets.iter().any(|t| matches!(t, Recipient::Remote(_)));
-    for (wanted, queued) in [(local, false), (remote, true)] {
+    let kept = targets.iter().any(|t| matches!(t, Recipient::Kept(_)));
+    for (wanted, which) in [(local, 0), (remote, 1), (kept, 2)] {
         if !wanted {
             continue;
         }
         match svc.mail.begin_body().await {
-            Ok(w) if queued => incoming.queued = Some(w),
-            Ok(w) => incoming.writer = Some(w),
+            Ok(w) => match which {
+                0 => incoming.writer = Some(w),
+                1 => incoming.queued = Some(w),
+                _ => incoming.kept = Some(w),
+            },
             Err(e) => {
                 tracing::error!(%peer, error = %e, "cannot start a message body");
                 incoming.abort().await;
@@ -972,18 +981,24 @@ async fn store_message(
         return outcomes.into_iter().flatten().collect();
     }
     let (writer, queued) = (incoming.writer.take(), incoming.queued.take());
+    let kept_writer = incoming.kept.take();
     let staged_local = match finish_body(writer, peer).await {
         Ok(s) => s,
         Err(()) => {
-            if let Some(w) = queued {
+            for w in [queued, kept_writer].into_iter().flatten() {
                 w.abort().await;
             }
             return vec![StoreOutcome::Failed; n];
         }
     };
     let Ok(staged_queued) = finish_body(queued, peer).await else {
+        if let Some(w) = kept_writer {
+            w.abort().await;
+        }
         return vec![StoreOutcome::Failed; n];
     };
+    // A kept copy that cannot be made durable falls back to reading a stored copy back.
+    let staged_kept = finish_body(kept_writer, peer).await.ok().flatten();
     // With its size known, the message must fit every local recipient's quota (checked
     // before anything is stored: a refusal leaves nothing behind).
     let mut over = std::collections::HashSet::new();
@@ -1075,9 +1090,15 @@ async fn store_message(
         peer,
     )
     .await;
-    if let Some(source) = source.filter(|_| !kept.is_empty()) {
+    if !kept.is_empty() && matches!(outcome, StoreOutcome::Stored { .. }) {
         let (sender, helo) = (incoming.reverse_path.clone(), incoming.helo.clone());
-        keep_copies(svc, (&sender, &helo), source, kept, peer).await;
+        let source = match staged_kept {
+            Some(staged) => Some(KeepSource::Staged(staged)),
+            None => source,
+        };
+        if let Some(source) = source {
+            keep_copies(svc, (&sender, &helo), source, kept, peer).await;
+        }
     }
     outcomes
         .into_iter()
@@ -1095,8 +1116,13 @@ struct Copies {
     forwarders: Vec<String>,
 }
 
-/// A stored copy a repository's copy is read back from.
+/// Where a repository's copy comes from.
 enum KeepSource {
+    /// Its own body, written while the message arrived: the first kept copy takes it, the
+    /// others are read back from that first one (the repository's own, so always there).
+    Staged(StagedBody),
+    /// Read back from a stored copy.
+    Repository(tern_store::RepositoryMail),
     /// A local copy: its own header (`skip` octets) is left out.
     Local {
         mailbox: MailboxId,
@@ -1106,11 +1132,11 @@ enum KeepSource {
     Queued(tern_store::QueuedMail),
 }
 
-/// Keeps a copy of the stored message in a repository for each of `kept`. Read back from a
-/// stored copy, as the body was written once per destination while it arrived: should that
-/// copy be gone already (its owner deleted it, or its remote delivery finished, within
-/// moments), the kept copy is lost, which is logged. These copies are diagnostics for the
-/// operator (the recipient's mailbox could never take them), not anybody's mail.
+/// Keeps a copy of the stored message in a repository for each of `kept`. A target known to
+/// need one at RCPT (no such user, mailbox full) had its own body written during DATA; a loop
+/// seen only in the header is read back from a stored copy, and should that copy be gone
+/// already (its owner deleted it, or its remote delivery finished, within moments), the kept
+/// copy is lost, which is logged: the looping recipient had the message before.
 async fn keep_copies(
     svc: &SmtpContext,
     (sender, helo): (&str, &str),
@@ -1118,15 +1144,11 @@ async fn keep_copies(
     kept: Vec<KeptCopy>,
     peer: SocketAddr,
 ) {
+    let (mut staged, mut source) = match source {
+        KeepSource::Staged(s) => (Some(s), None),
+        other => (None, Some(other)),
+    };
     for k in kept {
-        let body = match &source {
-            KeepSource::Local { mailbox, id, .. } => svc.mail.open_body(*mailbox, *id).await,
-            KeepSource::Queued(q) => svc.queue.open_queued_body(q).await,
-        };
-        let skip = match &source {
-            KeepSource::Local { skip, .. } => *skip,
-            KeepSource::Queued(_) => 0,
-        };
         let entry = tern_store::NewRepositoryMail {
             repository: k.repository.to_string(),
             sender: sender.to_string(),
@@ -1136,17 +1158,37 @@ async fn keep_copies(
             remote_host: helo.to_string(),
             remote_addr: peer.ip().to_canonical().to_string(),
         };
-        let result = match body {
-            Ok(Some(body)) => {
-                crate::repository::keep(&*svc.mail, &*svc.repositories, b"", body, skip, entry)
-                    .await
+        let result = match (staged.take(), &source) {
+            (Some(body), _) => svc.repositories.store_in_repository(body, entry).await,
+            (None, Some(from)) => {
+                let (body, skip) = match from {
+                    KeepSource::Local { mailbox, id, skip } => {
+                        (svc.mail.open_body(*mailbox, *id).await, *skip)
+                    }
+                    KeepSource::Queued(q) => (svc.queue.open_queued_body(q).await, 0),
+                    KeepSource::Repository(m) => {
+                        (svc.repositories.open_repository_body(m).await, 0)
+                    }
+                    KeepSource::Staged(_) => (Ok(None), 0),
+                };
+                match body {
+                    Ok(Some(body)) => {
+                        let (mail, repositories) = (&*svc.mail, &*svc.repositories);
+                        crate::repository::keep(mail, repositories, b"", body, skip, entry).await
+                    }
+                    Ok(None) => Err(tern_store::StoreError::invalid("the stored copy is gone")),
+                    Err(e) => Err(e),
+                }
             }
-            Ok(None) => Err(tern_store::StoreError::invalid("the stored copy is gone")),
-            Err(e) => Err(e),
+            (None, None) => return,
         };
         match result {
             Ok(m) => {
-                tracing::warn!(%peer, repository = m.repository, key = m.key, target = %Escaped(&k.target), error = %Escaped(&k.error), "copy kept in a mail repository")
+                tracing::warn!(%peer, repository = m.repository, key = m.key, target = %Escaped(&k.target), error = %Escaped(&k.error), "copy kept in a mail repository");
+                // Further copies are read back from the repository's own.
+                if source.is_none() {
+                    source = Some(KeepSource::Repository(m));
+                }
             }
             Err(e) => {
                 tracing::error!(%peer, target = %Escaped(&k.target), error = %e, "could not keep a copy in a mail repository")
