@@ -457,6 +457,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     return_large_allocations_to_the_system();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Registered before anything is announced, so that a stop requested the moment the
+        // server says it is ready is a graceful stop, not the signal's default death.
+        let stop = stop_signal()?;
         let server = tern::server::Server::start(config).await?;
         // Under systemd (Type=notify): ready once every listener is bound. Elsewhere there is
         // no NOTIFY_SOCKET and this does nothing.
@@ -465,7 +468,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         server
             .run_until(async {
-                stop_signal().await;
+                stop.await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             })
             .await;
@@ -486,25 +489,26 @@ fn return_large_allocations_to_the_system() {
     }
 }
 
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM, listened for from now on.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => ctrl_c.await,
-        }
+        })
     }
     #[cfg(not(unix))]
-    ctrl_c.await;
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
 
 fn bench(action: BenchAction) -> anyhow::Result<()> {
