@@ -54,8 +54,27 @@ pub struct RemoteLabels {
     pub outcome: &'static str,
 }
 
+const MESSAGE_OUTCOMES: [&str; 6] = ["stored", "queued", "quota", "loop", "dmarc", "failed"];
+const STORE_OPERATIONS: [&str; 6] = [
+    "deliver",
+    "enqueue",
+    "get_user",
+    "pop3_listing",
+    "open_body",
+    "delete_messages",
+];
+const BACKENDS: [&str; 2] = ["embedded", "cassandra"];
+
+/// Handles on the metrics of fixed label sets (see [`Metrics::handles`]).
+struct Handles {
+    replies: [Counter; 4],
+    messages: [Counter; 6],
+    store: [[(Histogram, Counter); 2]; 6],
+}
+
 /// Every event metric of the process.
 pub struct Metrics {
+    handles: OnceLock<Handles>,
     registry: Registry,
     pub connections: Family<ProtocolLabels, Counter>,
     pub sessions: Family<ProtocolLabels, Gauge>,
@@ -76,6 +95,7 @@ fn store_histogram() -> Histogram {
 impl Metrics {
     fn new() -> Self {
         let m = Self {
+            handles: OnceLock::new(),
             registry: Registry::with_prefix("tern"),
             connections: Family::default(),
             sessions: Family::default(),
@@ -144,18 +164,21 @@ impl Metrics {
     }
 
     pub fn message(&self, outcome: &'static str) {
-        self.messages
-            .get_or_create(&MessageLabels { outcome })
-            .inc();
+        match MESSAGE_OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.handles().messages[i].inc(),
+            None => self
+                .messages
+                .get_or_create(&MessageLabels { outcome })
+                .inc(),
+        };
     }
 
     /// Counts SMTP replies by class, from counts indexed by the code's first digit.
     pub fn smtp_replies(&self, by_first_digit: &[u64; 6]) {
-        for (digit, class) in [(2, "2xx"), (3, "3xx"), (4, "4xx"), (5, "5xx")] {
-            if by_first_digit[digit] > 0 {
-                self.smtp_replies
-                    .get_or_create(&ReplyLabels { class })
-                    .inc_by(by_first_digit[digit]);
+        let counters = &self.handles().replies;
+        for (counter, n) in counters.iter().zip(&by_first_digit[2..]) {
+            if *n > 0 {
+                counter.inc_by(*n);
             }
         }
     }
@@ -169,14 +192,54 @@ impl Metrics {
     ) -> Result<T, E> {
         let start = Instant::now();
         let result = op.await;
-        let labels = StoreLabels { operation, backend };
-        self.store_seconds
-            .get_or_create(&labels)
-            .observe(start.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.store_errors.get_or_create(&labels).inc();
+        let elapsed = start.elapsed().as_secs_f64();
+        let known = STORE_OPERATIONS
+            .iter()
+            .position(|o| *o == operation)
+            .zip(BACKENDS.iter().position(|b| *b == backend));
+        match known {
+            Some((o, b)) => {
+                let (seconds, errors) = &self.handles().store[o][b];
+                seconds.observe(elapsed);
+                if result.is_err() {
+                    errors.inc();
+                }
+            }
+            None => {
+                let labels = StoreLabels { operation, backend };
+                self.store_seconds.get_or_create(&labels).observe(elapsed);
+                if result.is_err() {
+                    self.store_errors.get_or_create(&labels).inc();
+                }
+            }
         }
         result
+    }
+
+    /// The metrics of the fixed label sets, looked up once: the hot paths then touch atomics
+    /// only, no label hashing or family lock.
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| Handles {
+            replies: ["2xx", "3xx", "4xx", "5xx"].map(|class| {
+                self.smtp_replies
+                    .get_or_create(&ReplyLabels { class })
+                    .clone()
+            }),
+            messages: MESSAGE_OUTCOMES.map(|outcome| {
+                self.messages
+                    .get_or_create(&MessageLabels { outcome })
+                    .clone()
+            }),
+            store: STORE_OPERATIONS.map(|operation| {
+                BACKENDS.map(|backend| {
+                    let labels = StoreLabels { operation, backend };
+                    (
+                        self.store_seconds.get_or_create(&labels).clone(),
+                        self.store_errors.get_or_create(&labels).clone(),
+                    )
+                })
+            }),
+        })
     }
 
     /// The event metrics in the text format, without the final `# EOF`.
