@@ -294,7 +294,8 @@ enum DkimAction {
 #[derive(Subcommand)]
 enum ImportSource {
     /// From another POP3 server. ACCOUNTS: one account per line, `user password [target]`
-    /// (whitespace-separated; the target Tern user defaults to the same address).
+    /// (whitespace-separated; the target Tern user defaults to the same address), or, with
+    /// --master-user, `user [target]`.
     Pop3 {
         /// The source server, host:port.
         #[arg(long)]
@@ -304,6 +305,13 @@ enum ImportSource {
         tls: bool,
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// A master user of the source server (Dovecot's), who opens every account; its
+        /// password is read from TERN_IMPORT_MASTER_PASSWORD.
+        #[arg(long)]
+        master_user: Option<String>,
+        /// What the source puts between the account and the master user's name.
+        #[arg(long, default_value = "*")]
+        master_separator: String,
         /// The accounts file.
         accounts: PathBuf,
     },
@@ -780,25 +788,43 @@ fn import(source: ImportSource, base: &AdminArgs) -> anyhow::Result<()> {
             server,
             tls,
             ca_file,
+            master_user,
+            master_separator,
             accounts,
         } => {
+            let master = match master_user {
+                Some(user) => {
+                    let password = std::env::var("TERN_IMPORT_MASTER_PASSWORD")
+                        .context("--master-user needs TERN_IMPORT_MASTER_PASSWORD")?;
+                    serde_json::json!({"user": user, "password": password, "separator": master_separator})
+                }
+                None => serde_json::Value::Null,
+            };
             let mut list = Vec::new();
             for (i, f) in read_lines(&accounts)?.into_iter().enumerate() {
-                match f.as_slice() {
-                    [user, password] => {
-                        list.push(serde_json::json!({"user": user, "password": password}))
+                let account = match (f.as_slice(), master.is_null()) {
+                    ([user, password], true) => {
+                        serde_json::json!({"user": user, "password": password})
                     }
-                    [user, password, target] => list.push(
-                        serde_json::json!({"user": user, "password": password, "target": target}),
-                    ),
-                    _ => bail!(
-                        "{} line {}: `user password [target]`",
+                    ([user, password, target], true) => {
+                        serde_json::json!({"user": user, "password": password, "target": target})
+                    }
+                    ([user], false) => serde_json::json!({ "user": user }),
+                    ([user, target], false) => serde_json::json!({"user": user, "target": target}),
+                    (_, with_passwords) => bail!(
+                        "{} line {}: {}",
                         accounts.display(),
-                        i + 1
+                        i + 1,
+                        if with_passwords {
+                            "`user password [target]`"
+                        } else {
+                            "`user [target]` (the master user opens it)"
+                        }
                     ),
-                }
+                };
+                list.push(account);
             }
-            serde_json::json!({"source": "pop3", "server": server, "tls": tls, "ca_file": ca_file, "accounts": list})
+            serde_json::json!({"source": "pop3", "server": server, "tls": tls, "ca_file": ca_file, "master": master, "accounts": list})
         }
         ImportSource::Maildir { accounts } => {
             let mut list = Vec::new();

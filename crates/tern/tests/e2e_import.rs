@@ -33,9 +33,13 @@ fn seen(mut c: Pop3Client) -> Vec<(String, u64, Vec<u8>)> {
 }
 
 fn dovecot_session(d: &Dovecot, user: &str) -> Pop3Client {
+    dovecot_session_as(d, user, "old-secret")
+}
+
+fn dovecot_session_as(d: &Dovecot, user: &str, password: &str) -> Pop3Client {
     let mut c = Pop3Client::connect(d.addr);
     assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
-    let r = c.cmd("PASS old-secret");
+    let r = c.cmd(&format!("PASS {password}"));
     assert!(r.starts_with("+OK"), "{r}: {}", d.log());
     c
 }
@@ -52,12 +56,17 @@ fn run_cli(s: &TestServer, args: &[&str]) -> String {
 }
 
 fn mailboxes_move_from_dovecot_keeping_uidls(b: Backend) {
-    let d = Dovecot::start(&[
-        ("alice@example.com", "old-secret"),
-        ("bob@example.com", "old-secret"),
-    ]);
+    let d = Dovecot::start_with_master(
+        &[
+            ("alice@example.com", "old-secret"),
+            ("bob@example.com", "old-secret"),
+            ("carol@example.com", "carols-own"),
+        ],
+        Some(("migrator", "master-secret")),
+    );
     d.add_messages("alice@example.com", &ALICE);
     d.add_messages("bob@example.com", &BOB);
+    d.add_messages("carol@example.com", &BOB[..1]);
     // Clients have used the old server: Dovecot numbered the messages (dovecot-uidlist).
     let alice_before = seen(dovecot_session(&d, "alice@example.com"));
     let bob_before = seen(dovecot_session(&d, "bob@example.com"));
@@ -120,6 +129,33 @@ fn mailboxes_move_from_dovecot_keeping_uidls(b: Backend) {
         bob_before,
         "Tern shows bob what Dovecot showed"
     );
+
+    // A master user opens an account whose password the operator does not know.
+    s.user("carol");
+    let carol_before = seen(dovecot_session_as(&d, "carol@example.com", "carols-own"));
+    let master_accounts = dir.path().join("master.txt");
+    std::fs::write(&master_accounts, "carol@example.com\n").unwrap();
+    let out = std::process::Command::new(common::process::TERN)
+        .args([
+            "import",
+            "pop3",
+            "--server",
+            &server,
+            "--master-user",
+            "migrator",
+        ])
+        .arg(&master_accounts)
+        .env("TERN_ADMIN_URL", &s.admin_url)
+        .env("TERN_IMPORT_MASTER_PASSWORD", "master-secret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 messages copied"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(seen(s.login("carol")), carol_before);
 
     // A wrong password is reported per account, and the command fails.
     std::fs::write(&pop3_accounts, "bob@example.com wrong\n").unwrap();

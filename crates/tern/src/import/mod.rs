@@ -33,6 +33,10 @@ pub enum ImportRequest {
         tls: bool,
         #[serde(default)]
         ca_file: Option<PathBuf>,
+        /// A master user of the source (Dovecot's): each account is then opened as
+        /// `user<separator>master` with the master's password, and needs none of its own.
+        #[serde(default)]
+        master: Option<MasterUser>,
         accounts: Vec<Pop3Account>,
     },
     /// Maildir folders on this machine.
@@ -41,9 +45,26 @@ pub enum ImportRequest {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Pop3Account {
+pub struct MasterUser {
     pub user: String,
     pub password: String,
+    /// Between the account and the master user's name (Dovecot's
+    /// `auth_master_user_separator`, commonly `*`).
+    #[serde(default = "default_separator")]
+    pub separator: String,
+}
+
+fn default_separator() -> String {
+    "*".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3Account {
+    pub user: String,
+    /// The account's own password; none when a master user opens it.
+    #[serde(default)]
+    pub password: Option<String>,
     /// The Tern user it goes to; the same address when absent.
     #[serde(default)]
     pub target: Option<String>,
@@ -156,10 +177,30 @@ pub async fn run(
                 server,
                 tls,
                 ca_file,
+                master,
                 accounts,
-            } => pop3::Pop3Mailbox::open(server, *tls, ca_file.as_deref(), &accounts[i])
-                .await
-                .map(|m| Box::new(m) as Box<dyn SourceMailbox>),
+            } => {
+                let a = &accounts[i];
+                let login = match (master, &a.password) {
+                    (Some(m), _) => Ok((
+                        format!("{}{}{}", a.user, m.separator, m.user),
+                        m.password.clone(),
+                    )),
+                    (None, Some(p)) => Ok((a.user.clone(), p.clone())),
+                    (None, None) => Err(anyhow::anyhow!(
+                        "no password for {} and no master user",
+                        a.user
+                    )),
+                };
+                match login {
+                    Ok((user, password)) => {
+                        pop3::Pop3Mailbox::open(server, *tls, ca_file.as_deref(), &user, &password)
+                            .await
+                            .map(|m| Box::new(m) as Box<dyn SourceMailbox>)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             ImportRequest::Maildir { accounts } => maildir::MaildirMailbox::open(&accounts[i].path)
                 .map(|m| Box::new(m) as Box<dyn SourceMailbox>),
         };

@@ -27,7 +27,8 @@ impl Pop3Mailbox {
         server: &str,
         tls: bool,
         ca_file: Option<&Path>,
-        account: &super::Pop3Account,
+        user: &str,
+        password: &str,
     ) -> anyhow::Result<Self> {
         let tcp = tokio::time::timeout(READ_TIMEOUT, tokio::net::TcpStream::connect(server))
             .await
@@ -52,10 +53,10 @@ impl Pop3Mailbox {
             stream: BufReader::new(stream),
         };
         m.status().await.context("greeting")?;
-        m.command(&format!("USER {}", account.user)).await?;
-        m.command(&format!("PASS {}", account.password))
+        m.command(&format!("USER {user}")).await?;
+        m.command(&format!("PASS {password}"))
             .await
-            .map_err(|e| anyhow!("login of {} refused: {e}", account.user))?;
+            .map_err(|e| anyhow!("login of {user} refused: {e}"))?;
         Ok(m)
     }
 

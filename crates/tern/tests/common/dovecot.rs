@@ -16,6 +16,12 @@ pub struct Dovecot {
 impl Dovecot {
     /// Starts Dovecot for `users` (address, password).
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Self::start_with_master(users, None)
+    }
+
+    /// The same, with a master user (name, password) who may open any account as
+    /// `account*master`.
+    pub fn start_with_master(users: &[(&str, &str)], master: Option<(&str, &str)>) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -28,6 +34,20 @@ impl Dovecot {
             .map(|(u, p)| format!("{u}:{{PLAIN}}{p}::::::\n"))
             .collect();
         std::fs::write(root.join("passwd"), passwd).unwrap();
+        let master_passdb = match master {
+            Some((name, password)) => {
+                std::fs::write(
+                    root.join("master-passwd"),
+                    format!("{name}:{{PLAIN}}{password}\n"),
+                )
+                .unwrap();
+                format!(
+                    "auth_master_user_separator = *\npassdb {{\n  driver = passwd-file\n  master = yes\n  args = {}/master-passwd\n}}\n",
+                    root.display()
+                )
+            }
+            None => String::new(),
+        };
         let addr = super::sink::free_port();
         let r = root.display();
         let config = root.join("dovecot.conf");
@@ -36,8 +56,8 @@ impl Dovecot {
             format!(
                 "protocols = pop3\nlisten = 127.0.0.1\nbase_dir = {r}/run\nstate_dir = {r}/state\n\
                  log_path = {r}/dovecot.log\nssl = no\ndisable_plaintext_auth = no\n\
-                 auth_mechanisms = plain login\nfirst_valid_uid = 1\n\
-                 mail_location = maildir:{r}/mail/%d/%n\n\
+                 auth_mechanisms = plain login\nauth_verbose = yes\nfirst_valid_uid = 1\n\
+                 mail_location = maildir:{r}/mail/%d/%n\n{master_passdb}\
                  passdb {{\n  driver = passwd-file\n  args = username_format=%u {r}/passwd\n}}\n\
                  userdb {{\n  driver = static\n  args = uid=mail gid=mail home={r}/mail/%d/%n\n}}\n\
                  service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {}\n  }}\n}}\n",
