@@ -35,6 +35,12 @@ pub trait Session {
     /// (a message being received) is done.
     fn shutdown(&mut self);
 
+    /// An administrator ended this session: it goes as in a stop, saying why where the
+    /// protocol lets it.
+    fn disconnect(&mut self) {
+        self.shutdown()
+    }
+
     /// The TLS handshake the session asked for completed; the same session goes on over TLS.
     fn tls_established(&mut self);
 }

@@ -77,9 +77,12 @@ pub async fn run<P: Protocol>(
     let mut stopping = false;
     let write_timeout = protocol.write_timeout();
     'connection: loop {
-        if !stopping && (*shutdown.borrow() || *kicked.borrow()) {
+        if !stopping && *shutdown.borrow() {
             stopping = true;
             session.shutdown();
+        } else if !stopping && *kicked.borrow() {
+            stopping = true;
+            session.disconnect();
         }
         while let Some(request) = session.poll() {
             channel.request();
@@ -135,7 +138,7 @@ pub async fn run<P: Protocol>(
             _ = kicked.changed(), if !stopping => {
                 tracing::info!(%peer, "session ended by an administrator");
                 stopping = true;
-                session.shutdown();
+                session.disconnect();
             }
         }
     }

@@ -120,7 +120,10 @@ fn channels_list_and_kick_sessions(b: Backend) {
         204
     );
     let rest = alice.read_to_close();
-    assert!(rest.is_empty() || rest.starts_with("-ERR"), "{rest:?}");
+    assert!(
+        rest.starts_with("-ERR [SYS/TEMP] session ended by the administrator"),
+        "{rest:?}"
+    );
     assert_eq!(
         s.login("alice").stat().0,
         1,

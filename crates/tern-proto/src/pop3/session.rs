@@ -251,6 +251,12 @@ impl Pop3Session {
         self.state = State::Closed;
     }
 
+    /// An administrator ended the session; pending deletions are not applied.
+    pub fn disconnect(&mut self) {
+        self.reply_err("[SYS/TEMP] session ended by the administrator");
+        self.state = State::Closed;
+    }
+
     /// Answer to [`Pop3Request::Authenticate`]: the login worked; `maildrop` is the snapshot the session serves.
     pub fn login_succeeded(&mut self, maildrop: Vec<MaildropEntry>) {
         let total: u64 = maildrop.iter().map(|m| m.size).sum();
@@ -702,6 +708,10 @@ impl Session for Pop3Session {
 
     fn shutdown(&mut self) {
         Pop3Session::shutdown(self)
+    }
+
+    fn disconnect(&mut self) {
+        Pop3Session::disconnect(self)
     }
 
     fn tls_established(&mut self) {
