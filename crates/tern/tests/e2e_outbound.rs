@@ -476,27 +476,22 @@ fn swaks_and_curl_submit_with_auth_to_a_remote_domain() {
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail.txt");
     std::fs::write(&mail, "Subject: via curl\r\n\r\nHi!\r\n").unwrap();
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            &format!("smtp://{submission}"),
-            "--user",
-            "alice@example.com:pw-alice",
-        ])
-        .args([
-            "--mail-from",
-            "alice@example.com",
-            "--mail-rcpt",
-            "curl@remote.test",
-            "-T",
-        ])
-        .arg(&mail)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                &format!("smtp://{submission}"),
+                "--user",
+                "alice@example.com:pw-alice",
+            ])
+            .args([
+                "--mail-from",
+                "alice@example.com",
+                "--mail-rcpt",
+                "curl@remote.test",
+                "-T",
+            ])
+            .arg(&mail),
     );
     sink.wait_for(30, "both submissions", |a| {
         let to: Vec<&String> = a.iter().flat_map(|m| &m.recipients).collect();

@@ -228,15 +228,10 @@ fn check_config_lists_every_problem_serve_would_hit() {
         }
     }
     std::fs::write(&path, "[smtp]\nmax_recipients = 5\n").unwrap();
-    let out = Command::new(TERN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(TERN)
+            .args(["check-config", "--config"])
+            .arg(&path),
     );
 }
 
@@ -529,20 +524,12 @@ fn curl_sends_over_smtp_and_fetches_over_pop3(b: Backend) {
         "curl smtp: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let list = Command::new("curl")
-        .args([
-            "-sS",
-            "-u",
-            "erin@example.com:pw",
-            &format!("pop3://{}/", p.pop3),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        list.status.success(),
-        "{}",
-        String::from_utf8_lossy(&list.stderr)
-    );
+    let list = run_ok(Command::new("curl").args([
+        "-sS",
+        "-u",
+        "erin@example.com:pw",
+        &format!("pop3://{}/", p.pop3),
+    ]));
     assert!(String::from_utf8_lossy(&list.stdout).starts_with("1 "));
     let retr = Command::new("curl")
         .args([
@@ -589,16 +576,7 @@ print("ok")
         ph = p.pop3.ip(),
         pp = p.pop3.port()
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new("python3").arg("-c").arg(script));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
@@ -633,15 +611,10 @@ fn the_packaged_unit_verifies_and_the_server_notifies_systemd() {
         verify.status.success() && said.trim().is_empty(),
         "systemd-analyze: {said}"
     );
-    let checked = Command::new(TERN)
-        .args(["check-config", "--config"])
-        .arg(root.join("packaging/tern.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
+    run_ok(
+        Command::new(TERN)
+            .args(["check-config", "--config"])
+            .arg(root.join("packaging/tern.toml")),
     );
 
     let socket_path = dir.path().join("notify");

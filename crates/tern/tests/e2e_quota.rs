@@ -175,16 +175,7 @@ fn lmtp_answers_each_recipient(b: Backend) {
         addr.ip(),
         addr.port()
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(std::process::Command::new("python3").arg("-c").arg(&script));
     assert_eq!(s.login("alice").stat().0, 2);
 }
 

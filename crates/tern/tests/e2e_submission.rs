@@ -185,27 +185,22 @@ fn curl_submits_with_auth_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail.txt");
     std::fs::write(&mail, "Subject: via curl\r\n\r\nHi Bob!\r\n").unwrap();
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            &format!("smtp://{addr}"),
-            "--user",
-            "alice@example.com:pw-alice",
-        ])
-        .args([
-            "--mail-from",
-            "alice@example.com",
-            "--mail-rcpt",
-            "bob@example.com",
-            "-T",
-        ])
-        .arg(&mail)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                &format!("smtp://{addr}"),
+                "--user",
+                "alice@example.com:pw-alice",
+            ])
+            .args([
+                "--mail-from",
+                "alice@example.com",
+                "--mail-rcpt",
+                "bob@example.com",
+                "-T",
+            ])
+            .arg(&mail),
     );
     let m = String::from_utf8(s.login("bob").retr(1)).unwrap();
     assert!(m.contains("Hi Bob!") && m.contains("with ESMTPA"), "{m}");

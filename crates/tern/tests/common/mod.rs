@@ -535,6 +535,18 @@ impl Pop3Client {
     }
 }
 
+/// Runs an external tool (curl, swaks, python3, the tern CLI), asserts that it succeeded, with
+/// its stderr in the failure message, and returns what it printed.
+pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().expect("the tool runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn b64(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
