@@ -7,6 +7,7 @@
 //! - [`MailStore`]: message bodies, message metadata and the per-mailbox POP3 view
 //!   (mailbox -> message id, size) that answers STAT/LIST/UIDL without touching bodies.
 
+pub mod blob_store;
 pub mod cassandra;
 pub mod contract;
 pub mod embedded;

@@ -3,8 +3,14 @@
 //! written by the delivery itself, in the same statement as its size and references; a larger
 //! one has its chunks written as it arrives and is completed (size, chunk count, references) by
 //! the delivery. A body without `chunk_count` is incomplete and is never read.
+//!
+//! With an object store configured (`Connected::objects`), a body larger than one chunk goes
+//! there instead, under its id, and its partition keeps the size, the references and a
+//! `chunk_count` of 0, which means "in the object store" (a chunked body has at least one).
+//! The in-flight marker protects the object while it is uploaded, as it protects chunks.
 
 use super::Connected;
+use crate::blob_store::BlobUpload;
 use crate::{
     BlobId, BodyReader, BodyWriter, InFlight, Result, StagedBody, StagedPayload, StoreError,
 };
@@ -39,11 +45,41 @@ pub(crate) async fn commit(
             )
             .await?;
         }
+        StagedPayload::Stored if c.objects.is_some() => {
+            c.exec(&c.st.insert_object_blob, (blob, size as i64, refs))
+                .await?;
+        }
         StagedPayload::Stored => {
             let chunks = chunk_count(size, c.chunk_size);
             c.exec(&c.st.complete_blob, (size as i64, chunks, refs, blob))
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Removes a body once its last reference is gone (the caller just removed one): its partition,
+/// then its object if it has one. A failure leaves an unreferenced body, which the collector
+/// removes later.
+pub(crate) async fn release(c: &Connected, blob: Uuid) -> Result<()> {
+    let row = c
+        .first_row::<(Option<Vec<scylla::value::CqlTimeuuid>>, Option<i32>)>(
+            &c.st.select_blob_refs,
+            (blob,),
+        )
+        .await?;
+    let (refs, chunks) = row.unwrap_or((None, None));
+    if refs.is_some_and(|r| !r.is_empty()) {
+        return Ok(());
+    }
+    remove(c, blob, chunks == Some(0)).await
+}
+
+/// Removes a body's partition and, when `in_object_store`, its object.
+pub(crate) async fn remove(c: &Connected, blob: Uuid, in_object_store: bool) -> Result<()> {
+    c.exec(&c.st.delete_blob, (blob,)).await?;
+    if let (true, Some(objects)) = (in_object_store, &c.objects) {
+        objects.remove(BlobId(blob)).await?;
     }
     Ok(())
 }
@@ -62,6 +98,8 @@ pub(crate) struct CassandraBodyWriter {
     /// before the first chunk (a body of one chunk is written by the delivery itself and needs
     /// none).
     marked: Option<(Instant, MarkerGuard)>,
+    /// The body's upload to the object store, once it outgrew one chunk (with one configured).
+    upload: Option<Box<dyn BlobUpload>>,
 }
 
 /// Clears a body's in-flight marker when dropped: after the delivery has written the body's
@@ -96,6 +134,7 @@ impl CassandraBodyWriter {
             chunks_written: 0,
             size: 0,
             marked: None,
+            upload: None,
         }
     }
 
@@ -137,8 +176,22 @@ impl CassandraBodyWriter {
 impl BodyWriter for CassandraBodyWriter {
     async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.size += data.len() as u64;
+        if let Some(upload) = &mut self.upload {
+            upload.write(data).await?;
+            return self.mark_in_flight().await;
+        }
         self.buf.extend_from_slice(data);
         let chunk = self.conn.chunk_size;
+        if self.buf.len() > chunk {
+            if let Some(objects) = self.conn.objects.clone() {
+                // Marked before the upload begins, so no collector removes the object.
+                self.mark_in_flight().await?;
+                let mut upload = objects.begin(BlobId(self.blob)).await?;
+                upload.write(&std::mem::take(&mut self.buf)).await?;
+                self.upload = Some(upload);
+                return Ok(());
+            }
+        }
         // Keep up to one chunk back: if the body ends within it, the delivery writes it.
         while self.buf.len() > chunk {
             let rest = self.buf.split_off(chunk);
@@ -150,6 +203,19 @@ impl BodyWriter for CassandraBodyWriter {
 
     async fn finish(mut self: Box<Self>) -> Result<StagedBody> {
         let blob_id = BlobId(self.blob);
+        if let Some(upload) = self.upload.take() {
+            upload.finish().await?;
+            self.mark_in_flight().await?;
+            return Ok(StagedBody {
+                blob_id,
+                size: self.size,
+                payload: StagedPayload::Stored,
+                in_flight: match self.marked.take() {
+                    Some((_, guard)) => InFlight::holding(guard),
+                    None => InFlight::default(),
+                },
+            });
+        }
         if self.chunks_written == 0 {
             let data = std::mem::take(&mut self.buf);
             return Ok(StagedBody {
@@ -180,7 +246,10 @@ impl BodyWriter for CassandraBodyWriter {
         })
     }
 
-    async fn abort(self: Box<Self>) {
+    async fn abort(mut self: Box<Self>) {
+        if let Some(upload) = self.upload.take() {
+            upload.abort().await;
+        }
         if self.chunks_written > 0 {
             let c = &self.conn;
             if let Err(e) = c.exec(&c.st.delete_blob, (self.blob,)).await {
@@ -199,8 +268,18 @@ pub(crate) async fn open(conn: Arc<Connected>, blob: Uuid) -> Result<Option<Box<
             (blob,),
         )
         .await?;
-    let Some((Some(_size), Some(count), Some(first))) = head else {
-        return Ok(None);
+    let (count, first) = match head {
+        Some((Some(_size), Some(0), _)) => {
+            let Some(objects) = &conn.objects else {
+                return Err(StoreError::unavailable(format!(
+                    "body {blob} is in the object store, which this node is not configured for \
+                     ([bodies] location = \"s3\")"
+                )));
+            };
+            return objects.open(BlobId(blob)).await;
+        }
+        Some((Some(_size), Some(count), Some(first))) => (count, first),
+        _ => return Ok(None),
     };
     Ok(Some(Box::new(CassandraBodyReader {
         conn,

@@ -1,13 +1,20 @@
 //! Collection of unreferenced bodies on the cassandra store.
 
 use super::*;
+use futures_util::StreamExt;
 
 #[async_trait]
 impl BodyCollection for CassandraStore {
     fn all_bodies(&self) -> ScanStream<'_, BlobId> {
-        paged(self.clone(), |store, cursor| async move {
+        let partitions = paged(self.clone(), |store, cursor| async move {
             store.scan_bodies_page(cursor, SCAN_PAGE).await
-        })
+        });
+        // An object whose upload finished but whose partition was never written (the node
+        // stopped in between) is found only in the object store's listing.
+        match &self.inner.objects {
+            Some(objects) => partitions.chain(objects.list()).boxed(),
+            None => partitions,
+        }
     }
 
     async fn remove_body_if_unreferenced(&self, blob: BlobId) -> Result<bool> {
@@ -21,16 +28,25 @@ impl BodyCollection for CassandraStore {
         {
             return Ok(false);
         }
-        let refs = c
-            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.collector_select_refs, (blob.0,))
+        let row = c
+            .first_row::<(Option<Vec<CqlTimeuuid>>, Option<i32>)>(
+                &c.st.collector_select_refs,
+                (blob.0,),
+            )
             .await?;
-        let Some((refs,)) = refs else {
-            return Ok(false);
+        let Some((refs, chunks)) = row else {
+            // No partition and no marker: an object left by an upload whose delivery never
+            // wrote the partition (a delivery writes the partition before it clears the
+            // marker). Removing an absent object is harmless.
+            return match &c.objects {
+                Some(objects) => objects.remove(blob).await,
+                None => Ok(false),
+            };
         };
         if refs.is_some_and(|r| !r.is_empty()) {
             return Ok(false);
         }
-        c.exec(&c.st.delete_blob, (blob.0,)).await?;
+        body::remove(c, blob.0, chunks == Some(0)).await?;
         Ok(true)
     }
 }

@@ -160,12 +160,7 @@ impl CassandraStore {
         c.exec(&c.st.delete_view, (mailbox.0, t)).await?;
         if let Some(blob) = blob {
             c.exec(&c.st.remove_blob_ref, (vec![t], blob)).await?;
-            let refs = c
-                .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob,))
-                .await?;
-            if refs.and_then(|r| r.0).is_none_or(|r| r.is_empty()) {
-                c.exec(&c.st.delete_blob, (blob,)).await?;
-            }
+            body::release(c, blob).await?;
         }
         Ok(())
     }

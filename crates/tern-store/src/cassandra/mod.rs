@@ -23,6 +23,7 @@ pub mod schema;
 mod tasks;
 mod uids;
 
+use crate::blob_store::BlobStore;
 use crate::{
     paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
     MailboxId, MailboxInfo, MessageCopy, MessageId, MessageMeta, Repair, Result, ScanPage,
@@ -167,6 +168,7 @@ pub struct CassandraStore {
 
 struct Inner {
     options: CassandraOptions,
+    objects: Option<Arc<dyn BlobStore>>,
     connected: OnceCell<Arc<Connected>>,
     last_error: Mutex<String>,
     ids: IdGenerator,
@@ -180,6 +182,8 @@ pub(crate) struct Connected {
     pub(crate) st: Statements,
     pub(crate) qst: queue::QueueStatements,
     pub(crate) chunk_size: usize,
+    /// Where bodies larger than one chunk go, when not to chunk rows (see body.rs).
+    pub(crate) objects: Option<Arc<dyn BlobStore>>,
 }
 
 pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -193,6 +197,15 @@ fn corrupt(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 impl CassandraStore {
     /// Returns at once and connects in the background, retrying with backoff.
     pub fn start(options: CassandraOptions) -> Result<Self> {
+        Self::start_with_blob_store(options, None)
+    }
+
+    /// As [`CassandraStore::start`], bodies larger than one chunk in `objects` rather than in
+    /// chunk rows.
+    pub fn start_with_blob_store(
+        options: CassandraOptions,
+        objects: Option<Arc<dyn BlobStore>>,
+    ) -> Result<Self> {
         if !schema::valid_keyspace(&options.keyspace) {
             return Err(StoreError::invalid(format!(
                 "keyspace name {:?}: use lower-case letters, digits and _",
@@ -208,6 +221,7 @@ impl CassandraStore {
         let store = Self {
             inner: Arc::new(Inner {
                 options,
+                objects,
                 connected: OnceCell::new(),
                 last_error: Mutex::new(connecting),
                 ids: IdGenerator::new(),
@@ -222,7 +236,16 @@ impl CassandraStore {
 
     /// Connects now (for tests and tools); fails after `timeout`.
     pub async fn connect(options: CassandraOptions, timeout: Duration) -> Result<Self> {
-        let store = Self::start(options)?;
+        Self::connect_with_blob_store(options, None, timeout).await
+    }
+
+    /// As [`CassandraStore::connect`], with large bodies in `objects`.
+    pub async fn connect_with_blob_store(
+        options: CassandraOptions,
+        objects: Option<Arc<dyn BlobStore>>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let store = Self::start_with_blob_store(options, objects)?;
         let deadline = tokio::time::Instant::now() + timeout;
         while store.inner.connected.get().is_none() {
             if tokio::time::Instant::now() >= deadline {
@@ -251,7 +274,8 @@ impl CassandraStore {
         let mut delay = Duration::from_millis(500);
         loop {
             match connect_once(&self.inner.options).await {
-                Ok(c) => {
+                Ok(mut c) => {
+                    c.objects = self.inner.objects.clone();
                     let _ = self.inner.connected.set(Arc::new(c));
                     tracing::info!(keyspace = %self.inner.options.keyspace, "connected to Cassandra");
                     return;
@@ -350,6 +374,7 @@ async fn connect_once(o: &CassandraOptions) -> Result<Connected> {
         st,
         qst,
         chunk_size: o.chunk_size,
+        objects: None,
     })
 }
 
@@ -453,6 +478,7 @@ pub(crate) struct Statements {
     remove_blob_ref: PreparedStatement,
     select_blob_refs: PreparedStatement,
     pub(crate) delete_blob: PreparedStatement,
+    pub(crate) insert_object_blob: PreparedStatement,
     insert_message: PreparedStatement,
     insert_message_with_header: PreparedStatement,
     select_message: PreparedStatement,
@@ -551,7 +577,7 @@ impl Statements {
             ))
             .await?,
             collector_select_refs: read_all(format!(
-                "SELECT refs FROM {ks}.blobs WHERE blob_id = ? LIMIT 1"
+                "SELECT refs, chunk_count FROM {ks}.blobs WHERE blob_id = ? LIMIT 1"
             ))
             .await?,
             insert_domain: write(format!("INSERT INTO {ks}.domains (domain) VALUES (?)")).await?,
@@ -570,6 +596,11 @@ impl Statements {
                 "INSERT INTO {ks}.blobs (blob_id, chunk, data, size, chunk_count, refs) VALUES (?, 0, ?, ?, 1, ?)"
             ))
             .await?,
+            // A body in the object store: its head row without data, chunk count 0 (body.rs).
+            insert_object_blob: write(format!(
+                "INSERT INTO {ks}.blobs (blob_id, chunk, size, chunk_count, refs) VALUES (?, 0, ?, 0, ?)"
+            ))
+            .await?,
             complete_blob: write(format!(
                 "UPDATE {ks}.blobs SET size = ?, chunk_count = ?, refs = ? WHERE blob_id = ?"
             ))
@@ -580,7 +611,7 @@ impl Statements {
             .await?,
             select_chunk: read(format!("SELECT data FROM {ks}.blobs WHERE blob_id = ? AND chunk = ?")).await?,
             remove_blob_ref: write(format!("UPDATE {ks}.blobs SET refs = refs - ? WHERE blob_id = ?")).await?,
-            select_blob_refs: read(format!("SELECT refs FROM {ks}.blobs WHERE blob_id = ? LIMIT 1")).await?,
+            select_blob_refs: read(format!("SELECT refs, chunk_count FROM {ks}.blobs WHERE blob_id = ? LIMIT 1")).await?,
             delete_blob: write(format!("DELETE FROM {ks}.blobs WHERE blob_id = ?")).await?,
             insert_message: write(format!(
                 "INSERT INTO {ks}.messages (message_id, mailbox_id, blob_id, size) VALUES (?, ?, ?, ?)"
@@ -758,6 +789,10 @@ mod tests {
     /// 127.0.0.1:9042). Fails loudly if Cassandra is not there: these tests are `#[ignore]`d in a
     /// plain `cargo test` and run by `scripts/test`, which starts Cassandra.
     pub(crate) async fn test_store() -> CassandraStore {
+        test_store_with_objects(None).await
+    }
+
+    async fn test_store_with_objects(objects: Option<Arc<dyn BlobStore>>) -> CassandraStore {
         let contact =
             std::env::var("TERN_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
         let keyspace = format!("t{}", Uuid::new_v4().simple());
@@ -766,7 +801,7 @@ mod tests {
             keyspace,
             ..Default::default()
         };
-        CassandraStore::connect(options, Duration::from_secs(60))
+        CassandraStore::connect_with_blob_store(options, objects, Duration::from_secs(60))
             .await
             .expect("test Cassandra is reachable")
     }
@@ -797,6 +832,22 @@ mod tests {
             (crate::contract::Backend::new(store), guard)
         }
     );
+
+    /// The whole contract again with bodies over one chunk in the test S3 server.
+    mod with_s3 {
+        use super::*;
+        use crate::blob_store::s3::{S3BlobStore, S3Options};
+
+        crate::store_contract_tests!(
+            #[ignore = "needs Cassandra and S3: run scripts/test"]
+            {
+                let s3 = S3BlobStore::new(S3Options::test_server()).expect("S3 options");
+                let store = test_store_with_objects(Some(Arc::new(s3))).await;
+                let guard = DropKeyspace(store.inner.options.clone());
+                (crate::contract::Backend::new(store), guard)
+            }
+        );
+    }
 
     /// Two nodes on one keyspace split the queue's shards, and one takes over what the other
     /// releases (the expiry of an unrenewed lease is proven end to end in e2e_outbound).

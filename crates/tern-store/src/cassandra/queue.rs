@@ -386,12 +386,7 @@ impl OutboundQueue for CassandraStore {
             )
             .await
             .map_err(unavailable)?;
-        let refs = c
-            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (blob,))
-            .await?;
-        if refs.and_then(|r| r.0).is_none_or(|r| r.is_empty()) {
-            c.exec(&c.st.delete_blob, (blob,)).await?;
-        }
+        body::release(c, blob).await?;
         Ok(())
     }
 

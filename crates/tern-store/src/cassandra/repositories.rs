@@ -103,12 +103,7 @@ impl MailRepositories for CassandraStore {
             .batch(&batch, ((repository, id), (vec![id], mail.blob.0)))
             .await
             .map_err(unavailable)?;
-        let refs = c
-            .first_row::<(Option<Vec<CqlTimeuuid>>,)>(&c.st.select_blob_refs, (mail.blob.0,))
-            .await?;
-        if refs.and_then(|r| r.0).is_none_or(|r| r.is_empty()) {
-            c.exec(&c.st.delete_blob, (mail.blob.0,)).await?;
-        }
+        body::release(c, mail.blob.0).await?;
         Ok(true)
     }
 }

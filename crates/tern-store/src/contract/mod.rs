@@ -5,6 +5,7 @@
 //! are grouped by the trait they test, one module each.
 #![allow(missing_docs)] // each case is named for what it checks
 
+pub mod blob_store;
 mod collection;
 mod directory;
 mod mail;

@@ -14,10 +14,10 @@ impl MailStore for EmbeddedStore {
         Ok(Box::new(EmbeddedBodyWriter {
             pending: self.inner.pending.hold(id),
             id,
-            blobs_dir: self.inner.blobs_dir.clone(),
+            blobs: self.inner.blobs.clone(),
             inline_max: self.inner.options.inline_max,
             buf: Vec::new(),
-            file: None,
+            upload: None,
             size: 0,
         }))
     }
@@ -117,7 +117,8 @@ impl MailStore for EmbeddedStore {
             (blob, header)
         };
         Ok(self
-            .open_blob(BlobId(Uuid::from_u128(blob)))?
+            .open_blob(BlobId(Uuid::from_u128(blob)))
+            .await?
             .map(|body| WithHeader::wrap(header, body)))
     }
 
@@ -163,8 +164,8 @@ impl MailStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// A stored body, inline in the database or in its file; `None` if it is gone.
-    pub(crate) fn open_blob(&self, blob: BlobId) -> Result<Option<Box<dyn BodyReader>>> {
+    /// A stored body, inline in the database or in the blob store; `None` if it is gone.
+    pub(crate) async fn open_blob(&self, blob: BlobId) -> Result<Option<Box<dyn BodyReader>>> {
         {
             let txn = self.read()?;
             let inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
@@ -173,23 +174,15 @@ impl EmbeddedStore {
                 return Ok(Some(Box::new(InlineReader(Some(bytes)))));
             }
         }
-        let path = blob_path(&self.inner.blobs_dir, blob);
-        match std::fs::File::open(&path) {
-            Ok(f) => Ok(Some(Box::new(FileReader(Some(f))))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.inner.blobs.open(blob).await
     }
 
-    /// Removes the body files whose last reference a committed transaction dropped.
+    /// Removes the bodies whose last reference a committed transaction dropped.
     pub(crate) async fn remove_body_files(&self, blobs: Vec<BlobId>) {
         for blob in blobs {
-            let path = blob_path(&self.inner.blobs_dir, blob);
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    // Left for the start-up sweep; the message itself is already gone.
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove body file");
-                }
+            if let Err(e) = self.inner.blobs.remove(blob).await {
+                // Left for the collector; the message itself is already gone.
+                tracing::warn!(%blob, error = %e, "could not remove a body");
             }
         }
     }

@@ -14,6 +14,7 @@ mod repositories;
 mod tasks;
 mod uids;
 
+use crate::blob_store::{files::FileBlobStore, BlobStore};
 use crate::{
     paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
     MailboxId, MailboxInfo, MessageCopy, MessageId, MessageMeta, Repair, Result, ScanPage,
@@ -21,11 +22,11 @@ use crate::{
     UidStore, UserRecord, ViewEntry, INBOX, SCAN_PAGE,
 };
 use async_trait::async_trait;
-use blobs::{blob_path, EmbeddedBodyWriter, FileReader, InlineReader, PendingBodies};
+use blobs::{EmbeddedBodyWriter, InlineReader, PendingBodies};
 use bytes::Bytes;
 use committer::Committer;
 use redb::{Database, ReadableTable, TableDefinition};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -97,7 +98,8 @@ pub struct EmbeddedStore {
 
 struct Inner {
     db: Arc<Database>,
-    blobs_dir: PathBuf,
+    /// Where bodies larger than `inline_max` go.
+    blobs: Arc<dyn BlobStore>,
     committer: Committer,
     ids: IdGenerator,
     options: EmbeddedOptions,
@@ -112,11 +114,20 @@ fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir`. Fails if another process holds it.
+    /// Opens (or creates) the store in `dir`, large bodies in files under `dir/blobs`. Fails if
+    /// another process holds it.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
+        Self::open_with_blob_store(dir, options, None)
+    }
+
+    /// Opens (or creates) the store in `dir`, large bodies in `blobs` (files under
+    /// `dir/blobs` when `None`). Fails if another process holds it.
+    pub fn open_with_blob_store(
+        dir: &Path,
+        options: EmbeddedOptions,
+        blobs: Option<Arc<dyn BlobStore>>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let blobs_dir = dir.join("blobs");
-        std::fs::create_dir_all(&blobs_dir)?;
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(dir.join("tern.redb"))
@@ -129,28 +140,19 @@ impl EmbeddedStore {
             })?;
         let db = Arc::new(db);
         init_schema(&db)?;
-        let refs_db = db.clone();
-        let removed = blobs::sweep_orphans(&blobs_dir, |id| {
-            let Ok(txn) = refs_db.begin_read() else {
-                return true;
-            };
-            let Ok(t) = txn.open_table(BLOB_REFS) else {
-                return true;
-            };
-            // On any doubt, keep the file.
-            !matches!(t.get(id.0.as_u128()), Ok(None))
-        });
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed orphan body files of unacknowledged deliveries"
-            );
-        }
+        let blobs = match blobs {
+            Some(blobs) => blobs,
+            None => {
+                let files = FileBlobStore::new(dir.join("blobs"))?;
+                sweep_orphan_files(&files, &db);
+                Arc::new(files)
+            }
+        };
         let committer = Committer::start(db.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
-                blobs_dir,
+                blobs,
                 committer,
                 ids: IdGenerator::new(),
                 options,
@@ -174,6 +176,29 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || read(&db.begin_read().map_err(db_err)?))
             .await
             .map_err(|e| StoreError::unavailable(format!("read task: {e}")))?
+    }
+}
+
+/// Removes the body files no committed message references: at start-up nothing is being
+/// written (redb's lock keeps other processes out), so each is the orphan of a delivery that
+/// was never acknowledged. (Bodies elsewhere are left to the collector: listing a bucket at
+/// every start would be slow.)
+fn sweep_orphan_files(files: &FileBlobStore, db: &Database) {
+    let removed = files.sweep_unreferenced(|id| {
+        let Ok(txn) = db.begin_read() else {
+            return true;
+        };
+        let Ok(t) = txn.open_table(BLOB_REFS) else {
+            return true;
+        };
+        // On any doubt, keep the file.
+        !matches!(t.get(id.0.as_u128()), Ok(None))
+    });
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed orphan body files of unacknowledged deliveries"
+        );
     }
 }
 
@@ -233,6 +258,7 @@ fn init_schema(db: &Database) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     fn open(dir: &Path) -> EmbeddedStore {
         EmbeddedStore::open(
@@ -250,6 +276,44 @@ mod tests {
         let store = open(dir.path());
         (crate::contract::Backend::new(store), dir)
     });
+
+    /// The whole contract again with bodies over `inline_max` in the test S3 server.
+    mod with_s3 {
+        use super::*;
+        use crate::blob_store::s3::{S3BlobStore, S3Options};
+
+        crate::store_contract_tests!(
+            #[ignore = "needs S3: run scripts/test"]
+            {
+                let dir = tempfile::tempdir().unwrap();
+                let s3 = S3BlobStore::new(S3Options::test_server()).expect("S3 options");
+                let options = EmbeddedOptions {
+                    inline_max: 1024,
+                    ..Default::default()
+                };
+                let store =
+                    EmbeddedStore::open_with_blob_store(dir.path(), options, Some(Arc::new(s3)))
+                        .unwrap();
+                (crate::contract::Backend::new(store), dir)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_body_reaches_its_file_as_it_arrives_and_an_abort_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut w = s.begin_body().await.unwrap();
+        w.write(&vec![b'q'; 2 * 1024 * 1024]).await.unwrap();
+        let listed: Vec<BlobId> = s.all_bodies().map(|b| b.unwrap()).collect().await;
+        assert_eq!(listed.len(), 1, "written as it arrives, not held in memory");
+        let file = FileBlobStore::new(dir.path().join("blobs"))
+            .unwrap()
+            .path(listed[0]);
+        assert!(file.metadata().unwrap().len() >= 1024 * 1024);
+        w.abort().await;
+        assert!(!file.exists());
+    }
 
     #[tokio::test]
     async fn second_open_of_same_dir_is_refused() {
@@ -270,13 +334,14 @@ mod tests {
             let mut w = s.begin_body().await.unwrap();
             w.write(&vec![b'a'; 5000]).await.unwrap();
             let staged = w.finish().await.unwrap();
-            let kept = blob_path(&s.inner.blobs_dir, staged.blob_id);
+            let files = FileBlobStore::new(dir.path().join("blobs")).unwrap();
+            let kept = files.path(staged.blob_id);
             s.deliver(staged, &[mb]).await.unwrap();
             // A body written but never delivered, as after a crash before the commit.
             let mut w = s.begin_body().await.unwrap();
             w.write(&vec![b'b'; 5000]).await.unwrap();
             let staged = w.finish().await.unwrap();
-            (kept, blob_path(&s.inner.blobs_dir, staged.blob_id))
+            (kept, files.path(staged.blob_id))
         };
         assert!(orphan.exists());
         // Let the committer thread release the database.

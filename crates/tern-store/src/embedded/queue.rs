@@ -163,6 +163,6 @@ impl OutboundQueue for EmbeddedStore {
     }
 
     async fn open_queued_body(&self, mail: &QueuedMail) -> Result<Option<Box<dyn BodyReader>>> {
-        self.open_blob(mail.blob)
+        self.open_blob(mail.blob).await
     }
 }

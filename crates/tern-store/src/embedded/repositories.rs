@@ -98,7 +98,7 @@ impl MailRepositories for EmbeddedStore {
         &self,
         mail: &RepositoryMail,
     ) -> Result<Option<Box<dyn BodyReader>>> {
-        self.open_blob(mail.blob)
+        self.open_blob(mail.blob).await
     }
 
     async fn remove_repository_mail(&self, repository: &str, key: &str) -> Result<bool> {

@@ -1,0 +1,43 @@
+//! Where bodies too large to sit beside their metadata are kept: a small trait, as
+//! object_store's, with one implementation per place. The metadata stores decide what goes
+//! here (the embedded store: bodies over `inline_max`; Cassandra: bodies over one chunk, when
+//! an object store is configured) and keep the references; a blob store only keeps bytes under
+//! an id. Every implementation passes [`crate::contract::blob_store`].
+//!
+//! - [`files::FileBlobStore`]: one fsync'd file per body (the embedded store's default);
+//! - [`s3::S3BlobStore`]: one object per body in an S3-compatible bucket, multipart for large
+//!   ones, retried with backoff.
+
+pub mod files;
+pub mod s3;
+
+use crate::{BlobId, BodyReader, Result, ScanStream};
+use async_trait::async_trait;
+
+/// Bytes kept under a body id.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts writing the body `id`, durable once [`BlobUpload::finish`] has returned. (Only
+    /// then does any metadata name it, so nothing reads a body still being written.)
+    async fn begin(&self, id: BlobId) -> Result<Box<dyn BlobUpload>>;
+    /// The body, read in chunks, or `None` if there is none under `id`.
+    async fn open(&self, id: BlobId) -> Result<Option<Box<dyn BodyReader>>>;
+    /// Removes the body; `false` if there was none (which is not an error).
+    async fn remove(&self, id: BlobId) -> Result<bool>;
+    /// The id of every body kept, in no particular order.
+    fn list(&self) -> ScanStream<'_, BlobId>;
+    /// Where the bodies are, for logs and errors (`files in /var/lib/tern/blobs`).
+    fn describe(&self) -> String;
+}
+
+/// One body being written to a [`BlobStore`].
+#[async_trait]
+pub trait BlobUpload: Send {
+    /// Appends data (buffered by the implementation as it sees fit).
+    async fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes the body durable and visible under its id.
+    async fn finish(self: Box<Self>) -> Result<()>;
+    /// Gives the body up; whatever was written is dropped (best effort: what remains is an
+    /// unreferenced body, which the collector removes).
+    async fn abort(self: Box<Self>);
+}
