@@ -22,6 +22,126 @@ pub struct Config {
     pub lmtp: LmtpSection,
     pub inbound_auth: InboundAuthSection,
     pub autoconfig: AutoconfigSection,
+    pub bodies: BodiesSection,
+}
+
+/// Where bodies too large to sit beside their metadata go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BodiesSection {
+    /// `store`: the store's own place (the embedded store's files, Cassandra's chunk rows);
+    /// `s3`: an S3-compatible bucket, `[bodies.s3]`.
+    pub location: BodiesLocation,
+    pub s3: S3Section,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BodiesLocation {
+    #[default]
+    Store,
+    S3,
+}
+
+/// An S3-compatible bucket for bodies (`bodies.location = "s3"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// `http(s)://host:port` of an S3-compatible server; none for AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// The bucket, which must exist.
+    pub bucket: String,
+    /// Keys start with this (`tern/bodies`).
+    pub prefix: String,
+    /// Static credentials (both or neither); none takes `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` from the environment, or the instance's role.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub virtual_hosted_style: bool,
+    /// Parts of a multipart upload (S3's minimum is 5 MiB).
+    pub part_size_mib: usize,
+    pub max_retries: usize,
+    pub retry_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+}
+
+/// The defaults are the blob store's own (`S3Options::default()`): one definition of each.
+impl Default for S3Section {
+    fn default() -> Self {
+        let o = tern_store::blob_store::s3::S3Options::default();
+        Self {
+            endpoint: o.endpoint,
+            region: o.region,
+            bucket: o.bucket,
+            prefix: o.prefix,
+            access_key_id: None,
+            secret_access_key: None,
+            virtual_hosted_style: o.virtual_hosted_style,
+            part_size_mib: o.part_size / (1024 * 1024),
+            max_retries: o.max_retries,
+            retry_timeout_secs: o.retry_timeout.as_secs(),
+            connect_timeout_secs: o.connect_timeout.as_secs(),
+            request_timeout_secs: o.request_timeout.as_secs(),
+        }
+    }
+}
+
+impl S3Section {
+    pub fn options(&self) -> tern_store::blob_store::s3::S3Options {
+        use std::time::Duration;
+        tern_store::blob_store::s3::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            credentials: self
+                .access_key_id
+                .clone()
+                .zip(self.secret_access_key.clone()),
+            virtual_hosted_style: self.virtual_hosted_style,
+            part_size: self.part_size_mib * 1024 * 1024,
+            max_retries: self.max_retries,
+            retry_timeout: Duration::from_secs(self.retry_timeout_secs),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        }
+    }
+}
+
+impl BodiesSection {
+    fn check(&self, p: &mut Problems) {
+        if self.location != BodiesLocation::S3 {
+            return;
+        }
+        let s3 = &self.s3;
+        p.check(
+            !s3.bucket.is_empty(),
+            "bodies.s3.bucket",
+            "is needed with bodies.location = \"s3\"",
+        );
+        p.check(
+            s3.access_key_id.is_some() == s3.secret_access_key.is_some(),
+            "bodies.s3.secret_access_key",
+            "set both bodies.s3.access_key_id and bodies.s3.secret_access_key, or neither",
+        );
+        p.check(
+            (5..=5 * 1024).contains(&s3.part_size_mib),
+            "bodies.s3.part_size_mib",
+            "must be from 5 (S3's smallest part) to 5120",
+        );
+        p.check(
+            s3.endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("http://") || e.starts_with("https://")),
+            "bodies.s3.endpoint",
+            "must start with http:// or https://",
+        );
+        p.positive(s3.retry_timeout_secs, "bodies.s3.retry_timeout_secs");
+        p.positive(s3.connect_timeout_secs, "bodies.s3.connect_timeout_secs");
+        p.positive(s3.request_timeout_secs, "bodies.s3.request_timeout_secs");
+    }
 }
 
 /// Mail client autoconfiguration over HTTP (Thunderbird's `config-v1.1.xml`).
@@ -812,6 +932,7 @@ impl Config {
         self.log.check(&mut p);
         self.outbound.check(&mut p);
         self.inbound_auth.check(&mut p);
+        self.bodies.check(&mut p);
         p.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.key_file",
@@ -1084,6 +1205,7 @@ mod tests {
         assert_eq!(example.smtp.max_message_size, d.smtp.max_message_size);
         assert_eq!(example.pop3.idle_timeout_secs, d.pop3.idle_timeout_secs);
         assert_eq!(example.store.inline_max_bytes, d.store.inline_max_bytes);
+        assert_eq!(format!("{:?}", example.bodies), format!("{:?}", d.bodies));
         assert_eq!(example.auth.argon2_memory_kib, d.auth.argon2_memory_kib);
         assert_eq!(
             example.outbound.retry_delays_secs,
@@ -1172,6 +1294,43 @@ mod tests {
         ] {
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn s3_bodies_are_checked_only_when_chosen() {
+        let unused = "[bodies.s3]\npart_size_mib = 1\n";
+        assert!(
+            Config::from_toml(unused).is_ok(),
+            "location = store ignores [bodies.s3]"
+        );
+        let e = Config::from_toml(
+            "[bodies]\nlocation = \"s3\"\n[bodies.s3]\npart_size_mib = 1\n\
+             access_key_id = \"k\"\nendpoint = \"minio:9000\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "bodies.s3.bucket",
+            "bodies.s3.part_size_mib",
+            "bodies.s3.secret_access_key",
+            "bodies.s3.endpoint",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let ok = Config::from_toml(
+            "[bodies]\nlocation = \"s3\"\n[bodies.s3]\nbucket = \"mail\"\nprefix = \"tern\"\n",
+        )
+        .unwrap();
+        let o = ok.bodies.s3.options();
+        assert_eq!((o.bucket.as_str(), o.part_size), ("mail", 8 * 1024 * 1024));
+        let e = Config::from_toml("[bodies]\nlocation = \"ftp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("location"), "{e}");
+        let e = Config::from_toml("[bodies.s3]\nbuckets = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("buckets"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::config::Pop3ListingMode;
-use crate::config::{Config, StoreBackend};
+use crate::config::{BodiesLocation, Config, StoreBackend};
 use crate::listing::{MessageIdListing, Pop3Listing, UidListing};
 use crate::pop3::Pop3Context;
 use crate::smtp::{SmtpContext, SmtpRole};
@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use tern_store::blob_store::s3::S3BlobStore;
+use tern_store::blob_store::BlobStore;
 use tern_store::cassandra::CassandraStore;
 use tern_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use tern_store::{Directory, MailStore, Store};
@@ -101,14 +103,16 @@ pub struct Server {
 
 /// The store of the configured backend; callers take the narrow traits they need from it.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let blobs = open_blob_store(config)?;
     match config.store.backend {
         StoreBackend::Embedded => {
-            let store = EmbeddedStore::open(
+            let store = EmbeddedStore::open_with_blob_store(
                 &config.server.data_dir,
                 EmbeddedOptions {
                     inline_max: config.store.inline_max_bytes,
                     cache_bytes: config.store.cache_mib * 1024 * 1024,
                 },
+                blobs,
             )
             .with_context(|| {
                 format!(
@@ -121,8 +125,33 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         StoreBackend::Cassandra => {
             // Connects in the background: the listeners start at once and answer with
             // temporary errors until the cluster is reachable.
-            let store = CassandraStore::start(config.cassandra.options())?;
+            let store = CassandraStore::start_with_blob_store(config.cassandra.options(), blobs)?;
             Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The object store for large bodies, when `bodies.location` names one. Like Cassandra, a
+/// bucket that does not answer yet does not stop the start: one request, in the background,
+/// says in the log whether it answers (bodies that need it meanwhile get temporary errors).
+fn open_blob_store(config: &Config) -> anyhow::Result<Option<Arc<dyn BlobStore>>> {
+    match config.bodies.location {
+        BodiesLocation::Store => Ok(None),
+        BodiesLocation::S3 => {
+            let s3 = S3BlobStore::new(config.bodies.s3.options())
+                .context("config section [bodies.s3]")?;
+            let probe = s3.clone();
+            tokio::spawn(async move {
+                match probe.check().await {
+                    Ok(()) => tracing::info!(bodies = %probe.describe(), "object store answers"),
+                    Err(e) => tracing::error!(
+                        bodies = %probe.describe(),
+                        error = %e,
+                        "object store does not answer: large bodies cannot be stored or read"
+                    ),
+                }
+            });
+            Ok(Some(Arc::new(s3)))
         }
     }
 }

@@ -41,3 +41,44 @@ pub trait BlobUpload: Send {
     /// unreferenced body, which the collector removes).
     async fn abort(self: Box<Self>);
 }
+
+/// New bodies in `new`; bodies written before a change of place read (and removed) from `old`
+/// as well: the embedded store switched to S3 keeps serving the files it already had.
+pub struct Layered {
+    /// Where bodies are written.
+    pub new: std::sync::Arc<dyn BlobStore>,
+    /// Where older bodies may still be.
+    pub old: std::sync::Arc<dyn BlobStore>,
+}
+
+#[async_trait]
+impl BlobStore for Layered {
+    async fn begin(&self, id: BlobId) -> Result<Box<dyn BlobUpload>> {
+        self.new.begin(id).await
+    }
+
+    async fn open(&self, id: BlobId) -> Result<Option<Box<dyn BodyReader>>> {
+        match self.new.open(id).await? {
+            Some(body) => Ok(Some(body)),
+            None => self.old.open(id).await,
+        }
+    }
+
+    async fn remove(&self, id: BlobId) -> Result<bool> {
+        let new = self.new.remove(id).await?;
+        Ok(self.old.remove(id).await? || new)
+    }
+
+    fn list(&self) -> ScanStream<'_, BlobId> {
+        use futures_util::StreamExt;
+        self.new.list().chain(self.old.list()).boxed()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (older bodies: {})",
+            self.new.describe(),
+            self.old.describe()
+        )
+    }
+}

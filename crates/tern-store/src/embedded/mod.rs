@@ -14,7 +14,7 @@ mod repositories;
 mod tasks;
 mod uids;
 
-use crate::blob_store::{files::FileBlobStore, BlobStore};
+use crate::blob_store::{files::FileBlobStore, BlobStore, Layered};
 use crate::{
     paged, BlobId, BodyCollection, BodyReader, BodyWriter, Directory, IdGenerator, MailStore,
     MailboxId, MailboxInfo, MessageCopy, MessageId, MessageMeta, Repair, Result, ScanPage,
@@ -121,7 +121,8 @@ impl EmbeddedStore {
     }
 
     /// Opens (or creates) the store in `dir`, large bodies in `blobs` (files under
-    /// `dir/blobs` when `None`). Fails if another process holds it.
+    /// `dir/blobs` when `None`; those files stay readable when `blobs` is given). Fails if
+    /// another process holds it.
     pub fn open_with_blob_store(
         dir: &Path,
         options: EmbeddedOptions,
@@ -140,13 +141,15 @@ impl EmbeddedStore {
             })?;
         let db = Arc::new(db);
         init_schema(&db)?;
-        let blobs = match blobs {
-            Some(blobs) => blobs,
-            None => {
-                let files = FileBlobStore::new(dir.join("blobs"))?;
-                sweep_orphan_files(&files, &db);
-                Arc::new(files)
-            }
+        let files = FileBlobStore::new(dir.join("blobs"))?;
+        sweep_orphan_files(&files, &db);
+        let blobs: Arc<dyn BlobStore> = match blobs {
+            // Files written before the switch stay readable.
+            Some(new) => Arc::new(Layered {
+                new,
+                old: Arc::new(files),
+            }),
+            None => Arc::new(files),
         };
         let committer = Committer::start(db.clone())?;
         Ok(Self {
@@ -181,7 +184,7 @@ impl EmbeddedStore {
 
 /// Removes the body files no committed message references: at start-up nothing is being
 /// written (redb's lock keeps other processes out), so each is the orphan of a delivery that
-/// was never acknowledged. (Bodies elsewhere are left to the collector: listing a bucket at
+/// was never acknowledged. (Bodies in a bucket are left to the collector: listing a bucket at
 /// every start would be slow.)
 fn sweep_orphan_files(files: &FileBlobStore, db: &Database) {
     let removed = files.sweep_unreferenced(|id| {
