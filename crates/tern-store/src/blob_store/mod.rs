@@ -82,3 +82,50 @@ impl BlobStore for Layered {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::files::FileBlobStore;
+    use super::*;
+    use std::sync::Arc;
+
+    fn layered(dir: &std::path::Path) -> Layered {
+        Layered {
+            new: Arc::new(FileBlobStore::new(dir.join("new")).unwrap()),
+            old: Arc::new(FileBlobStore::new(dir.join("old")).unwrap()),
+        }
+    }
+
+    crate::blob_store_contract_tests!({
+        let dir = tempfile::tempdir().unwrap();
+        (layered(dir.path()), dir)
+    });
+
+    #[tokio::test]
+    async fn older_bodies_are_read_listed_and_removed_where_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = layered(dir.path());
+        let id = BlobId(crate::IdGenerator::new().next_id().uuid());
+        let mut upload = both.old.begin(id).await.unwrap();
+        upload.write(b"from before").await.unwrap();
+        upload.finish().await.unwrap();
+        let mut body = both
+            .open(id)
+            .await
+            .unwrap()
+            .expect("read from the old place");
+        assert_eq!(
+            &body.next_chunk().await.unwrap().unwrap()[..],
+            b"from before"
+        );
+        assert!(both.new.open(id).await.unwrap().is_none(), "not copied");
+        let listed: Vec<BlobId> = futures_util::StreamExt::collect::<Vec<_>>(both.list())
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(listed, vec![id]);
+        assert!(both.remove(id).await.unwrap());
+        assert!(both.open(id).await.unwrap().is_none());
+    }
+}

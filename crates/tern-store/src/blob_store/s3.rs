@@ -343,6 +343,88 @@ mod tests {
         );
     }
 
+    /// A proxy in front of the test S3 server that answers the first `failures` connections
+    /// with 503 Slow Down (what S3 says when it throttles) and forwards the others; returns its
+    /// endpoint and the count of connections it took.
+    async fn flaky_proxy(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = S3Options::test_server()
+            .endpoint
+            .expect("test endpoint")
+            .trim_start_matches("http://")
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if n < failures {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match client.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => head.extend_from_slice(&buf[..k]),
+                            }
+                        }
+                        let _ = client
+                            .write_all(
+                                b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\
+                                  Connection: close\r\n\r\n",
+                            )
+                            .await;
+                        return;
+                    }
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        (endpoint, seen)
+    }
+
+    #[tokio::test]
+    #[ignore = "needs S3: run scripts/test"]
+    async fn throttled_requests_are_retried_and_give_up_as_temporary_errors() {
+        use crate::blob_store::BlobStore;
+        use std::sync::atomic::Ordering;
+        let id = BlobId(crate::IdGenerator::new().next_id().uuid());
+        let (endpoint, seen) = flaky_proxy(2).await;
+        let patient = S3BlobStore::new(S3Options {
+            endpoint: Some(endpoint),
+            max_retries: 3,
+            ..S3Options::test_server()
+        })
+        .unwrap();
+        let mut upload = patient.begin(id).await.unwrap();
+        upload.write(b"worth the wait").await.unwrap();
+        upload.finish().await.expect("stored on the third attempt");
+        assert!(seen.load(Ordering::SeqCst) >= 3);
+        let mut body = patient.open(id).await.unwrap().expect("stored");
+        assert_eq!(
+            &body.next_chunk().await.unwrap().unwrap()[..],
+            b"worth the wait"
+        );
+
+        let (endpoint, _) = flaky_proxy(usize::MAX).await;
+        let hopeless = S3BlobStore::new(S3Options {
+            endpoint: Some(endpoint),
+            max_retries: 2,
+            ..S3Options::test_server()
+        })
+        .unwrap();
+        let mut upload = hopeless.begin(id).await.unwrap();
+        upload.write(b"never").await.unwrap();
+        let e = upload.finish().await.unwrap_err();
+        assert!(e.is_temporary(), "{e}");
+    }
+
     #[tokio::test]
     #[ignore = "needs S3: run scripts/test"]
     async fn wrong_credentials_and_missing_buckets_fail_the_check() {
