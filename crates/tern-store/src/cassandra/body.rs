@@ -162,6 +162,22 @@ impl CassandraBodyWriter {
         Ok(())
     }
 
+    /// The staged body once its bytes are durable (chunks or object), holding its marker. The
+    /// delivery that follows clears the marker once the body is referenced; a fresh one leaves
+    /// it the whole TTL to get there.
+    async fn stored(mut self: Box<Self>) -> Result<StagedBody> {
+        self.mark_in_flight().await?;
+        Ok(StagedBody {
+            blob_id: BlobId(self.blob),
+            size: self.size,
+            payload: StagedPayload::Stored,
+            in_flight: match self.marked.take() {
+                Some((_, guard)) => InFlight::holding(guard),
+                None => InFlight::default(),
+            },
+        })
+    }
+
     async fn write_chunk(&mut self, data: Vec<u8>) -> Result<()> {
         self.mark_in_flight().await?;
         let c = &self.conn;
@@ -205,16 +221,7 @@ impl BodyWriter for CassandraBodyWriter {
         let blob_id = BlobId(self.blob);
         if let Some(upload) = self.upload.take() {
             upload.finish().await?;
-            self.mark_in_flight().await?;
-            return Ok(StagedBody {
-                blob_id,
-                size: self.size,
-                payload: StagedPayload::Stored,
-                in_flight: match self.marked.take() {
-                    Some((_, guard)) => InFlight::holding(guard),
-                    None => InFlight::default(),
-                },
-            });
+            return self.stored().await;
         }
         if self.chunks_written == 0 {
             let data = std::mem::take(&mut self.buf);
@@ -232,18 +239,7 @@ impl BodyWriter for CassandraBodyWriter {
         if chunk_count(self.size, self.conn.chunk_size) != self.chunks_written {
             return Err(StoreError::invalid("chunk count mismatch"));
         }
-        // The delivery that follows clears the marker once the body is referenced; a fresh
-        // one leaves it the whole TTL to get there.
-        self.mark_in_flight().await?;
-        Ok(StagedBody {
-            blob_id,
-            size: self.size,
-            payload: StagedPayload::Stored,
-            in_flight: match self.marked.take() {
-                Some((_, guard)) => InFlight::holding(guard),
-                None => InFlight::default(),
-            },
-        })
+        self.stored().await
     }
 
     async fn abort(mut self: Box<Self>) {
