@@ -3,6 +3,8 @@
 #
 #   scripts/cassandra/run.sh start    resolve (first time), configure, start, wait for CQL
 #   scripts/cassandra/run.sh stop     stop it (by PID)
+#   scripts/cassandra/run.sh kill     kill -9 it (a lost machine)
+#   scripts/cassandra/run.sh resume   start it again on its data (after stop or kill)
 #   scripts/cassandra/run.sh status   exit 0 if CQL answers
 #   scripts/cassandra/run.sh nodetool ARGS...
 #   scripts/cassandra/run.sh cas-count [KEYSPACE]   LWT counts from Cassandra's JMX metrics
@@ -23,14 +25,16 @@ address="${TERN_CASSANDRA_ADDRESS:-127.0.0.1}"
 datacenter="${TERN_CASSANDRA_DC:-}"
 token="${TERN_CASSANDRA_TOKEN:-0}"
 seed="${TERN_CASSANDRA_SEED:-127.0.0.1}"
+# The address other nodes connect to (a delay proxy in front of this node, for a slow WAN);
+# this node's own address by default.
+broadcast="${TERN_CASSANDRA_BROADCAST:-$address}"
+cluster="${TERN_CASSANDRA_CLUSTER:-tern-test}"
 heap="${TERN_CASSANDRA_HEAP:-2G}"
 wait_secs="${TERN_CASSANDRA_WAIT:-180}"
 
-# Flags Cassandra 5.0 needs on Java 17 (its jvm17-server.options), plus a small G1 heap.
-jvm_opts=(
-  -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
-  -Xss512k -XX:+AlwaysPreTouch -XX:+ExitOnOutOfMemoryError
-  -Djdk.attach.allowAttachSelf=true
+# Module access Cassandra 5.0 needs on Java 17 (its jvm17-server.options), the server and
+# nodetool alike.
+module_opts=(
   --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
   --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
   --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
@@ -54,6 +58,13 @@ jvm_opts=(
   --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
   --add-opens java.base/java.lang=ALL-UNNAMED
   --add-opens java.base/java.util=ALL-UNNAMED
+)
+# The server's: those, plus a small G1 heap.
+jvm_opts=(
+  "${module_opts[@]}"
+  -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
+  -Xss512k -XX:+AlwaysPreTouch -XX:+ExitOnOutOfMemoryError
+  -Djdk.attach.allowAttachSelf=true
   -Dio.netty.tryReflectionSetAccessible=true
 )
 
@@ -82,7 +93,7 @@ configure() {
     -days 30 -extfile "$tls/ext.cnf" -out "$tls/cert.pem" 2>/dev/null
   cat "$tls/key.pem" "$tls/cert.pem" "$tls/ca.pem" > "$tls/keystore.pem"
   cat > "$run/cassandra.yaml" <<YAML
-cluster_name: tern-test
+cluster_name: $cluster
 num_tokens: 1
 initial_token: $token
 auto_bootstrap: false
@@ -99,7 +110,9 @@ seed_provider:
     parameters:
       - seeds: "$seed:7000"
 listen_address: $address
+broadcast_address: $broadcast
 rpc_address: $address
+broadcast_rpc_address: $address
 storage_port: 7000
 native_transport_port: $cql_port
 start_native_transport: true
@@ -153,7 +166,12 @@ start() {
   fi
   command -v java >/dev/null || { echo "cassandra: java not found (Java 17 needed)" >&2; exit 1; }
   resolve
-  configure
+  if [ "${1:-}" = resume ] && [ -f "$run/cassandra.yaml" ]; then
+    # The same node back with its data (hints and repair then bring it up to date).
+    [ -f "$run/logs/system.log" ] && mv "$run/logs/system.log" "$run/logs/system.log.before"
+  else
+    configure
+  fi
   local started=$SECONDS
   nohup java "${jvm_opts[@]}" \
     -Dcassandra.config="file://$run/cassandra.yaml" \
@@ -203,10 +221,14 @@ stop() {
 
 case "${1:-}" in
   start) start ;;
+  resume) start resume ;;
   stop) stop ;;
+  kill) # as a machine or a datacenter lost: no clean shutdown, no flush
+    [ -f "$run/cassandra.pid" ] && kill -9 "$(cat "$run/cassandra.pid")" 2>/dev/null || true
+    rm -f "$run/cassandra.pid" ;;
   status) cql_up ;;
-  nodetool) shift; exec java -cp "$lib/*" -Dcassandra.storagedir="$run" \
+  nodetool) shift; exec java "${module_opts[@]}" -cp "$lib/*" -Dcassandra.storagedir="$run" \
       org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "$jmx_port" "$@" ;;
   cas-count) shift; exec java "$here/CasCount.java" "$jmx_port" "$@" ;;
-  *) echo "usage: $0 start|stop|status|nodetool ARGS|cas-count [KEYSPACE]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|resume|stop|kill|status|nodetool ARGS|cas-count [KEYSPACE]" >&2; exit 2 ;;
 esac

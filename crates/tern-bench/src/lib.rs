@@ -5,11 +5,13 @@
 //! throughput, latency percentiles, errors and its own CPU time per operation (so one can tell
 //! whether the generator, not the server, is the bottleneck).
 
+mod delay_proxy;
 mod deliver;
 mod pop3;
 mod relay;
 mod stats;
 
+pub use delay_proxy::run_delay_proxy;
 pub use deliver::{run_deliver, DeliverArgs};
 pub use pop3::{run_pop3, Pop3Args, Pop3Mode};
 pub use relay::{run_relay, RelayArgs, RelayReport};

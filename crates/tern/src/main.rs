@@ -212,6 +212,17 @@ enum BenchAction {
         #[arg(long, default_value_t = 10.0)]
         hold: f64,
     },
+    /// Forward TCP connections with a fixed delay added in each direction (a WAN between
+    /// datacenters on one machine); runs until stopped.
+    DelayProxy {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+        /// Milliseconds added to each direction.
+        #[arg(long, default_value_t = 25)]
+        delay_ms: u64,
+    },
     /// Run POP3 sessions back to back for a duration and measure.
     Pop3 {
         #[arg(long, default_value = "127.0.0.1:1110")]
@@ -538,6 +549,17 @@ fn bench(action: BenchAction) -> anyhow::Result<()> {
                 users.users, users.prefix, users.domain
             );
             return Ok(());
+        }
+        BenchAction::DelayProxy {
+            listen,
+            to,
+            delay_ms,
+        } => {
+            return runtime.block_on(tern_bench::run_delay_proxy(
+                listen,
+                to,
+                Duration::from_millis(delay_ms),
+            ));
         }
         BenchAction::Idle {
             server,
