@@ -61,7 +61,7 @@ fn uidl_of(pop3: std::net::SocketAddr, name: &str) -> Result<Vec<String>, String
         r.read_line(&mut l).map_err(|e| e.to_string())?;
         Ok(l.trim_end().to_string())
     };
-    let mut expect_ok = |reply: String| {
+    let expect_ok = |reply: String| {
         if reply.starts_with("+OK") {
             Ok(())
         } else {
