@@ -19,7 +19,7 @@ lib="$home/lib"
 run="${TERN_CASSANDRA_RUN:-$home/run}"
 cql_port="${TERN_CASSANDRA_PORT:-9042}"
 jmx_port="${TERN_CASSANDRA_JMX_PORT:-7199}"
-# For a multi-datacenter cluster on one machine (bench/two-datacenters.sh): each node on its own
+# For a multi-node cluster on one machine (scripts/cassandra/cluster.sh): each node on its own
 # loopback address, with its datacenter name, token and the first node as seed.
 address="${TERN_CASSANDRA_ADDRESS:-127.0.0.1}"
 datacenter="${TERN_CASSANDRA_DC:-}"

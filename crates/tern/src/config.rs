@@ -719,7 +719,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// PEM certificate chain (leaf first). With `key_file`, enables STLS, STARTTLS and the
@@ -727,6 +727,21 @@ pub struct TlsSection {
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
+    /// Resumption by stateless session tickets (RFC 8446 4.6.1, RFC 5077).
+    pub session_tickets: bool,
+    /// Sessions this node remembers for resumption by id; 0 remembers none.
+    pub session_cache_entries: usize,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            session_tickets: true,
+            session_cache_entries: 20_000,
+        }
+    }
 }
 
 impl TlsSection {

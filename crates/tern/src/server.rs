@@ -228,7 +228,10 @@ impl Server {
             (Some(cert), Some(key)) => Some(CertStore::load(cert, key)?),
             _ => None,
         };
-        let tls = certs.clone().map(crate::tls::acceptor).transpose()?;
+        let tls = certs
+            .clone()
+            .map(|c| crate::tls::acceptor(c, &config.tls))
+            .transpose()?;
         let pop3_tls = match config.pop3.tls_listen {
             Some(addr) => Some(bind(addr, "POP3 over TLS").await?),
             None => None,

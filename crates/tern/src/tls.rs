@@ -1,6 +1,7 @@
 //! TLS for every listener (rustls, TLS 1.2 and 1.3 only): loading the certificate chain and key
 //! from PEM files, reloading them without a restart, and making development certificates.
 
+use crate::config::TlsSection;
 use anyhow::{anyhow, Context};
 use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
@@ -73,14 +74,30 @@ fn load_certified_key(cert_file: &Path, key_file: &Path) -> anyhow::Result<Certi
     Ok(certified)
 }
 
-/// A TLS acceptor (TLS 1.2+) serving the store's current certificate.
-pub fn acceptor(certs: Arc<CertStore>) -> anyhow::Result<TlsAcceptor> {
-    let config =
+/// A TLS acceptor (TLS 1.2+) serving the store's current certificate, with session
+/// resumption as `tls` configures it.
+pub fn acceptor(certs: Arc<CertStore>, tls: &TlsSection) -> anyhow::Result<TlsAcceptor> {
+    let mut config =
         rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .context("TLS protocol versions")?
             .with_no_client_auth()
             .with_cert_resolver(certs);
+    // Resumption spares a returning client (a mail client polls every few minutes) the
+    // certificate signature and the key exchange of a full handshake. Tickets are stateless:
+    // the client keeps the encrypted session, this node keeps only the rotating key (each
+    // node its own: a ticket from another node falls back to a full handshake). The cache
+    // serves TLS 1.2 session ids, and TLS 1.3 when tickets are off.
+    config.session_storage = if tls.session_cache_entries == 0 {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    } else {
+        rustls::server::ServerSessionMemoryCache::new(tls.session_cache_entries)
+    };
+    if tls.session_tickets {
+        config.ticketer = provider::Ticketer::new().context("TLS session ticket keys")?;
+    } else if tls.session_cache_entries == 0 {
+        config.send_tls13_tickets = 0;
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -131,6 +131,73 @@ fn smtp_starttls_resets_the_session_and_marks_received() {
     assert!(m.contains("with ESMTPS"), "{m}");
 }
 
+/// A client that connected once resumes its session on POP3S, after STLS and after STARTTLS
+/// (tickets by default), and gets full handshakes only when resumption is off.
+#[test]
+fn returning_clients_resume_their_tls_sessions() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    for (tickets, cache, expected) in [
+        (true, 20_000, Resumed),
+        (false, 20_000, Resumed),
+        (false, 0, Full),
+    ] {
+        let (s, certs) = tls_server(|c| {
+            c.tls.session_tickets = tickets;
+            c.tls.session_cache_entries = cache;
+        });
+        s.user("alice");
+        let client = tls_client_config(&[&certs.path().join("cert.pem")]);
+        let how = |lines: &Lines<Tls>| lines.0.get_ref().conn.handshake_kind();
+        let pop3s = || {
+            let mut c = Lines(BufReader::new(tls_wrap_with(
+                tcp(s.pop3_tls_addr.unwrap()),
+                client.clone(),
+            )));
+            assert!(c.line().starts_with("+OK"));
+            assert!(c.cmd("USER alice@example.com").starts_with("+OK"));
+            assert!(c.cmd("PASS pw-alice").starts_with("+OK"));
+            assert!(c.cmd("QUIT").starts_with("+OK"));
+            how(&c)
+        };
+        let stls = || {
+            let mut plain = Lines(BufReader::new(tcp(s.pop3_addr)));
+            assert!(plain.line().starts_with("+OK"));
+            assert!(plain.cmd("STLS").starts_with("+OK"));
+            let mut c = Lines(BufReader::new(tls_wrap_with(
+                plain.0.into_inner(),
+                client.clone(),
+            )));
+            assert!(c.cmd("QUIT").starts_with("+OK"));
+            how(&c)
+        };
+        let starttls = || {
+            let mut plain = Lines(BufReader::new(tcp(s.smtp_addr)));
+            assert!(plain.line().starts_with("220"));
+            plain.send("EHLO client.test\r\n");
+            plain.until(|l| &l[3..4] == " ");
+            assert!(plain.cmd("STARTTLS").starts_with("220"));
+            let mut c = Lines(BufReader::new(tls_wrap_with(
+                plain.0.into_inner(),
+                client.clone(),
+            )));
+            assert!(c.cmd("QUIT").starts_with("221"));
+            how(&c)
+        };
+        assert_eq!(pop3s(), Some(Full), "the first connection");
+        for (what, kind) in [
+            ("POP3S", pop3s()),
+            ("STLS", stls()),
+            ("STARTTLS", starttls()),
+        ] {
+            assert_eq!(
+                kind,
+                Some(expected),
+                "{what}, tickets {tickets}, cache {cache}"
+            );
+        }
+    }
+}
+
 #[test]
 fn no_tls_offered_without_a_certificate() {
     let s = TestServer::start(Backend::Embedded);

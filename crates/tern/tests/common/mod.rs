@@ -556,6 +556,12 @@ pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS client session over `tcp` for "localhost", trusting the given PEM certificates.
 pub fn tls_wrap(tcp: TcpStream, trusted: &[&std::path::Path]) -> Tls {
+    tls_wrap_with(tcp, tls_client_config(trusted))
+}
+
+/// A client configuration trusting `trusted`; connections made with one share its session
+/// cache, so the second and later ones can resume.
+pub fn tls_client_config(trusted: &[&std::path::Path]) -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for pem in trusted {
@@ -569,8 +575,12 @@ pub fn tls_wrap(tcp: TcpStream, trusted: &[&std::path::Path]) -> Tls {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+pub fn tls_wrap_with(tcp: TcpStream, config: std::sync::Arc<rustls::ClientConfig>) -> Tls {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
 
