@@ -114,7 +114,7 @@ replica_lost() {
   "$CL" kill "$topology" n3
   wait "$bench"
   row "deliveries, n3 killed during them" "$(last_json < "$work/d1")"
-  row "POP3 RETR+DELE of everything, n3 down" "$("$T" bench pop3 --server 127.0.0.1:14110 --mode drain --users "$users" --concurrency 1 --duration 10 | last_json)"
+  row "POP3 sessions emptying mailboxes (RETR+DELE), n3 down" "$("$T" bench pop3 --server 127.0.0.1:14110 --mode drain --users "$users" --concurrency 1 --duration 10 | last_json)"
   row "deliveries, n3 down" "$("$T" bench deliver --server 127.0.0.1:14125 --messages 2000 --users "$users" --concurrency 8 | last_json)"
   uidls 14110 "$users" > "$work/quorum"
   echo
@@ -219,7 +219,7 @@ dc_lost() {
   "$CL" kill "$topology" n2
   wait "$bench"
   row "deliveries, dc2 killed 3 s in" "$(last_json < "$work/during")"
-  row "POP3 RETR+DELE of everything, dc2 down" "$("$T" bench pop3 --server 127.0.0.1:17110 --mode drain --users "$users" --concurrency 1 --duration 10 | last_json)"
+  row "POP3 sessions emptying mailboxes (RETR+DELE), dc2 down" "$("$T" bench pop3 --server 127.0.0.1:17110 --mode drain --users "$users" --concurrency 1 --duration 10 | last_json)"
   row "deliveries, dc2 down" "$("$T" bench deliver --server 127.0.0.1:17125 --messages 3000 --users "$users" --concurrency 8 | last_json)"
   uidls 17110 "$users" > "$work/dc1"
   echo
