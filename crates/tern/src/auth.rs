@@ -27,6 +27,8 @@ pub struct Authenticator {
     argon2: Argon2<'static>,
     hashers: HashPool,
     cache: CredentialCache,
+    /// Each user's INBOX as its last successful login found it (see [`Authenticator::inbox_hint`]).
+    inbox_hints: InboxHints,
     /// Verified against when the user does not exist, so that a login for an unknown user costs
     /// as much as one with a wrong password and does not reveal which users exist.
     dummy_hash: String,
@@ -53,6 +55,7 @@ impl Authenticator {
             argon2,
             hashers,
             cache,
+            inbox_hints: InboxHints::new(cfg.cache_max_entries),
             dummy_hash,
         })
     }
@@ -82,6 +85,7 @@ impl Authenticator {
         let proof = self.cache.proof(&name, &hash, password);
         if let Some(inbox) = inbox {
             if self.cache.contains(&name, &proof) {
+                self.inbox_hints.remember(&name, inbox);
                 return Ok(inbox);
             }
         }
@@ -90,10 +94,57 @@ impl Authenticator {
         let ok = self.hashers.run(move || verify(&hash, &password)).await?;
         match (ok, inbox) {
             (true, Some(inbox)) => {
+                self.inbox_hints.remember(&name, inbox);
                 self.cache.insert(name, proof);
                 Ok(inbox)
             }
             _ => Err(AuthError::BadCredentials),
+        }
+    }
+}
+
+impl Authenticator {
+    /// The INBOX that `username`'s last successful login on this node returned, if any: a
+    /// guess, which lets a caller read the maildrop while the login is being checked (an INBOX
+    /// id does not change, but the caller must compare it with what the login returns, and
+    /// show nothing before the login succeeded).
+    pub fn inbox_hint(&self, username: &str) -> Option<MailboxId> {
+        self.inbox_hints
+            .get(&crate::names::normalize_user(username))
+    }
+}
+
+/// User name -> INBOX of recent successful logins, bounded (emptied when full: a hint missing
+/// only costs a login its overlap).
+struct InboxHints {
+    map: Mutex<HashMap<String, MailboxId>>,
+    max_entries: usize,
+}
+
+impl InboxHints {
+    fn new(max_entries: usize) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max_entries,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<MailboxId> {
+        self.map.lock().ok()?.get(name).copied()
+    }
+
+    fn remember(&self, name: &str, inbox: MailboxId) {
+        if self.max_entries == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.map.lock() {
+            if map.get(name) == Some(&inbox) {
+                return;
+            }
+            if map.len() >= self.max_entries {
+                map.clear();
+            }
+            map.insert(name.to_string(), inbox);
         }
     }
 }

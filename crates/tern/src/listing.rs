@@ -24,6 +24,11 @@ pub struct Listed {
 pub trait Pop3Listing: Send + Sync {
     /// The snapshot a session works on, in listing order.
     async fn snapshot(&self, mailbox: MailboxId) -> Result<Vec<Listed>, StoreError>;
+    /// Whether [`Pop3Listing::snapshot`] only reads, so that it may run before the login it
+    /// belongs to has been checked (its result then shown only to that login).
+    fn snapshot_only_reads(&self) -> bool {
+        false
+    }
     /// Called once a delivery is durable, before it is acknowledged.
     async fn delivered(&self, mailbox: MailboxId, messages: &[MessageId])
         -> Result<(), StoreError>;
@@ -47,6 +52,10 @@ impl Pop3Listing for MessageIdListing {
 
     async fn delivered(&self, _: MailboxId, _: &[MessageId]) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn snapshot_only_reads(&self) -> bool {
+        true
     }
 }
 

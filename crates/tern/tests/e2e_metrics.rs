@@ -50,11 +50,19 @@ fn scrape(s: &TestServer) -> HashMap<String, f64> {
     samples
 }
 
+/// The metrics are the process's: tests that count exact differences take turns.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn counting() -> std::sync::MutexGuard<'static, ()> {
+    COUNTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn get(samples: &HashMap<String, f64>, name: &str) -> f64 {
     samples.get(name).copied().unwrap_or(0.0)
 }
 
 fn counters_follow_the_conversations(b: Backend) {
+    let _turn = counting();
     let s = TestServer::start(b);
     s.user("alice");
     let before = scrape(&s);
@@ -192,4 +200,59 @@ fn dashboard_declared(s: &TestServer, name: &str) -> bool {
         .any(|l| l.starts_with(&format!("# TYPE {family} ")))
 }
 
+/// A returning user's maildrop is listed while the password is checked (message-id listing):
+/// a wrong password then costs one listing read that is thrown away, a right one uses the read
+/// it overlapped (one read, not two), and the listing is current. UID listings, which may
+/// write, are never read before the login succeeded.
+fn returning_users_are_listed_while_their_password_is_checked(b: Backend) {
+    let _turn = counting();
+    let s = TestServer::start(b);
+    s.user("alice");
+    let backend = if b.is_cassandra() {
+        "cassandra"
+    } else {
+        "embedded"
+    };
+    let listings = || {
+        get(
+            &scrape(&s),
+            &format!(
+                "tern_store_operation_seconds_count{{operation=\"pop3_listing\",backend=\"{backend}\"}}"
+            ),
+        )
+    };
+    let mut first = s.login("alice");
+    assert_eq!(first.stat().0, 0);
+    first.quit();
+    s.deliver(&["alice@example.com"], &message("new", "x\r\n"));
+    let before = listings();
+    let mut bad = s.pop3();
+    bad.cmd("USER alice@example.com");
+    let refused = bad.cmd("PASS wrong");
+    assert!(
+        refused.starts_with("-ERR") && !refused.contains('1'),
+        "{refused}"
+    );
+    let after_bad = listings();
+    let prefetched = if b.is_uid() { 0.0 } else { 1.0 };
+    assert_eq!(
+        after_bad - before,
+        prefetched,
+        "listing reads for a refused login"
+    );
+    let mut again = s.login("alice");
+    assert_eq!(again.stat().0, 1, "the listing is current");
+    again.quit();
+    assert_eq!(
+        listings() - after_bad,
+        1.0,
+        "one listing read for a successful login"
+    );
+}
+
 on_both_backends!(counters_follow_the_conversations);
+
+mod listing_overlap {
+    use super::*;
+    on_every_backend_and_listing!(returning_users_are_listed_while_their_password_is_checked);
+}
