@@ -59,10 +59,10 @@ on_node() { # TOPOLOGY NAME ACTION [ARGS...]
 
 proxies_start() {
   local bin="$root/target/release/tern" dir="$home/cluster-$1"
-  [ -x "$bin" ] || { echo "cluster: $bin missing (cargo build --release)" >&2; exit 1; }
   mkdir -p "$dir"
   nodes "$1" | while read -r _ _ address broadcast _ _; do
     [ "$address" = "$broadcast" ] && continue
+    [ -x "$bin" ] || { echo "cluster: $bin missing (cargo build --release)" >&2; exit 1; }
     nohup "$bin" bench delay-proxy --listen "$broadcast:7000" --to "$address:7000" \
       --delay-ms "$delay_ms" > "$dir/proxy-$broadcast.log" 2>&1 &
     echo $! > "$dir/proxy-$broadcast.pid"

@@ -54,7 +54,9 @@ fn scrape(s: &TestServer) -> HashMap<String, f64> {
 static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn counting() -> std::sync::MutexGuard<'static, ()> {
-    COUNTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    COUNTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn get(samples: &HashMap<String, f64>, name: &str) -> f64 {

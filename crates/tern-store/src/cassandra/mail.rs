@@ -31,32 +31,36 @@ impl MailStore for CassandraStore {
         let blob = body.blob_id.0;
         let size = |copy: &MessageCopy| (body.size + copy.header.len() as u64) as i64;
         let sizes: Vec<i64> = copies.iter().map(size).collect();
-        // 1. The body, with its references: complete before anything names it.
-        body::commit(c, blob, body.size, body.payload, refs).await?;
-        // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
-        drop(body.in_flight);
-        // 2. Message metadata, 3. POP3 view entries: one partition each, written in parallel.
+        // 1. The body with its references, and the message rows, at once: a message row is
+        // reached only through its view entry (RETR, deletion) or by the repair task, which
+        // checks that the body is readable before it adds a view entry. So a row whose body
+        // failed to commit is an unacknowledged leftover no client can see.
         // (A copy without a header of its own leaves the column unwritten: no tombstone.)
-        try_join_all(
-            copies
-                .iter()
-                .zip(&ids)
-                .zip(&sizes)
-                .map(|((copy, id), size)| {
-                    let (t, mb) = (timeuuid(*id), copy.mailbox.0);
-                    async move {
-                        if copy.header.is_empty() {
-                            c.exec(&c.st.insert_message, (t, mb, blob, *size)).await
-                        } else {
-                            let st = &c.st.insert_message_with_header;
-                            c.exec(st, (t, mb, blob, *size, copy.header.as_slice()))
-                                .await
-                        }
+        let messages = try_join_all(copies.iter().zip(&ids).zip(&sizes).map(
+            |((copy, id), size)| {
+                let (t, mb) = (timeuuid(*id), copy.mailbox.0);
+                async move {
+                    if copy.header.is_empty() {
+                        c.exec(&c.st.insert_message, (t, mb, blob, *size)).await
+                    } else {
+                        let st = &c.st.insert_message_with_header;
+                        c.exec(st, (t, mb, blob, *size, copy.header.as_slice()))
+                            .await
                     }
-                }),
+                }
+            },
+        ));
+        futures_util::future::try_join(
+            body::commit(c, blob, body.size, body.payload, refs),
+            messages,
         )
         .await?;
-        try_join_all(
+        // Referenced now: the in-flight marker (of a body written ahead in chunks) may go.
+        drop(body.in_flight);
+        // 2. The POP3 view entries, strictly after both: what a client can list is complete.
+        // The quota usage, a projection (a failed update is logged and repaired by the
+        // recompute task), is counted in the same round trip.
+        let view = try_join_all(
             copies
                 .iter()
                 .zip(&ids)
@@ -68,11 +72,14 @@ impl MailStore for CassandraStore {
                         (copy.mailbox.0, timeuuid(*id), *size, uidl),
                     )
                 }),
-        )
-        .await?;
-        for (copy, size) in copies.iter().zip(&sizes) {
-            self.add_usage(c, copy.mailbox.0, 1, *size).await;
-        }
+        );
+        let usage = futures_util::future::join_all(
+            copies
+                .iter()
+                .zip(&sizes)
+                .map(|(copy, size)| self.add_usage(c, copy.mailbox.0, 1, *size)),
+        );
+        futures_util::future::join(view, usage).await.0?;
         Ok(ids)
     }
 

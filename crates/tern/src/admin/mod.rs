@@ -735,11 +735,11 @@ async fn mailbox_task(State(s): AppState, Query(q): Query<HashMap<String, String
             }
         },
     };
-    let repair = s.repair.clone();
+    let (repair, mail) = (s.repair.clone(), s.mail.clone());
     let id = s
         .tasks
         .submit(fix_pop3::TYPE, fix_pop3::initial(rate), move |ctx| {
-            Box::pin(fix_pop3::run(repair, rate, ctx))
+            Box::pin(fix_pop3::run(repair, mail, rate, ctx))
         })
         .await?;
     Ok(task_created(id))

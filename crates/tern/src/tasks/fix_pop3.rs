@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tern_store::{MailboxId, MessageId, Repair, ViewEntry};
+use tern_store::{MailStore, MailboxId, MessageId, Repair, ViewEntry};
 
 pub const TYPE: &str = "Pop3MetaDataFixInconsistenciesTask";
 /// Entries listed per report list at most (the counts stay exact).
@@ -88,6 +88,7 @@ enum Pass {
 
 pub async fn run(
     repair: Arc<dyn Repair>,
+    mail: Arc<dyn MailStore>,
     messages_per_second: u32,
     ctx: Arc<TaskContext>,
 ) -> TaskOutcome {
@@ -122,7 +123,7 @@ pub async fn run(
             let checked = match pass {
                 Pass::Messages => {
                     report.processed_messages += 1;
-                    check_message(&*repair, mb, id).await
+                    check_message(&*repair, &*mail, mb, id).await
                 }
                 Pass::View => {
                     report.processed_view += 1;
@@ -163,9 +164,13 @@ enum Fix {
     Fixed,
 }
 
-/// A message without a view entry: re-read both, then add the entry.
+/// A message without a view entry: re-read both, check that its body can be read, then add
+/// the entry. (A message row whose body is not readable belongs to a delivery that failed, or
+/// to one still in progress that writes its view entry itself: neither was acknowledged, and
+/// listing it would show a message that cannot be retrieved.)
 async fn check_message(
     mail: &dyn Repair,
+    bodies: &dyn MailStore,
     mb: MailboxId,
     id: MessageId,
 ) -> Result<Fix, tern_store::StoreError> {
@@ -175,7 +180,10 @@ async fn check_message(
     let Some(meta) = mail.message_meta(id).await? else {
         return Ok(Fix::Nothing);
     };
-    if meta.mailbox != mb || mail.view_entry(mb, id).await?.is_some() {
+    if meta.mailbox != mb || bodies.open_body(mb, id).await?.is_none() {
+        return Ok(Fix::Nothing);
+    }
+    if mail.view_entry(mb, id).await?.is_some() {
         return Ok(Fix::Nothing);
     }
     mail.put_view_entry(
