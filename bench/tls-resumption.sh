@@ -5,6 +5,7 @@
 # one connection at a time; its own CPU is not counted.
 #
 #   bench/tls-resumption.sh            SESSIONS=2000 ROUNDS=3 by default
+#   KEY=rsa bench/tls-resumption.sh    an RSA-2048 certificate (openssl) instead of ECDSA P-256
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -13,7 +14,14 @@ rounds="${ROUNDS:-3}"
 cargo build --release -q --manifest-path "$root/Cargo.toml"
 T="$root/target/release/tern"
 work=$(mktemp -d)
-"$T" cert self-signed --domain localhost --out "$work/tls" >/dev/null
+if [ "${KEY:-ecdsa}" = rsa ]; then
+  mkdir -p "$work/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost" \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+else
+  "$T" cert self-signed --domain localhost --out "$work/tls" >/dev/null
+fi
 cat > "$work/tern.toml" <<TOML
 [server]
 data_dir = "$work/data"
