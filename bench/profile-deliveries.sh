@@ -5,6 +5,7 @@
 #
 #   bench/profile-deliveries.sh OUT.svg [MESSAGES]     (root; needs perf and inferno:
 #                                                       cargo install inferno)
+#   FOLDED=/tmp/f bench/profile-deliveries.sh ...       also keep the folded stacks
 # Also prints Tern's server CPU per message over the profiled run (perf's overhead included,
 # so compare it only with other profiled runs).
 set -euo pipefail
@@ -46,7 +47,8 @@ c1=$(ticks)
 echo "server CPU per message (profiled): $(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) / messages )) us"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/folded"
 inferno-flamegraph --title "tern: smtp-source -s 16 -l 4096, one message per connection" \
-  < "$work/folded" > "$out"
+  --minwidth 0.2 < "$work/folded" > "$out"
+[ -n "${FOLDED:-}" ] && cp "$work/folded" "$FOLDED"
 # The heaviest frames by own time, for the notes.
 awk '{n = $NF; $NF = ""; split($0, f, ";"); leaf = f[length(f)]; self[leaf] += n; total += n}
      END {for (k in self) printf "%5.1f%% %s\n", 100 * self[k] / total, k}' "$work/folded" |
