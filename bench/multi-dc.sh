@@ -98,6 +98,35 @@ for i in range(users):
 PY
 }
 
+# kill_during_deliveries PORT-PREFIX USERS MESSAGES NODE LABEL: deliveries with NODE killed
+# (-9) 3 s into them, as a table row.
+kill_during_deliveries() {
+  "$T" bench deliver --server "127.0.0.1:${1}25" --messages "$3" --users "$2" --concurrency 8 > "$work/during" &
+  local bench=$!
+  sleep 3
+  "$CL" kill "$topology" "$4"
+  wait "$bench"
+  row "$5" "$(last_json < "$work/during")"
+}
+
+# converge EXPECTED POP3-PORT USERS NODE KEYSPACE: polls the Tern node on POP3-PORT until it lists what
+# EXPECTED holds (60 s), else repairs NODE and looks once more. Prints "hints" or "repair";
+# fails if still different.
+converge() {
+  local how="hints"
+  for _ in $(seq 1 60); do
+    uidls "$2" "$3" > "$work/seen"
+    cmp -s "$1" "$work/seen" && { echo "$how"; return; }
+    sleep 1
+  done
+  how="repair"
+  "$CL" nodetool "$topology" "$4" repair --full "$5" >/dev/null
+  uidls "$2" "$3" > "$work/seen"
+  cmp -s "$1" "$work/seen" && { echo "$how"; return; }
+  echo "MISMATCH after repair:" >&2; diff "$1" "$work/seen" | head >&2
+  return 1
+}
+
 replica_lost() {
   topology=three-nodes
   "$CL" start "$topology"
@@ -108,12 +137,7 @@ replica_lost() {
   echo
   header "phase"
   row "deliveries, all up" "$("$T" bench deliver --server 127.0.0.1:14125 --messages 2000 --users "$users" --concurrency 8 | last_json)"
-  "$T" bench deliver --server 127.0.0.1:14125 --messages 4000 --users "$users" --concurrency 8 > "$work/d1" &
-  local bench=$!
-  sleep 3
-  "$CL" kill "$topology" n3
-  wait "$bench"
-  row "deliveries, n3 killed during them" "$(last_json < "$work/d1")"
+  kill_during_deliveries 141 "$users" 4000 n3 "deliveries, n3 killed during them"
   row "POP3 sessions emptying mailboxes (RETR+DELE), n3 down" "$("$T" bench pop3 --server 127.0.0.1:14110 --mode drain --users "$users" --concurrency 1 --duration 10 | last_json)"
   row "deliveries, n3 down" "$("$T" bench deliver --server 127.0.0.1:14125 --messages 2000 --users "$users" --concurrency 8 | last_json)"
   uidls 14110 "$users" > "$work/quorum"
@@ -122,82 +146,10 @@ replica_lost() {
   "$CL" resume "$topology" n3
   # A node that reads at ALL: every replica must answer, n3 included.
   tern_node tern-all 142 127.0.0.11:9042 dc1 "$ks" "{ dc1 = 3 }" "" 'read_consistency = "all"'
-  local how="hints"
-  for _ in $(seq 1 60); do
-    uidls 14210 "$users" > "$work/all"
-    cmp -s "$work/quorum" "$work/all" && break
-    sleep 1
-  done
-  if ! cmp -s "$work/quorum" "$work/all"; then
-    how="repair"
-    "$CL" nodetool "$topology" n3 repair --full "$ks" >/dev/null
-    uidls 14210 "$users" > "$work/all"
-  fi
-  local listed
+  local how listed
+  how=$(converge "$work/quorum" 14210 "$users" n3 "$ks")
   listed=$(awk '{n += NF - 1} END {print n}' "$work/quorum")
-  if cmp -s "$work/quorum" "$work/all"; then
-    echo "Read at ALL after n3's return ($how, $((SECONDS - returned)) s): the same $listed messages as at LOCAL_QUORUM, none of the deleted ones."
-  else
-    echo "MISMATCH at ALL after repair:"; diff "$work/quorum" "$work/all" | head; exit 1
-  fi
-}
-
-# One WAN delay: message-id and UID modes, delivery and POP3 latency from dc1.
-wan_round() {
-  local delay=$1
-  topology=two-dc-wan
-  TERN_WAN_DELAY_MS=$delay "$CL" start "$topology"
-  local users=10 port=150 mode
-  # Warm-up, not reported: a fresh JVM is slower for its first thousands of requests, which
-  # would count against whichever mode runs first.
-  tern_node tern-warmup "$port" 127.0.0.3:9042 dc1 "warmup_$(date +%s)" "{ dc1 = 1, dc2 = 1 }"
-  "$T" bench setup --admin-url "http://127.0.0.1:${port}80" --users "$users" >/dev/null
-  "$T" bench deliver --server "127.0.0.1:${port}25" --messages 1500 --users "$users" --concurrency 4 >/dev/null
-  "$T" bench pop3 --server "127.0.0.1:${port}10" --mode stat --users "$users" --concurrency 4 --duration 5 >/dev/null
-  stop_terns
-  for mode in message-id uid-serial uid-local-serial; do
-    local ks="wan_${mode//-/_}_$(date +%s)" listing=message-id serial=local_serial
-    case $mode in
-      uid-serial) listing=uid; serial=serial ;;
-      uid-local-serial) listing=uid ;;
-    esac
-    port=$((port + 1))
-    tern_node "tern-$mode" "$port" 127.0.0.3:9042 dc1 "$ks" "{ dc1 = 1, dc2 = 1 }" \
-      "listing = \"$listing\"" "serial_consistency = \"$serial\""
-    "$T" bench setup --admin-url "http://127.0.0.1:${port}80" --users "$users" >/dev/null
-    row "$mode, ${delay} ms: delivery" "$("$T" bench deliver --server "127.0.0.1:${port}25" --messages 400 --users "$users" --concurrency 4 | last_json)"
-    row "$mode, ${delay} ms: POP3 login+STAT+QUIT" "$("$T" bench pop3 --server "127.0.0.1:${port}10" --mode stat --users "$users" --concurrency 4 --duration 5 | last_json)"
-    stop_terns
-  done
-  "$CL" stop "$topology" >/dev/null
-}
-
-slow_wan() {
-  local delay="${TERN_WAN_DELAY_MS:-25}"
-  echo "Two datacenters (one node each, RF dc1:1 dc2:1), inter-node traffic through delay proxies;"
-  echo "Tern in dc1 at LOCAL_QUORUM; 400 deliveries and 5 s of POP3 sessions at concurrency 4."
-  echo
-  header "mode, added delay each way: workload"
-  wan_round 0
-  wan_round "$delay"
-  echo
-  # Two datacenters handing out UIDs for one mailbox at once.
-  TERN_WAN_DELAY_MS=$delay "$CL" start "$topology"
-  local ks="wan_dup_$(date +%s)"
-  tern_node tern-dc1 161 127.0.0.3:9042 dc1 "$ks" "{ dc1 = 1, dc2 = 1 }" 'listing = "uid"' 'serial_consistency = "local_serial"'
-  tern_node tern-dc2 162 127.0.0.4:9042 dc2 "$ks" "{ dc1 = 1, dc2 = 1 }" 'listing = "uid"' 'serial_consistency = "local_serial"'
-  "$T" bench setup --admin-url http://127.0.0.1:16180 --users 1 >/dev/null
-  "$T" bench deliver --server 127.0.0.1:16125 --messages 300 --users 1 --concurrency 4 > "$work/dup1" &
-  local b1=$!
-  "$T" bench deliver --server 127.0.0.1:16225 --messages 300 --users 1 --concurrency 4 > "$work/dup2" &
-  wait "$b1" "$!"
-  sleep 5 # let replication settle before counting
-  local listed
-  listed=$(uidls 16110 1 | awk '{print NF - 1}')
-  echo "UID mode, LOCAL_SERIAL, ${delay} ms: 600 messages accepted for one mailbox (300 in each"
-  echo "datacenter, at once); its UID listing shows $listed: each datacenter's Paxos round saw only its"
-  echo "own replica, so both handed out the same UIDs, and a message whose UID the other"
-  echo "datacenter's message also got is no longer listed."
+  echo "Read at ALL after n3's return ($how, $((SECONDS - returned)) s): the same $listed messages as at LOCAL_QUORUM, none of the deleted ones."
 }
 
 dc_lost() {
@@ -213,33 +165,15 @@ dc_lost() {
   header "dc1, phase"
   row "deliveries, both up" "$("$T" bench deliver --server 127.0.0.1:17125 --messages 3000 --users "$users" --concurrency 8 | last_json)"
   row "POP3 sessions, both up" "$("$T" bench pop3 --server 127.0.0.1:17110 --mode stat --users "$users" --concurrency 8 --duration 5 | last_json)"
-  "$T" bench deliver --server 127.0.0.1:17125 --messages 6000 --users "$users" --concurrency 8 > "$work/during" &
-  local bench=$!
-  sleep 3
-  "$CL" kill "$topology" n2
-  wait "$bench"
-  row "deliveries, dc2 killed 3 s in" "$(last_json < "$work/during")"
+  kill_during_deliveries 171 "$users" 6000 n2 "deliveries, dc2 killed 3 s in"
   row "POP3 sessions emptying mailboxes (RETR+DELE), dc2 down" "$("$T" bench pop3 --server 127.0.0.1:17110 --mode drain --users "$users" --concurrency 1 --duration 10 | last_json)"
   row "deliveries, dc2 down" "$("$T" bench deliver --server 127.0.0.1:17125 --messages 3000 --users "$users" --concurrency 8 | last_json)"
   uidls 17110 "$users" > "$work/dc1"
   echo
-  local returned=$SECONDS how="hints"
+  local returned=$SECONDS how
   "$CL" resume "$topology" n2
-  for _ in $(seq 1 60); do
-    uidls 17210 "$users" > "$work/dc2"
-    cmp -s "$work/dc1" "$work/dc2" && break
-    sleep 1
-  done
-  if ! cmp -s "$work/dc1" "$work/dc2"; then
-    how="repair"
-    "$CL" nodetool "$topology" n2 repair --full "$ks" >/dev/null
-    uidls 17210 "$users" > "$work/dc2"
-  fi
-  if cmp -s "$work/dc1" "$work/dc2"; then
-    echo "dc2 after its return ($how, $((SECONDS - returned)) s): lists exactly what dc1 lists."
-  else
-    echo "MISMATCH between the datacenters after repair:"; diff "$work/dc1" "$work/dc2" | head; exit 1
-  fi
+  how=$(converge "$work/dc1" 17210 "$users" n2 "$ks")
+  echo "dc2 after its return ($how, $((SECONDS - returned)) s): lists exactly what dc1 lists."
 }
 
 case "${1:-}" in
