@@ -105,12 +105,16 @@ impl BlobStore for FileBlobStore {
         }
     }
 
-    async fn remove(&self, id: BlobId) -> Result<bool> {
+    async fn remove(&self, id: BlobId) -> Result<()> {
         match tokio::fs::remove_file(self.path(id)).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn contains(&self, id: BlobId) -> Result<bool> {
+        Ok(tokio::fs::try_exists(self.path(id)).await?)
     }
 
     fn list(&self) -> ScanStream<'_, BlobId> {

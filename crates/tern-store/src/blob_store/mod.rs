@@ -22,8 +22,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn begin(&self, id: BlobId) -> Result<Box<dyn BlobUpload>>;
     /// The body, read in chunks, or `None` if there is none under `id`.
     async fn open(&self, id: BlobId) -> Result<Option<Box<dyn BodyReader>>>;
-    /// Removes the body; `false` if there was none (which is not an error).
-    async fn remove(&self, id: BlobId) -> Result<bool>;
+    /// Removes the body; removing one that is not there is not an error. (One request on S3:
+    /// deletions are on the POP3 path.)
+    async fn remove(&self, id: BlobId) -> Result<()>;
+    /// Whether a body is kept under `id` (for the collector, which reports what it removed).
+    async fn contains(&self, id: BlobId) -> Result<bool>;
     /// The id of every body kept, in no particular order.
     fn list(&self) -> ScanStream<'_, BlobId>;
     /// Where the bodies are, for logs and errors (`files in /var/lib/tern/blobs`).
@@ -64,9 +67,13 @@ impl BlobStore for Layered {
         }
     }
 
-    async fn remove(&self, id: BlobId) -> Result<bool> {
-        let new = self.new.remove(id).await?;
-        Ok(self.old.remove(id).await? || new)
+    async fn remove(&self, id: BlobId) -> Result<()> {
+        self.new.remove(id).await?;
+        self.old.remove(id).await
+    }
+
+    async fn contains(&self, id: BlobId) -> Result<bool> {
+        Ok(self.new.contains(id).await? || self.old.contains(id).await?)
     }
 
     fn list(&self) -> ScanStream<'_, BlobId> {
@@ -125,7 +132,9 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(listed, vec![id]);
-        assert!(both.remove(id).await.unwrap());
+        assert!(both.contains(id).await.unwrap());
+        both.remove(id).await.unwrap();
+        assert!(!both.contains(id).await.unwrap());
         assert!(both.open(id).await.unwrap().is_none());
     }
 }

@@ -202,16 +202,17 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn remove(&self, id: BlobId) -> Result<bool> {
-        // S3's DELETE succeeds whether or not the object was there: a HEAD tells.
-        let key = self.key(id);
-        match self.store.head(&key).await {
-            Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(s3_error(e)),
+    async fn remove(&self, id: BlobId) -> Result<()> {
+        match self.store.delete(&self.key(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error(e)),
         }
-        match self.store.delete(&key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+    }
+
+    async fn contains(&self, id: BlobId) -> Result<bool> {
+        match self.store.head(&self.key(id)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(s3_error(e)),
         }
     }

@@ -37,10 +37,13 @@ impl BodyCollection for CassandraStore {
         let Some((refs, chunks)) = row else {
             // No partition and no marker: an object left by an upload whose delivery never
             // wrote the partition (a delivery writes the partition before it clears the
-            // marker). Removing an absent object is harmless.
+            // marker), if there is one.
             return match &c.objects {
-                Some(objects) => objects.remove(blob).await,
-                None => Ok(false),
+                Some(objects) if objects.contains(blob).await? => {
+                    objects.remove(blob).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
             };
         };
         if refs.is_some_and(|r| !r.is_empty()) {

@@ -80,13 +80,19 @@ pub async fn an_aborted_body_leaves_nothing(store: &dyn BlobStore) {
     }
 }
 
-pub async fn removal_is_reported_and_idempotent(store: &dyn BlobStore) {
+pub async fn removal_is_idempotent_and_contains_follows(store: &dyn BlobStore) {
     let id = new_id();
     put(store, id, b"to be removed", 4).await;
-    assert!(store.remove(id).await.expect("remove"));
+    assert!(store.contains(id).await.expect("contains"));
+    store.remove(id).await.expect("remove");
     assert!(get(store, id).await.is_none());
-    assert!(!store.remove(id).await.expect("second remove"));
-    assert!(!store.remove(new_id()).await.expect("never stored"));
+    assert!(!store.contains(id).await.expect("contains after removal"));
+    store.remove(id).await.expect("second remove");
+    store.remove(new_id()).await.expect("never stored");
+    assert!(!store
+        .contains(new_id())
+        .await
+        .expect("contains, never stored"));
 }
 
 pub async fn listing_shows_every_stored_body(store: &dyn BlobStore) {
@@ -126,7 +132,7 @@ macro_rules! blob_store_contract_tests {
             large_bodies_round_trip_in_order,
             a_missing_body_is_none,
             an_aborted_body_leaves_nothing,
-            removal_is_reported_and_idempotent,
+            removal_is_idempotent_and_contains_follows,
             listing_shows_every_stored_body,
             writing_again_replaces_the_body,
         );

@@ -24,6 +24,10 @@ impl BodyCollection for EmbeddedStore {
                 return Ok(false);
             }
         }
-        self.inner.blobs.remove(blob).await
+        if !self.inner.blobs.contains(blob).await? {
+            return Ok(false);
+        }
+        self.inner.blobs.remove(blob).await?;
+        Ok(true)
     }
 }
