@@ -473,25 +473,10 @@ fn swaks_and_curl_submit_with_auth_to_a_remote_domain() {
         String::from_utf8_lossy(&out.stdout)
     );
     // curl over the submission port (loopback counts as secure here).
-    let dir = tempfile::tempdir().unwrap();
-    let mail = dir.path().join("mail.txt");
-    std::fs::write(&mail, "Subject: via curl\r\n\r\nHi!\r\n").unwrap();
-    run_ok(
-        std::process::Command::new("curl")
-            .args([
-                "-sS",
-                &format!("smtp://{submission}"),
-                "--user",
-                "alice@example.com:pw-alice",
-            ])
-            .args([
-                "--mail-from",
-                "alice@example.com",
-                "--mail-rcpt",
-                "curl@remote.test",
-                "-T",
-            ])
-            .arg(&mail),
+    curl_submit_as_alice(
+        submission,
+        "curl@remote.test",
+        "Subject: via curl\r\n\r\nHi!\r\n",
     );
     sink.wait_for(30, "both submissions", |a| {
         let to: Vec<&String> = a.iter().flat_map(|m| &m.recipients).collect();

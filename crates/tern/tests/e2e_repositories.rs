@@ -14,6 +14,19 @@ use std::time::{Duration, Instant};
 const ERROR: &str = "var%2Fmail%2Ferror%2F";
 const ADDRESS_ERROR: &str = "var%2Fmail%2Faddress-error%2F";
 
+/// A kept mail as `message/rfc822`, fetched with curl (asserting the request succeeded).
+fn raw_mail(s: &TestServer, repository: &str, key: &str) -> Vec<u8> {
+    let out = run_ok(
+        std::process::Command::new("curl")
+            .args(["-sf", "-H", "Accept: message/rfc822"])
+            .arg(format!(
+                "{}/mailRepositories/{repository}/mails/{key}",
+                s.admin_url
+            )),
+    );
+    out.stdout
+}
+
 fn get_json(s: &TestServer, path: &str) -> Value {
     serde_json::from_str(&s.admin_ok("GET", path, None)).unwrap()
 }
@@ -146,24 +159,13 @@ fn kept_mail_is_listed_read_moved_reprocessed_and_deleted(b: Backend) {
     assert_eq!(more["textBody"], "agenda\r\n");
     assert_eq!(more["attributes"], json!({}));
     assert_eq!(more["perRecipientsHeaders"], json!({}));
-    let raw = std::process::Command::new("curl")
-        .args(["-sf", "-H", "Accept: message/rfc822"])
-        .arg(format!(
-            "{}/mailRepositories/{ADDRESS_ERROR}/mails/{key}",
-            s.admin_url
-        ))
-        .output()
-        .unwrap();
-    assert!(raw.status.success());
+    let raw = raw_mail(&s, ADDRESS_ERROR, key);
+    assert!(raw.ends_with(&message), "the kept message is the message");
     assert!(
-        raw.stdout.ends_with(&message),
-        "the kept message is the message"
-    );
-    assert!(
-        raw.stdout.starts_with(b"Received: from client.test"),
+        raw.starts_with(b"Received: from client.test"),
         "without alice's own header"
     );
-    assert_eq!(more["messageSize"], json!(raw.stdout.len()));
+    assert_eq!(more["messageSize"], json!(raw.len()));
     assert_eq!(
         status(
             &s,
@@ -415,16 +417,8 @@ fn every_kept_copy_has_the_whole_message(b: Backend) {
     assert_eq!(s.login("alice").stat().0, 0);
     let mut targets = Vec::new();
     for key in &keys {
-        let raw = std::process::Command::new("curl")
-            .args(["-sf", "-H", "Accept: message/rfc822"])
-            .arg(format!(
-                "{}/mailRepositories/{ADDRESS_ERROR}/mails/{key}",
-                s.admin_url
-            ))
-            .output()
-            .unwrap();
         assert!(
-            raw.status.success() && raw.stdout.ends_with(&body),
+            raw_mail(&s, ADDRESS_ERROR, key).ends_with(&body),
             "kept copy {key} is whole"
         );
         let details = get_json(

@@ -182,29 +182,17 @@ fn curl_submits_with_auth_on_loopback() {
     s.user("alice");
     s.user("bob");
     let addr = s.server.as_ref().unwrap().submission_addr.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mail = dir.path().join("mail.txt");
-    std::fs::write(&mail, "Subject: via curl\r\n\r\nHi Bob!\r\n").unwrap();
-    run_ok(
-        std::process::Command::new("curl")
-            .args([
-                "-sS",
-                &format!("smtp://{addr}"),
-                "--user",
-                "alice@example.com:pw-alice",
-            ])
-            .args([
-                "--mail-from",
-                "alice@example.com",
-                "--mail-rcpt",
-                "bob@example.com",
-                "-T",
-            ])
-            .arg(&mail),
+    curl_submit_as_alice(
+        addr,
+        "bob@example.com",
+        "Subject: via curl\r\n\r\nHi Bob!\r\n",
     );
     let m = String::from_utf8(s.login("bob").retr(1)).unwrap();
     assert!(m.contains("Hi Bob!") && m.contains("with ESMTPA"), "{m}");
     // Without credentials, submission refuses the mail.
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail.txt");
+    std::fs::write(&mail, "Subject: via curl\r\n\r\nHi Bob!\r\n").unwrap();
     let out = std::process::Command::new("curl")
         .args(["-sS", &format!("smtp://{addr}")])
         .args([

@@ -537,6 +537,22 @@ impl Pop3Client {
 
 /// Runs an external tool (curl, swaks, python3, the tern CLI), asserts that it succeeded, with
 /// its stderr in the failure message, and returns what it printed.
+/// Submits `body` with curl as alice@example.com (password `pw-alice`) to `recipient`
+/// through the submission listener at `addr`, asserting that curl succeeded.
+pub fn curl_submit_as_alice(addr: SocketAddr, recipient: &str, body: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail.txt");
+    std::fs::write(&mail, body).unwrap();
+    run_ok(
+        std::process::Command::new("curl")
+            .args(["-sS", &format!("smtp://{addr}")])
+            .args(["--user", "alice@example.com:pw-alice"])
+            .args(["--mail-from", "alice@example.com", "--mail-rcpt", recipient])
+            .arg("-T")
+            .arg(&mail),
+    );
+}
+
 pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
     let out = command.output().expect("the tool runs");
     assert!(
