@@ -1,7 +1,12 @@
 //! Group commit: every write goes through one thread that gathers the writes waiting at that
 //! moment into a single redb transaction and a single fsync. Concurrent SMTP deliveries thus
 //! share fsyncs instead of paying one each, and each caller still learns of its own durability.
+//!
+//! Deliveries, the hot write, are not closures but data ([`Delivery`]): the committer applies
+//! all those of a batch in one pass ([`super::mail::apply_deliveries`]), each table opened once
+//! and each mailbox's quota counters updated once, instead of once per delivery.
 
+use super::mail::{apply_deliveries, Delivery};
 use crate::{Result, StoreError};
 use redb::{Database, Durability, WriteTransaction};
 use std::sync::mpsc;
@@ -41,8 +46,14 @@ impl<T: Send, F: FnMut(&WriteTransaction) -> Result<T> + Send> Job for ClosureJo
     }
 }
 
+/// What the committer thread receives.
+enum Work {
+    Write(Box<dyn Job>),
+    Delivery(Delivery, oneshot::Sender<Result<()>>),
+}
+
 pub(crate) struct Committer {
-    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    jobs: Option<mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -59,7 +70,7 @@ impl Drop for Committer {
 
 impl Committer {
     pub(crate) fn start(db: Arc<Database>) -> Result<Self> {
-        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let thread = std::thread::Builder::new()
             .name("tern-committer".into())
             .spawn(move || run(db, rx))?;
@@ -77,21 +88,33 @@ impl Committer {
         F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .as_ref()
-            .ok_or_else(|| StoreError::unavailable("committer stopped"))?
-            .send(Box::new(ClosureJob {
-                f,
-                value: None,
-                reply,
-            }))
-            .map_err(|_| StoreError::unavailable("committer stopped"))?;
+        self.send(Work::Write(Box::new(ClosureJob {
+            f,
+            value: None,
+            reply,
+        })))?;
         rx.await
             .map_err(|_| StoreError::unavailable("committer stopped"))?
     }
+
+    /// Stores a delivery; returns once it is durable.
+    pub(crate) async fn deliver(&self, delivery: Delivery) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Delivery(delivery, reply))?;
+        rx.await
+            .map_err(|_| StoreError::unavailable("committer stopped"))?
+    }
+
+    fn send(&self, work: Work) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::unavailable("committer stopped"))?
+            .send(work)
+            .map_err(|_| StoreError::unavailable("committer stopped"))
+    }
 }
 
-fn run(db: Arc<Database>, rx: mpsc::Receiver<Box<dyn Job>>) {
+fn run(db: Arc<Database>, rx: mpsc::Receiver<Work>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -110,43 +133,69 @@ fn begin(db: &Database) -> Result<WriteTransaction> {
     Ok(txn)
 }
 
-fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
+fn commit_batch(db: &Database, batch: Vec<Work>) {
+    let mut writes = Vec::new();
+    let mut deliveries = Vec::new();
+    for work in batch {
+        match work {
+            Work::Write(job) => writes.push(job),
+            Work::Delivery(delivery, reply) => deliveries.push((delivery, reply)),
+        }
+    }
     let txn = match begin(db) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a write transaction");
             let why = e.to_string();
-            for job in batch {
+            for job in writes {
                 job.complete(Err(StoreError::unavailable(why.clone())));
+            }
+            for (_, reply) in deliveries {
+                let _ = reply.send(Err(StoreError::unavailable(why.clone())));
             }
             return;
         }
     };
-    let failed = batch.iter_mut().any(|job| job.apply(&txn).is_err());
+    let failed = writes.iter_mut().any(|job| job.apply(&txn).is_err())
+        || apply_deliveries(&txn, deliveries.iter().map(|(d, _)| d)).is_err();
     if !failed {
         // Every job of the batch gets the outcome; the error itself can only go to one.
         let commit = txn.commit().map_err(|e| e.to_string());
         if let Err(e) = &commit {
             tracing::error!(error = %e, "group commit failed");
         }
-        for job in batch {
-            let r = match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::unavailable(format!("database commit: {e}"))),
-            };
-            job.complete(r);
+        let outcome = || match &commit {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::unavailable(format!("database commit: {e}"))),
+        };
+        for job in writes {
+            job.complete(outcome());
+        }
+        for (_, reply) in deliveries {
+            let _ = reply.send(outcome());
         }
         return;
     }
     drop(txn.abort());
-    for mut job in batch {
-        let r = begin(db).and_then(|txn| match job.apply(&txn) {
-            Ok(()) => txn.commit().map_err(StoreError::database),
-            Err(e) => {
-                drop(txn.abort());
-                Err(e)
-            }
-        });
+    for mut job in writes {
+        let r = alone(db, |txn| job.apply(txn));
         job.complete(r);
+    }
+    for (delivery, reply) in deliveries {
+        let _ = reply.send(alone(db, |txn| {
+            apply_deliveries(txn, std::iter::once(&delivery))
+        }));
+    }
+}
+
+/// Applies one write in a transaction of its own (after its batch failed).
+fn alone(db: &Database, apply: impl FnOnce(&WriteTransaction) -> Result<()>) -> Result<()> {
+    let txn = begin(db)?;
+    match apply(&txn) {
+        Ok(()) => txn.commit().map_err(StoreError::database),
+        Err(e) => {
+            drop(txn.abort());
+            Err(e)
+        }
     }
 }

@@ -30,42 +30,24 @@ impl MailStore for EmbeddedStore {
         if copies.is_empty() {
             return Err(StoreError::invalid("delivery without recipients"));
         }
-        let entries: Vec<(u128, MessageId, Vec<u8>, String)> = copies
+        let (blob, body_size, inline, in_flight) = staged_parts(body);
+        let copies: Vec<DeliveredCopy> = copies
             .iter()
-            .map(|c| {
-                let uidl = c.uidl.clone().unwrap_or_default();
-                (
-                    c.mailbox.0.as_u128(),
-                    self.inner.ids.next_id(),
-                    c.header.clone(),
-                    uidl,
-                )
+            .map(|c| DeliveredCopy {
+                mailbox: c.mailbox.0.as_u128(),
+                id: self.inner.ids.next_id(),
+                header: c.header.clone(),
+                uidl: c.uidl.clone().unwrap_or_default(),
             })
             .collect();
-        let (blob, size, inline, in_flight) = staged_parts(body);
-        let ids: Vec<MessageId> = entries.iter().map(|(_, id, _, _)| *id).collect();
+        let ids: Vec<MessageId> = copies.iter().map(|c| c.id).collect();
         self.inner
             .committer
-            .write(move |txn| {
-                commit_body(txn, blob, entries.len() as u64, inline.as_deref())?;
-                let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
-                let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
-                let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
-                for (mailbox, id, header, uidl) in &entries {
-                    let size = size + header.len() as u64;
-                    messages
-                        .insert(id.sort_key(), (*mailbox, blob, size))
-                        .map_err(db_err)?;
-                    view.insert((*mailbox, id.sort_key()), (size, uidl.as_str()))
-                        .map_err(db_err)?;
-                    if !header.is_empty() {
-                        headers
-                            .insert(id.sort_key(), header.as_slice())
-                            .map_err(db_err)?;
-                    }
-                    quotas::add_usage(txn, *mailbox, 1, size as i64)?;
-                }
-                Ok(())
+            .deliver(Delivery {
+                blob,
+                body_size,
+                inline,
+                copies,
             })
             .await?;
         // Referenced now: the collector may judge it by its references alone.
@@ -161,6 +143,73 @@ impl MailStore for EmbeddedStore {
         self.remove_body_files(unreferenced_files).await;
         Ok(())
     }
+}
+
+/// One message for one or more mailboxes, as the committer applies it.
+pub(crate) struct Delivery {
+    blob: u128,
+    body_size: u64,
+    /// The body, when it lives in the database.
+    inline: Option<Vec<u8>>,
+    copies: Vec<DeliveredCopy>,
+}
+
+struct DeliveredCopy {
+    mailbox: u128,
+    id: MessageId,
+    /// The copy's own header lines (trace fields), put before the shared body.
+    header: Vec<u8>,
+    /// An imported UIDL, or "".
+    uidl: String,
+}
+
+/// Writes deliveries in a transaction: each table is opened once for all of them, and each
+/// mailbox's quota usage is read and written once however many copies it received.
+pub(crate) fn apply_deliveries<'a>(
+    txn: &redb::WriteTransaction,
+    deliveries: impl Iterator<Item = &'a Delivery>,
+) -> Result<()> {
+    let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
+    let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+    let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
+    let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
+    let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
+    // (mailbox, messages, octets); a batch names few mailboxes, a scan beats hashing.
+    let mut usage: Vec<(u128, i64, i64)> = Vec::new();
+    for d in deliveries {
+        if d.copies.is_empty() {
+            return Err(StoreError::invalid("delivery without recipients"));
+        }
+        refs.insert(d.blob, d.copies.len() as u64).map_err(db_err)?;
+        if let Some(data) = &d.inline {
+            inline.insert(d.blob, data.as_slice()).map_err(db_err)?;
+        }
+        for c in &d.copies {
+            let size = d.body_size + c.header.len() as u64;
+            messages
+                .insert(c.id.sort_key(), (c.mailbox, d.blob, size))
+                .map_err(db_err)?;
+            view.insert((c.mailbox, c.id.sort_key()), (size, c.uidl.as_str()))
+                .map_err(db_err)?;
+            if !c.header.is_empty() {
+                headers
+                    .insert(c.id.sort_key(), c.header.as_slice())
+                    .map_err(db_err)?;
+            }
+            match usage.iter_mut().find(|(m, _, _)| *m == c.mailbox) {
+                Some(u) => {
+                    u.1 += 1;
+                    u.2 += size as i64;
+                }
+                None => usage.push((c.mailbox, 1, size as i64)),
+            }
+        }
+    }
+    let mut quota_usage = txn.open_table(QUOTA_USAGE).map_err(db_err)?;
+    for (mailbox, count, size) in usage {
+        quotas::add_usage_in(&mut quota_usage, mailbox, count, size)?;
+    }
+    Ok(())
 }
 
 impl EmbeddedStore {

@@ -11,7 +11,21 @@ pub(crate) fn add_usage(
     count: i64,
     size: i64,
 ) -> Result<()> {
-    let mut t = txn.open_table(QUOTA_USAGE).map_err(db_err)?;
+    add_usage_in(
+        &mut txn.open_table(QUOTA_USAGE).map_err(db_err)?,
+        mailbox,
+        count,
+        size,
+    )
+}
+
+/// Adds to a mailbox's usage in the quota usage table of a write transaction.
+pub(crate) fn add_usage_in(
+    t: &mut redb::Table<'_, u128, (i64, i64)>,
+    mailbox: u128,
+    count: i64,
+    size: i64,
+) -> Result<()> {
     let (c, s) = t
         .get(mailbox)
         .map_err(db_err)?

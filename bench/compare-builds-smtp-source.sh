@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Two Tern builds side by side on the embedded store, loaded by Postfix's `smtp-source` (16
+# sessions, 4 KiB, one message per connection) in turns A, B, A, B...: the server CPU per
+# message of each run (from /proc/PID/stat) and its rate. The figure item 1 of the performance
+# work is about; compare the two builds' ratios within one run, not across runs.
+#
+#   bench/compare-builds-smtp-source.sh OLD_TERN_BINARY NEW_TERN_BINARY    (needs smtp-source)
+#   MESSAGES=20000 ROUNDS=3 bench/compare-builds-smtp-source.sh ...
+set -euo pipefail
+A="$1" B="$2"
+messages="${MESSAGES:-10000}"
+rounds="${ROUNDS:-3}"
+export PATH="$PATH:/usr/sbin"
+work=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+start() { # name binary base-port
+  local name=$1 bin=$2 port=$3
+  mkdir -p "$work/$name"
+  cat > "$work/$name/tern.toml" <<TOML
+[server]
+data_dir = "$work/$name/data"
+[smtp]
+listen = "127.0.0.1:$((port + 25))"
+[pop3]
+listen = "127.0.0.1:$((port + 10))"
+[admin]
+listen = "127.0.0.1:$((port + 80))"
+[log]
+level = "warn"
+TOML
+  "$bin" serve --config "$work/$name/tern.toml" 2> "$work/$name/log" &
+  pids+=($!)
+  eval "pid_$name=$!"
+  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$((port + 80))/healthcheck" >/dev/null && break; sleep 0.2; done
+  "$B" bench setup --admin-url "http://127.0.0.1:$((port + 80))" --users 1 > /dev/null
+  # Warm-up: the first deliveries grow the database file.
+  smtp-source -s 16 -l 4096 -m 2000 -f s@remote.test -t bench0@bench.test "127.0.0.1:$((port + 25))"
+}
+start a "$A" 21000
+start b "$B" 22000
+
+hz=$(getconf CLK_TCK)
+run() { # name pid smtp-port
+  local c0 c1 t0 t1
+  c0=$(awk '{print $14 + $15}' "/proc/$2/stat")
+  t0=$(date +%s.%N)
+  smtp-source -s 16 -l 4096 -m "$messages" -f s@remote.test -t bench0@bench.test "127.0.0.1:$3"
+  t1=$(date +%s.%N)
+  c1=$(awk '{print $14 + $15}' "/proc/$2/stat")
+  python3 -c "print(f'$1  {$messages / ($t1 - $t0):7.0f} msg/s   server CPU {($c1 - $c0) / $hz / $messages * 1e6:4.0f} µs/msg')"
+}
+echo "smtp-source -s 16 -l 4096 -m $messages, one message per connection"
+for _ in $(seq 1 "$rounds"); do
+  run A "$pid_a" 21025
+  run B "$pid_b" 22025
+done
