@@ -15,16 +15,14 @@ impl RecipientRewrites for EmbeddedStore {
             mapping.kind.name(),
             mapping.target.clone(),
         );
-        self.inner
-            .committer
-            .write(move |txn| {
-                txn.open_table(MAPPINGS)
-                    .map_err(db_err)?
-                    .insert((source.as_str(), kind, target.as_str()), ())
-                    .map_err(db_err)?;
-                Ok(())
-            })
-            .await
+        self.write_admin(move |txn| {
+            txn.open_table(MAPPINGS)
+                .map_err(db_err)?
+                .insert((source.as_str(), kind, target.as_str()), ())
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn remove_mapping(&self, source: &str, mapping: &Mapping) -> Result<bool> {
@@ -33,21 +31,23 @@ impl RecipientRewrites for EmbeddedStore {
             mapping.kind.name(),
             mapping.target.clone(),
         );
-        self.inner
-            .committer
-            .write(move |txn| {
-                let removed = txn
-                    .open_table(MAPPINGS)
-                    .map_err(db_err)?
-                    .remove((source.as_str(), kind, target.as_str()))
-                    .map_err(db_err)?
-                    .is_some();
-                Ok(removed)
-            })
-            .await
+        self.write_admin(move |txn| {
+            let removed = txn
+                .open_table(MAPPINGS)
+                .map_err(db_err)?
+                .remove((source.as_str(), kind, target.as_str()))
+                .map_err(db_err)?
+                .is_some();
+            Ok(removed)
+        })
+        .await
     }
 
     async fn mappings(&self, source: &str) -> Result<Vec<Mapping>> {
+        let read_under = match self.inner.lookups.mappings(source) {
+            Ok(known) => return Ok(known),
+            Err(generation) => generation,
+        };
         let txn = self.read()?;
         let t = txn.open_table(MAPPINGS).map_err(db_err)?;
         let mut out = Vec::new();
@@ -60,6 +60,7 @@ impl RecipientRewrites for EmbeddedStore {
             let (_, kind_name, target) = k.value();
             out.push(Mapping::new(kind(kind_name)?, target));
         }
+        self.inner.lookups.put_mappings(read_under, source, &out);
         Ok(out)
     }
 

@@ -5,6 +5,7 @@ mod blobs;
 mod collection;
 mod committer;
 mod directory;
+mod lookup_cache;
 mod mail;
 mod mappings;
 mod queue;
@@ -107,6 +108,8 @@ struct Inner {
     pending: PendingBodies,
     /// Wakes the queue runner when an entry is added or rescheduled.
     queue_changed: Arc<tokio::sync::Notify>,
+    /// The RCPT-time lookups' answers, until the next administrative write.
+    lookups: lookup_cache::LookupCache,
 }
 
 fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -161,8 +164,22 @@ impl EmbeddedStore {
                 options,
                 pending: PendingBodies::default(),
                 queue_changed: Arc::new(tokio::sync::Notify::new()),
+                lookups: Default::default(),
             }),
         })
+    }
+
+    /// An administrative write to domains, users, mailboxes, mappings or quota limits; the
+    /// remembered lookups are forgotten once it committed (even if it failed: nothing to
+    /// lose but a few reads).
+    async fn write_admin<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let result = self.inner.committer.write(f).await;
+        self.inner.lookups.forget();
+        result
     }
 
     fn read(&self) -> Result<redb::ReadTransaction> {

@@ -45,32 +45,38 @@ impl Quotas for EmbeddedStore {
         limit: Option<i64>,
     ) -> Result<()> {
         let key = scope.key();
-        self.inner
-            .committer
-            .write(move |txn| {
-                let mut t = txn.open_table(QUOTA_LIMITS).map_err(db_err)?;
-                match limit {
-                    Some(v) => t.insert((key.as_str(), resource.name()), v).map(|_| ()),
-                    None => t.remove((key.as_str(), resource.name())).map(|_| ()),
-                }
-                .map_err(db_err)
-            })
-            .await
+        self.write_admin(move |txn| {
+            let mut t = txn.open_table(QUOTA_LIMITS).map_err(db_err)?;
+            match limit {
+                Some(v) => t.insert((key.as_str(), resource.name()), v).map(|_| ()),
+                None => t.remove((key.as_str(), resource.name())).map(|_| ()),
+            }
+            .map_err(db_err)
+        })
+        .await
     }
 
     async fn quota_limits(&self, scope: &QuotaScope) -> Result<QuotaLimits> {
+        let key = scope.key();
+        let read_under = match self.inner.lookups.quota_limits(&key) {
+            Ok(known) => return Ok(known),
+            Err(generation) => generation,
+        };
         let txn = self.read()?;
         let t = txn.open_table(QUOTA_LIMITS).map_err(db_err)?;
-        let key = scope.key();
         let get = |r: QuotaResource| -> Result<Option<i64>> {
             Ok(t.get((key.as_str(), r.name()))
                 .map_err(db_err)?
                 .map(|v| v.value()))
         };
-        Ok(QuotaLimits {
+        let limits = QuotaLimits {
             count: get(QuotaResource::Count)?,
             size: get(QuotaResource::Size)?,
-        })
+        };
+        self.inner
+            .lookups
+            .put_quota_limits(read_under, &key, &limits);
+        Ok(limits)
     }
 
     async fn quota_usage(&self, mailbox: MailboxId) -> Result<QuotaUsage> {
