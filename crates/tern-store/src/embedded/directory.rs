@@ -34,7 +34,7 @@ impl Directory for EmbeddedStore {
         let txn = self.read()?;
         let t = txn.open_table(DOMAINS).map_err(db_err)?;
         let exists = t.get(domain).map_err(db_err)?.is_some();
-        self.inner.lookups.put_domain(read_under, domain, &exists);
+        self.inner.lookups.put_domain(read_under, domain, exists);
         Ok(exists)
     }
 
@@ -85,7 +85,7 @@ impl Directory for EmbeddedStore {
             Err(generation) => generation,
         };
         let user = self.read_user(name)?;
-        self.inner.lookups.put_user(read_under, name, &user);
+        self.inner.lookups.put_user(read_under, name, user.clone());
         Ok(user)
     }
 

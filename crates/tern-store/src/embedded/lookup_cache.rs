@@ -48,7 +48,7 @@ macro_rules! kind {
             }
         }
 
-        pub(crate) fn $put(&self, read_under: Generation, key: &str, value: &$value) {
+        pub(crate) fn $put(&self, read_under: Generation, key: &str, value: $value) {
             let mut entries = self.lock();
             if entries.generation != read_under.0 {
                 return;
@@ -56,7 +56,7 @@ macro_rules! kind {
             if entries.$field.len() >= MAX_ENTRIES {
                 entries.$field.clear();
             }
-            entries.$field.insert(key.to_string(), value.clone());
+            entries.$field.insert(key.to_string(), value);
         }
     };
 }
@@ -92,10 +92,10 @@ mod tests {
         let cache = LookupCache::default();
         let read_under = cache.domain("example.com").unwrap_err();
         cache.forget(); // a write committed while the read was under way
-        cache.put_domain(read_under, "example.com", &false);
+        cache.put_domain(read_under, "example.com", false);
         assert!(cache.domain("example.com").is_err());
         let now = cache.domain("example.com").unwrap_err();
-        cache.put_domain(now, "example.com", &true);
+        cache.put_domain(now, "example.com", true);
         assert!(matches!(cache.domain("example.com"), Ok(true)));
         cache.forget();
         assert!(cache.domain("example.com").is_err());
@@ -106,7 +106,7 @@ mod tests {
         let cache = LookupCache::default();
         for i in 0..=MAX_ENTRIES {
             let g = cache.domain("x").unwrap_err();
-            cache.put_domain(g, &format!("d{i}.test"), &false);
+            cache.put_domain(g, &format!("d{i}.test"), false);
         }
         assert_eq!(cache.lock().domains.len(), 1);
     }

@@ -60,7 +60,9 @@ impl RecipientRewrites for EmbeddedStore {
             let (_, kind_name, target) = k.value();
             out.push(Mapping::new(kind(kind_name)?, target));
         }
-        self.inner.lookups.put_mappings(read_under, source, &out);
+        self.inner
+            .lookups
+            .put_mappings(read_under, source, out.clone());
         Ok(out)
     }
 

@@ -75,7 +75,7 @@ impl Quotas for EmbeddedStore {
         };
         self.inner
             .lookups
-            .put_quota_limits(read_under, &key, &limits);
+            .put_quota_limits(read_under, &key, limits);
         Ok(limits)
     }
 
