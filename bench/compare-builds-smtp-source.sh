@@ -49,10 +49,18 @@ run() { # name pid smtp-port
   smtp-source -s 16 -l 4096 -m "$messages" -f s@remote.test -t bench0@bench.test "127.0.0.1:$3"
   t1=$(date +%s.%N)
   c1=$(awk '{print $14 + $15}' "/proc/$2/stat")
-  python3 -c "print(f'$1  {$messages / ($t1 - $t0):7.0f} msg/s   server CPU {($c1 - $c0) / $hz / $messages * 1e6:4.0f} µs/msg')"
+  python3 -c "print(f'$1  {$messages / ($t1 - $t0):7.0f} msg/s   server CPU {($c1 - $c0) / $hz / $messages * 1e6:4.0f} µs/msg')" | tee -a "$work/results"
 }
 echo "smtp-source -s 16 -l 4096 -m $messages, one message per connection"
 for _ in $(seq 1 "$rounds"); do
   run A "$pid_a" 21025
   run B "$pid_b" 22025
 done
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+for side in "AB":
+    rate = statistics.median(float(r[1]) for r in rows if r[0] == side)
+    cpu = statistics.median(float(r[5]) for r in rows if r[0] == side)
+    print(f"median {side}  {rate:7.0f} msg/s   server CPU {cpu:4.0f} µs/msg")
+PY

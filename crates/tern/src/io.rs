@@ -1,26 +1,8 @@
-//! Timed reads and writes shared by the protocol drivers.
+//! Timed writes shared by the protocol drivers (reads are timed by the session's deadlines, in
+//! the driver).
 
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-pub enum ReadOutcome {
-    Data(usize),
-    TimedOut,
-    /// End of stream or a transport error: either way the peer is gone.
-    Closed,
-}
-
-pub async fn read_timed<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut [u8],
-    timeout: Duration,
-) -> ReadOutcome {
-    match tokio::time::timeout(timeout, stream.read(buf)).await {
-        Err(_) => ReadOutcome::TimedOut,
-        Ok(Ok(0)) | Ok(Err(_)) => ReadOutcome::Closed,
-        Ok(Ok(n)) => ReadOutcome::Data(n),
-    }
-}
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Writes everything or fails; a peer that stops reading for `timeout` is given up on.
 pub async fn write_timed<S: AsyncWrite + Unpin>(
