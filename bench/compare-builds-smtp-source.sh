@@ -56,6 +56,10 @@ for _ in $(seq 1 "$rounds"); do
   run A "$pid_a" 21025
   run B "$pid_b" 22025
 done
+for side in a b; do
+  eval "p=\$pid_$side"
+  echo "resident memory of $side after the runs: $(awk '/VmRSS/ {printf "%.0f MiB", $2 / 1024}' "/proc/$p/status")"
+done
 python3 - "$work/results" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
