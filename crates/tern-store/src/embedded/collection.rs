@@ -19,7 +19,7 @@ impl BodyCollection for EmbeddedStore {
         }
         {
             let txn = self.read()?;
-            let refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
+            let refs = txn.open_table(BODIES).map_err(db_err)?;
             if refs.get(blob.0.as_u128()).map_err(db_err)?.is_some() {
                 return Ok(false);
             }

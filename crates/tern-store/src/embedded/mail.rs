@@ -87,16 +87,11 @@ impl MailStore for EmbeddedStore {
             let Some(meta) = messages.get(message.sort_key()).map_err(db_err)? else {
                 return Ok(None);
             };
-            let (owner, blob, _size) = meta.value();
+            let (owner, blob, _size, header) = meta.value();
             if owner != mailbox.0.as_u128() {
                 return Ok(None);
             }
-            let headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
-            let header = headers
-                .get(message.sort_key())
-                .map_err(db_err)?
-                .map(|h| h.value().to_vec());
-            (blob, header)
+            (blob, (!header.is_empty()).then(|| header.to_vec()))
         };
         Ok(self
             .open_blob(BlobId(Uuid::from_u128(blob)))
@@ -117,7 +112,6 @@ impl MailStore for EmbeddedStore {
                 let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
                 let mut uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
                 let mut by_uid = txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
-                let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
                 for &key in &keys {
                     view.remove((m, key)).map_err(db_err)?;
                     let owned = match msgs.get(key).map_err(db_err)? {
@@ -128,14 +122,13 @@ impl MailStore for EmbeddedStore {
                     freed.0 += 1;
                     freed.1 += size as i64;
                     msgs.remove(key).map_err(db_err)?;
-                    headers.remove(key).map_err(db_err)?;
                     let uid = uids.remove(key).map_err(db_err)?.map(|u| u.value());
                     if let Some(uid) = uid {
                         by_uid.remove((m, uid)).map_err(db_err)?;
                     }
                     files.extend(drop_blob_ref(txn, blob)?);
                 }
-                drop((msgs, view, uids, by_uid, headers));
+                drop((msgs, view, uids, by_uid));
                 quotas::add_usage(txn, m, -freed.0, -freed.1)?;
                 Ok(files)
             })
@@ -169,33 +162,28 @@ pub(crate) fn apply_deliveries<'a>(
     txn: &redb::WriteTransaction,
     deliveries: impl Iterator<Item = &'a Delivery>,
 ) -> Result<()> {
-    let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
-    let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
+    let mut bodies = txn.open_table(BODIES).map_err(db_err)?;
     let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
     let mut view = txn.open_table(POP3_VIEW).map_err(db_err)?;
-    let mut headers = txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
     // (mailbox, messages, octets); a batch names few mailboxes, a scan beats hashing.
     let mut usage: Vec<(u128, i64, i64)> = Vec::new();
     for d in deliveries {
         if d.copies.is_empty() {
             return Err(StoreError::invalid("delivery without recipients"));
         }
-        refs.insert(d.blob, d.copies.len() as u64).map_err(db_err)?;
-        if let Some(data) = &d.inline {
-            inline.insert(d.blob, data.as_slice()).map_err(db_err)?;
-        }
+        bodies
+            .insert(d.blob, (d.copies.len() as u64, d.inline.as_deref()))
+            .map_err(db_err)?;
         for c in &d.copies {
             let size = d.body_size + c.header.len() as u64;
             messages
-                .insert(c.id.sort_key(), (c.mailbox, d.blob, size))
+                .insert(
+                    c.id.sort_key(),
+                    (c.mailbox, d.blob, size, c.header.as_slice()),
+                )
                 .map_err(db_err)?;
             view.insert((c.mailbox, c.id.sort_key()), (size, c.uidl.as_str()))
                 .map_err(db_err)?;
-            if !c.header.is_empty() {
-                headers
-                    .insert(c.id.sort_key(), c.header.as_slice())
-                    .map_err(db_err)?;
-            }
             match usage.iter_mut().find(|(m, _, _)| *m == c.mailbox) {
                 Some(u) => {
                     u.1 += 1;
@@ -217,10 +205,12 @@ impl EmbeddedStore {
     pub(crate) async fn open_blob(&self, blob: BlobId) -> Result<Option<Box<dyn BodyReader>>> {
         {
             let txn = self.read()?;
-            let inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
-            if let Some(data) = inline.get(blob.0.as_u128()).map_err(db_err)? {
-                let bytes = Bytes::copy_from_slice(data.value());
-                return Ok(Some(Box::new(InlineReader(Some(bytes)))));
+            let bodies = txn.open_table(BODIES).map_err(db_err)?;
+            if let Some(row) = bodies.get(blob.0.as_u128()).map_err(db_err)? {
+                if let (_, Some(data)) = row.value() {
+                    let bytes = Bytes::copy_from_slice(data);
+                    return Ok(Some(Box::new(InlineReader(Some(bytes)))));
+                }
             }
         }
         self.inner.blobs.open(blob).await
@@ -245,34 +235,31 @@ pub(crate) fn commit_body(
     refs: u64,
     inline: Option<&[u8]>,
 ) -> Result<()> {
-    txn.open_table(BLOB_REFS)
+    txn.open_table(BODIES)
         .map_err(db_err)?
-        .insert(blob, refs)
+        .insert(blob, (refs, inline))
         .map_err(db_err)?;
-    if let Some(data) = inline {
-        txn.open_table(BLOB_INLINE)
-            .map_err(db_err)?
-            .insert(blob, data)
-            .map_err(db_err)?;
-    }
     Ok(())
 }
 
 /// Drops one reference to a body inside a write transaction; returns the body if it was a
 /// file that nothing references any more (to be removed once the transaction committed).
 pub(crate) fn drop_blob_ref(txn: &redb::WriteTransaction, blob: u128) -> Result<Option<BlobId>> {
-    let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
-    let count = refs
-        .get(blob)
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(0);
+    let mut bodies = txn.open_table(BODIES).map_err(db_err)?;
+    let (count, inline) = match bodies.get(blob).map_err(db_err)? {
+        Some(row) => {
+            let (count, inline) = row.value();
+            (count, inline.map(<[u8]>::to_vec))
+        }
+        None => (0, None),
+    };
     if count > 1 {
-        refs.insert(blob, count - 1).map_err(db_err)?;
+        bodies
+            .insert(blob, (count - 1, inline.as_deref()))
+            .map_err(db_err)?;
         return Ok(None);
     }
-    refs.remove(blob).map_err(db_err)?;
-    let mut inline = txn.open_table(BLOB_INLINE).map_err(db_err)?;
-    let was_inline = inline.remove(blob).map_err(db_err)?.is_some();
-    Ok((!was_inline).then(|| BlobId(Uuid::from_u128(blob))))
+    bodies.remove(blob).map_err(db_err)?;
+    // A body that was in the database went with its row; a file is the caller's to remove.
+    Ok(inline.is_none().then(|| BlobId(Uuid::from_u128(blob))))
 }

@@ -36,16 +36,14 @@ const DOMAINS: TableDefinition<&str, ()> = TableDefinition::new("domains");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 /// (user name, mailbox name) -> mailbox id
 const MAILBOXES: TableDefinition<(&str, &str), u128> = TableDefinition::new("mailboxes");
-/// message sort key -> (mailbox id, blob id, size)
-const MESSAGES: TableDefinition<u128, (u128, u128, u64)> = TableDefinition::new("messages");
-/// message sort key -> the copy's own header (only messages that have one)
-const MESSAGE_HEADERS: TableDefinition<u128, &[u8]> = TableDefinition::new("message_headers");
+/// message sort key -> (mailbox id, blob id, size, the copy's own header lines or "")
+const MESSAGES: TableDefinition<u128, (u128, u128, u64, &[u8])> =
+    TableDefinition::new("message_records");
 /// (mailbox id, message sort key) -> (size, imported UIDL or "")
 const POP3_VIEW: TableDefinition<(u128, u128), (u64, &str)> = TableDefinition::new("pop3_view");
-/// blob id -> number of messages referencing it
-const BLOB_REFS: TableDefinition<u128, u64> = TableDefinition::new("blob_refs");
-/// blob id -> body, for bodies small enough to live in the database
-const BLOB_INLINE: TableDefinition<u128, &[u8]> = TableDefinition::new("blob_inline");
+/// blob id -> (number of messages and kept mails referencing it, the body itself when it is
+/// small enough to live in the database)
+const BODIES: TableDefinition<u128, (u64, Option<&[u8]>)> = TableDefinition::new("bodies");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// UID mode: message sort key -> UID
 const MESSAGE_UIDS: TableDefinition<u128, u64> = TableDefinition::new("message_uids");
@@ -70,7 +68,22 @@ const QUOTA_LIMITS: TableDefinition<(&str, &str), i64> = TableDefinition::new("q
 /// quota usage: mailbox id -> (messages, octets)
 const QUOTA_USAGE: TableDefinition<u128, (i64, i64)> = TableDefinition::new("quota_usage");
 
-const SCHEMA_VERSION: u64 = 1;
+/// 2: a message's header in its record, a body's references beside its bytes (one B-tree
+/// insert each instead of two; see [`schema_v1`]).
+const SCHEMA_VERSION: u64 = 2;
+
+/// The tables of schema version 1, read once to move their rows into version 2's.
+mod schema_v1 {
+    use redb::TableDefinition;
+
+    pub(super) const MESSAGES: TableDefinition<u128, (u128, u128, u64)> =
+        TableDefinition::new("messages");
+    pub(super) const MESSAGE_HEADERS: TableDefinition<u128, &[u8]> =
+        TableDefinition::new("message_headers");
+    pub(super) const BLOB_REFS: TableDefinition<u128, u64> = TableDefinition::new("blob_refs");
+    pub(super) const BLOB_INLINE: TableDefinition<u128, &[u8]> =
+        TableDefinition::new("blob_inline");
+}
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
@@ -208,7 +221,7 @@ fn sweep_orphan_files(files: &FileBlobStore, db: &Database) {
         let Ok(txn) = db.begin_read() else {
             return true;
         };
-        let Ok(t) = txn.open_table(BLOB_REFS) else {
+        let Ok(t) = txn.open_table(BODIES) else {
             return true;
         };
         // On any doubt, keep the file.
@@ -232,6 +245,52 @@ fn staged_parts(body: StagedBody) -> (u128, u64, Option<Vec<u8>>, crate::InFligh
     (body.blob_id.0.as_u128(), body.size, inline, body.in_flight)
 }
 
+/// Schema 1 to 2, in the opening transaction: each message record takes its header, each body
+/// its reference count; the four old tables go. One transaction, so an interrupted migration
+/// leaves version 1 intact and runs again at the next start.
+fn migrate_from_v1(txn: &redb::WriteTransaction) -> Result<()> {
+    let (mut messages, mut bodies) = (0u64, 0u64);
+    {
+        let old_messages = txn.open_table(schema_v1::MESSAGES).map_err(db_err)?;
+        let old_headers = txn.open_table(schema_v1::MESSAGE_HEADERS).map_err(db_err)?;
+        let mut records = txn.open_table(MESSAGES).map_err(db_err)?;
+        for row in old_messages.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let (key, (mailbox, blob, size)) = (key.value(), value.value());
+            let header = old_headers.get(key).map_err(db_err)?;
+            let header = header.as_ref().map_or(&[][..], |h| h.value());
+            records
+                .insert(key, (mailbox, blob, size, header))
+                .map_err(db_err)?;
+            messages += 1;
+        }
+        let old_refs = txn.open_table(schema_v1::BLOB_REFS).map_err(db_err)?;
+        let old_inline = txn.open_table(schema_v1::BLOB_INLINE).map_err(db_err)?;
+        let mut new_bodies = txn.open_table(BODIES).map_err(db_err)?;
+        // An inline body without references was already garbage: it is not carried over.
+        for row in old_refs.iter().map_err(db_err)? {
+            let (blob, refs) = row.map_err(db_err)?;
+            let blob = blob.value();
+            let inline = old_inline.get(blob).map_err(db_err)?;
+            new_bodies
+                .insert(blob, (refs.value(), inline.as_ref().map(|b| b.value())))
+                .map_err(db_err)?;
+            bodies += 1;
+        }
+    }
+    txn.delete_table(schema_v1::MESSAGES).map_err(db_err)?;
+    txn.delete_table(schema_v1::MESSAGE_HEADERS)
+        .map_err(db_err)?;
+    txn.delete_table(schema_v1::BLOB_REFS).map_err(db_err)?;
+    txn.delete_table(schema_v1::BLOB_INLINE).map_err(db_err)?;
+    tracing::info!(
+        messages,
+        bodies,
+        "embedded store migrated to schema version {SCHEMA_VERSION}"
+    );
+    Ok(())
+}
+
 fn init_schema(db: &Database) -> Result<()> {
     let txn = db.begin_write().map_err(db_err)?;
     {
@@ -240,10 +299,8 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(USERS).map_err(db_err)?;
         txn.open_table(MAILBOXES).map_err(db_err)?;
         txn.open_table(MESSAGES).map_err(db_err)?;
-        txn.open_table(MESSAGE_HEADERS).map_err(db_err)?;
         txn.open_table(POP3_VIEW).map_err(db_err)?;
-        txn.open_table(BLOB_REFS).map_err(db_err)?;
-        txn.open_table(BLOB_INLINE).map_err(db_err)?;
+        txn.open_table(BODIES).map_err(db_err)?;
         txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
         txn.open_table(MESSAGES_BY_UID).map_err(db_err)?;
         txn.open_table(MAILBOX_UIDS).map_err(db_err)?;
@@ -264,6 +321,11 @@ fn init_schema(db: &Database) -> Result<()> {
                 meta.insert("schema_version", SCHEMA_VERSION)
                     .map_err(db_err)?;
             }
+            Some(1) => {
+                migrate_from_v1(&txn)?;
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(db_err)?;
+            }
             Some(v) if v == SCHEMA_VERSION => {}
             Some(v) => {
                 return Err(StoreError::unavailable(format!(
@@ -279,6 +341,7 @@ fn init_schema(db: &Database) -> Result<()> {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+    use redb::TableHandle;
 
     fn open(dir: &Path) -> EmbeddedStore {
         EmbeddedStore::open(
@@ -333,6 +396,102 @@ mod tests {
         assert!(file.metadata().unwrap().len() >= 1024 * 1024);
         w.abort().await;
         assert!(!file.exists());
+    }
+
+    async fn read_all(s: &EmbeddedStore, mailbox: MailboxId, id: MessageId) -> Option<Vec<u8>> {
+        let mut body = s.open_body(mailbox, id).await.unwrap()?;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next_chunk().await.unwrap() {
+            out.extend_from_slice(&chunk);
+        }
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_store_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailbox = MailboxId::random();
+        let ids = IdGenerator::new();
+        let (with_header, shared, file_body) = (ids.next_id(), ids.next_id(), ids.next_id());
+        let (inline_blob, garbage_blob) = (7u128, 8u128);
+        {
+            // What a version-1 Tern left: two copies sharing an inline body (one with its own
+            // header), a message whose body is a file, and an inline body nothing references.
+            let db = Database::create(dir.path().join("tern.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("schema_version", 1).unwrap();
+                let mut messages = txn.open_table(schema_v1::MESSAGES).unwrap();
+                let mut headers = txn.open_table(schema_v1::MESSAGE_HEADERS).unwrap();
+                let mut refs = txn.open_table(schema_v1::BLOB_REFS).unwrap();
+                let mut inline = txn.open_table(schema_v1::BLOB_INLINE).unwrap();
+                let mut view = txn.open_table(POP3_VIEW).unwrap();
+                let m = mailbox.0.as_u128();
+                for (id, size) in [(with_header, 19), (shared, 8)] {
+                    messages
+                        .insert(id.sort_key(), (m, inline_blob, size))
+                        .unwrap();
+                    view.insert((m, id.sort_key()), (size, "")).unwrap();
+                }
+                headers
+                    .insert(with_header.sort_key(), &b"X-Copy: a\r\n"[..])
+                    .unwrap();
+                refs.insert(inline_blob, 2).unwrap();
+                inline.insert(inline_blob, &b"the body"[..]).unwrap();
+                inline.insert(garbage_blob, &b"nobody's"[..]).unwrap();
+                messages
+                    .insert(file_body.sort_key(), (m, 9u128, 5000))
+                    .unwrap();
+                view.insert((m, file_body.sort_key()), (5000, "")).unwrap();
+                refs.insert(9u128, 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(s.pop3_view(mailbox).await.unwrap().len(), 3);
+        assert_eq!(
+            read_all(&s, mailbox, with_header).await.unwrap(),
+            b"X-Copy: a\r\nthe body"
+        );
+        assert_eq!(read_all(&s, mailbox, shared).await.unwrap(), b"the body");
+        {
+            let txn = s.read().unwrap();
+            assert_eq!(
+                txn.open_table(META)
+                    .unwrap()
+                    .get("schema_version")
+                    .unwrap()
+                    .unwrap()
+                    .value(),
+                SCHEMA_VERSION
+            );
+            let tables: Vec<String> = txn
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_string())
+                .collect();
+            for old in ["messages", "message_headers", "blob_refs", "blob_inline"] {
+                assert!(!tables.contains(&old.to_string()), "{old} left: {tables:?}");
+            }
+            let bodies = txn.open_table(BODIES).unwrap();
+            assert!(bodies.get(garbage_blob).unwrap().is_none());
+            assert_eq!(bodies.get(9u128).unwrap().unwrap().value(), (1, None));
+        }
+        // References were carried over: the body stays until its last message goes.
+        s.delete_messages(mailbox, &[with_header]).await.unwrap();
+        assert_eq!(read_all(&s, mailbox, shared).await.unwrap(), b"the body");
+        s.delete_messages(mailbox, &[shared, file_body])
+            .await
+            .unwrap();
+        let txn = s.read().unwrap();
+        assert!(txn
+            .open_table(BODIES)
+            .unwrap()
+            .get(inline_blob)
+            .unwrap()
+            .is_none());
+        assert_eq!(s.pop3_view(mailbox).await.unwrap().len(), 0);
     }
 
     #[tokio::test]

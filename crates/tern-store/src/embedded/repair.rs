@@ -10,7 +10,7 @@ impl Repair for EmbeddedStore {
         let Some(meta) = msgs.get(message.sort_key()).map_err(db_err)? else {
             return Ok(None);
         };
-        let (mailbox, _blob, size) = meta.value();
+        let (mailbox, _blob, size, _header) = meta.value();
         let uids = txn.open_table(MESSAGE_UIDS).map_err(db_err)?;
         let uid = uids
             .get(message.sort_key())
