@@ -376,6 +376,9 @@ enum UserAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_stdout();
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Domain { action, admin } => domain(action, &admin),
@@ -505,6 +508,18 @@ fn return_large_allocations_to_the_system() {
     // exists and takes no pointers.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// The administration and bench commands end quietly when their output is cut short
+/// (`tern user list | head`), as Unix tools do, instead of panicking on a write to a closed
+/// pipe (Rust ignores SIGPIPE, so `println!` meets EPIPE). Not for `serve`, which must outlive
+/// any peer that goes away.
+fn quiet_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

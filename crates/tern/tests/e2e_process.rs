@@ -282,6 +282,27 @@ fn cli_manages_domains_and_users() {
 }
 
 #[test]
+fn a_cli_whose_output_is_cut_short_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(&write_config(dir.path(), Backend::Embedded));
+    setup_user(&p, "carol@example.com", "pw carol");
+    // As `tern user list | head -0`: the reader is gone before the command writes (it first
+    // asks the server).
+    let mut child = Command::new(TERN)
+        .args(["user", "list"])
+        .env("TERN_ADMIN_URL", &p.admin_url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
+
+#[test]
 fn cli_manages_aliases_forwards_and_groups() {
     let dir = tempfile::tempdir().unwrap();
     let p = spawn(&write_config(dir.path(), Backend::Embedded));
