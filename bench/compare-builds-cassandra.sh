@@ -4,33 +4,21 @@
 set -euo pipefail
 A=$1; B=$2
 work=$(mktemp -d)
-start() { # BIN NAME PORTPREFIX
-  cat > "$work/$2.toml" <<TOML
-[server]
-data_dir = "$work/$2"
-[smtp]
-listen = "127.0.0.1:${3}25"
-[pop3]
-listen = "127.0.0.1:${3}10"
-[admin]
-listen = "127.0.0.1:${3}80"
-[log]
-level = "warn"
-[store]
-backend = "cassandra"
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# shellcheck source=bench/lib-tern.sh
+source "$(dirname "$0")/lib-tern.sh"
+for side in a b; do
+  bin=$A; port=20100
+  [ $side = b ] && bin=$B && port=20200
+  start_tern $side "$bin" $port "" "[store]
+backend = \"cassandra\"
 [cassandra]
-keyspace = "ab_$2_$(date +%s)"
-TOML
-  "$1" serve --config "$work/$2.toml" 2> "$work/$2.log" &
-  echo $! > "$work/$2.pid"
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:${3}80/healthcheck" >/dev/null && break; sleep 0.2; done
-  "$1" bench setup --admin-url "http://127.0.0.1:${3}80" --users 50 >/dev/null
-}
-start "$A" a 201
-start "$B" b 202
-trap 'kill $(cat $work/a.pid) $(cat $work/b.pid) 2>/dev/null; rm -rf $work' EXIT
+keyspace = \"ab_${side}_$(date +%s)\""
+  "$bin" bench setup --admin-url "http://127.0.0.1:$((port + 80))" --users 50 >/dev/null
+done
 j() { python3 -c "import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(f\"{r['ops_per_sec']:.0f}/s p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms\")"; }
-cpu() { awk '{print $14 + $15}' /proc/$(cat $work/$1.pid)/stat; }
+cpu() { local pid="pid_$1"; awk '{print $14 + $15}' "/proc/${!pid}/stat"; }
 for round in 1 2; do
   for x in a b; do
     port=$([ $x = a ] && echo 201 || echo 202)

@@ -15,31 +15,15 @@ work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start() { # name binary base-port
-  local name=$1 bin=$2 port=$3
-  mkdir -p "$work/$name"
-  cat > "$work/$name/tern.toml" <<TOML
-[server]
-data_dir = "$work/$name/data"
-[smtp]
-listen = "127.0.0.1:$((port + 25))"
-[pop3]
-listen = "127.0.0.1:$((port + 10))"
-[admin]
-listen = "127.0.0.1:$((port + 80))"
-[log]
-level = "warn"
-TOML
-  "$bin" serve --config "$work/$name/tern.toml" 2> "$work/$name/log" &
-  pids+=($!)
-  eval "pid_$name=$!"
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$((port + 80))/healthcheck" >/dev/null && break; sleep 0.2; done
+# shellcheck source=bench/lib-tern.sh
+source "$(dirname "$0")/lib-tern.sh"
+start_tern a "$A" 21000
+start_tern b "$B" 22000
+for port in 21000 22000; do
   "$B" bench setup --admin-url "http://127.0.0.1:$((port + 80))" --users 1 > /dev/null
   # Warm-up: the first deliveries grow the database file.
   smtp-source -s 16 -l 4096 -m 2000 -f s@remote.test -t bench0@bench.test "127.0.0.1:$((port + 25))"
-}
-start a "$A" 21000
-start b "$B" 22000
+done
 
 hz=$(getconf CLK_TCK)
 run() { # name pid smtp-port

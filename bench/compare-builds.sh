@@ -12,30 +12,10 @@ work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start() { # name binary base-port
-  local name=$1 bin=$2 port=$3
-  mkdir -p "$work/$name"
-  cat > "$work/$name/tern.toml" <<TOML
-[server]
-data_dir = "$work/$name/data"
-max_connections = 20000
-[smtp]
-listen = "127.0.0.1:$((port + 25))"
-[pop3]
-listen = "127.0.0.1:$((port + 10))"
-[admin]
-listen = "127.0.0.1:$((port + 80))"
-[log]
-level = "warn"
-TOML
-  "$bin" serve --config "$work/$name/tern.toml" 2> "$work/$name/log" &
-  pids+=($!)
-  eval "pid_$name=$!"
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$((port + 80))/healthcheck" >/dev/null && return; sleep 0.2; done
-  cat "$work/$name/log"; exit 1
-}
-start a "$A" 21000
-start b "$B" 22000
+# shellcheck source=bench/lib-tern.sh
+source "$(dirname "$0")/lib-tern.sh"
+start_tern a "$A" 21000 "max_connections = 20000"
+start_tern b "$B" 22000 "max_connections = 20000"
 
 setup() { # base-port
   local p=$1
