@@ -40,14 +40,23 @@ fn expand_into<'a>(
         if path.contains(&address) || path.len() >= MAX_DEPTH {
             return Err(RewriteError::Loop(address));
         }
-        let mut mappings = rewrites.mappings(&address).await?;
+        // The domain's mappings apply only when the address has none, but they are read at the
+        // same time: on Cassandra that is one round trip per step instead of two in a row.
+        let domain = address.rsplit_once('@').map(|(_, d)| d);
+        let (mappings, domain_mappings) = futures_util::join!(rewrites.mappings(&address), async {
+            match domain {
+                Some(d) => rewrites.mappings(d).await,
+                None => Ok(Vec::new()),
+            }
+        });
+        let mut mappings = mappings?;
         mappings.retain(|m| !m.kind.is_domain());
         mappings.sort();
         let mut next: Vec<String> = Vec::new();
         let mut keep_self = false;
         if mappings.is_empty() {
-            if let Some((local, domain)) = address.rsplit_once('@') {
-                let mut domains = rewrites.mappings(domain).await?;
+            if let Some((local, _)) = address.rsplit_once('@') {
+                let mut domains = domain_mappings?;
                 domains.retain(|m| m.kind.is_domain());
                 domains.sort();
                 next = domains

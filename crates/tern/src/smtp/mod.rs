@@ -570,7 +570,13 @@ async fn check_recipient(
             };
         }
     }
-    let targets = match crate::rewrite::expand(&*svc.rewrites, &address).await {
+    // What the address rewrites to, and what is known of the address itself in case it
+    // rewrites to nothing (the common case), are read at the same time.
+    let (expanded, facts) = tokio::join!(
+        crate::rewrite::expand(&*svc.rewrites, &address),
+        address_facts(svc, mailbox)
+    );
+    let targets = match expanded {
         Ok(t) => t,
         Err(crate::rewrite::RewriteError::Loop(at)) => {
             tracing::warn!(recipient = %Escaped(&address), at = %Escaped(&at), "recipient rewriting loops");
@@ -584,7 +590,7 @@ async fn check_recipient(
     if targets.len() != 1 || !targets[0].eq_ignore_ascii_case(&address) {
         return rewritten_recipients(svc, &address, targets, limits).await;
     }
-    match check_address(svc, mailbox, may_relay, limits).await {
+    match judge_address(svc, mailbox, facts, may_relay, limits).await {
         RcptVerdict::Accept(r) => RcptVerdict::Accept(vec![r]),
         RcptVerdict::UnknownUser => RcptVerdict::UnknownUser,
         RcptVerdict::RelayDenied => RcptVerdict::RelayDenied,
@@ -640,6 +646,30 @@ async fn rewritten_recipients(
     }
 }
 
+/// What is known of an address before it is judged: whether its domain is served, and its
+/// user. Both are read at once (on Cassandra one round trip, not two in a row); the user read
+/// is wasted only when the domain is not served (relayed mail).
+struct AddressFacts {
+    domain_served: tern_store::Result<bool>,
+    user: tern_store::Result<Option<tern_store::UserRecord>>,
+}
+
+async fn address_facts(svc: &SmtpContext, mailbox: &Mailbox) -> AddressFacts {
+    let name = mailbox.user_name();
+    let (domain_served, user) = tokio::join!(
+        svc.directory.domain_exists(&mailbox.domain),
+        metrics().store(
+            "get_user",
+            svc.mail.backend_name(),
+            svc.directory.get_user(&name)
+        )
+    );
+    AddressFacts {
+        domain_served,
+        user,
+    }
+}
+
 /// An address after rewriting: a local user, another domain (if the client may relay), or a
 /// refusal.
 async fn check_address(
@@ -648,7 +678,18 @@ async fn check_address(
     may_relay: bool,
     limits: &mut HashMap<MailboxId, quota::Effective>,
 ) -> RcptVerdict<Recipient> {
-    match svc.directory.domain_exists(&mailbox.domain).await {
+    let facts = address_facts(svc, mailbox).await;
+    judge_address(svc, mailbox, facts, may_relay, limits).await
+}
+
+async fn judge_address(
+    svc: &SmtpContext,
+    mailbox: &Mailbox,
+    facts: AddressFacts,
+    may_relay: bool,
+    limits: &mut HashMap<MailboxId, quota::Effective>,
+) -> RcptVerdict<Recipient> {
+    match facts.domain_served {
         Ok(true) => {}
         Ok(false) if may_relay => {
             return RcptVerdict::Accept(Recipient::Remote(mailbox.to_string()))
@@ -659,15 +700,7 @@ async fn check_address(
             return RcptVerdict::Temporary;
         }
     }
-    let name = mailbox.user_name();
-    match metrics()
-        .store(
-            "get_user",
-            svc.mail.backend_name(),
-            svc.directory.get_user(&name),
-        )
-        .await
-    {
+    match facts.user {
         Ok(Some(user)) => match quota::check(&*svc.quotas, &user.name, user.inbox).await {
             Ok((effective, usage)) if effective.is_full(usage) => {
                 tracing::info!(user = %Escaped(&user.name), "mailbox full");
