@@ -78,13 +78,14 @@ impl Effective {
     }
 }
 
-/// The usage of a mailbox, with its user's limits.
-pub async fn check(
+/// The limits in force for a user (read beforehand, see [`Scopes::read`]) and, when any is
+/// set, the usage of its mailbox.
+pub async fn check_scopes(
     quotas: &dyn Quotas,
-    user: &str,
+    scopes: Scopes,
     inbox: MailboxId,
 ) -> Result<(Effective, QuotaUsage), StoreError> {
-    let limits = Scopes::read(quotas, user).await?.effective();
+    let limits = scopes.effective();
     if limits.is_unlimited() {
         return Ok((limits, QuotaUsage::default()));
     }

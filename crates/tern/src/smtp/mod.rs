@@ -646,27 +646,31 @@ async fn rewritten_recipients(
     }
 }
 
-/// What is known of an address before it is judged: whether its domain is served, and its
-/// user. Both are read at once (on Cassandra one round trip, not two in a row); the user read
-/// is wasted only when the domain is not served (relayed mail).
+/// What is known of an address before it is judged: whether its domain is served, its user
+/// and the quota limits that would apply to it. All are read at once (on Cassandra one round
+/// trip, not three in a row); the user and quota reads are wasted only when the domain is not
+/// served (relayed mail) or there is no such user.
 struct AddressFacts {
     domain_served: tern_store::Result<bool>,
     user: tern_store::Result<Option<tern_store::UserRecord>>,
+    quota_limits: tern_store::Result<quota::Scopes>,
 }
 
 async fn address_facts(svc: &SmtpContext, mailbox: &Mailbox) -> AddressFacts {
     let name = mailbox.user_name();
-    let (domain_served, user) = tokio::join!(
+    let (domain_served, user, quota_limits) = tokio::join!(
         svc.directory.domain_exists(&mailbox.domain),
         metrics().store(
             "get_user",
             svc.mail.backend_name(),
             svc.directory.get_user(&name)
-        )
+        ),
+        quota::Scopes::read(&*svc.quotas, &name),
     );
     AddressFacts {
         domain_served,
         user,
+        quota_limits,
     }
 }
 
@@ -700,29 +704,34 @@ async fn judge_address(
             return RcptVerdict::Temporary;
         }
     }
-    match facts.user {
-        Ok(Some(user)) => match quota::check(&*svc.quotas, &user.name, user.inbox).await {
-            Ok((effective, usage)) if effective.is_full(usage) => {
-                tracing::info!(user = %Escaped(&user.name), "mailbox full");
-                RcptVerdict::MailboxFull
-            }
-            Ok((effective, _)) => {
-                if !effective.is_unlimited() {
-                    limits.insert(user.inbox, effective);
-                }
-                RcptVerdict::Accept(Recipient::Local {
-                    inbox: user.inbox,
-                    user: user.name,
-                })
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "quota lookup failed");
-                RcptVerdict::Temporary
-            }
-        },
-        Ok(None) => RcptVerdict::UnknownUser,
+    let user = match facts.user {
+        Ok(Some(user)) => user,
+        Ok(None) => return RcptVerdict::UnknownUser,
         Err(e) => {
             tracing::error!(error = %e, "recipient lookup failed");
+            return RcptVerdict::Temporary;
+        }
+    };
+    let checked = match facts.quota_limits {
+        Ok(scopes) => quota::check_scopes(&*svc.quotas, scopes, user.inbox).await,
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok((effective, usage)) if effective.is_full(usage) => {
+            tracing::info!(user = %Escaped(&user.name), "mailbox full");
+            RcptVerdict::MailboxFull
+        }
+        Ok((effective, _)) => {
+            if !effective.is_unlimited() {
+                limits.insert(user.inbox, effective);
+            }
+            RcptVerdict::Accept(Recipient::Local {
+                inbox: user.inbox,
+                user: user.name,
+            })
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "quota lookup failed");
             RcptVerdict::Temporary
         }
     }
