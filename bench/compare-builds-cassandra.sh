@@ -18,11 +18,9 @@ keyspace = \"ab_${side}_$(date +%s)\""
   "$bin" bench setup --admin-url "http://127.0.0.1:$((port + 80))" --users 50 >/dev/null
 done
 j() { python3 -c "import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(f\"{r['ops_per_sec']:.0f}/s p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms\")"; }
-cpu() { local pid="pid_$1"; awk '{print $14 + $15}' "/proc/${!pid}/stat"; }
 for round in 1 2; do
   for x in a b; do
     port=$([ $x = a ] && echo 201 || echo 202)
-    c0=$(cpu $x)
     d1=$("$B" bench deliver --server 127.0.0.1:${port}25 --messages 1500 --users 50 --concurrency 1 | j)
     d16=$("$B" bench deliver --server 127.0.0.1:${port}25 --messages 3000 --users 50 --concurrency 16 | j)
     p1=$("$B" bench pop3 --server 127.0.0.1:${port}10 --mode stat --users 50 --concurrency 1 --duration 5 | j)
