@@ -70,7 +70,7 @@ impl RetrEncoder {
             if self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');
             }
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 Some(pos) => {
                     out.extend_from_slice(&rest[..=pos]);
                     self.at_line_start = true;
@@ -222,7 +222,7 @@ impl DataDecoder {
         while i < input.len() {
             if self.state == DecodeState::Mid {
                 // Fast path: copy up to the next CR or LF in one go.
-                let run = input[i..].iter().position(|&b| b == b'\r' || b == b'\n');
+                let run = memchr::memchr2(b'\r', b'\n', &input[i..]);
                 let end = run.map_or(input.len(), |p| i + p);
                 if end > i {
                     self.emit(&input[i..end], out);

@@ -40,7 +40,7 @@ impl LineBuffer {
     /// Appends received bytes.
     pub fn feed(&mut self, mut data: &[u8]) {
         if self.discarding {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', data) {
                 Some(pos) => {
                     self.discarding = false;
                     self.overflow_pending = true;
@@ -58,7 +58,7 @@ impl LineBuffer {
             self.overflow_pending = false;
             return Some(Line::TooLong);
         }
-        match self.buf.iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &self.buf) {
             Some(pos) if pos <= self.max_line => {
                 let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
                 line.pop();
