@@ -16,31 +16,21 @@ export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin"
 cargo build --release -q --manifest-path "$root/Cargo.toml"
 T="$root/target/release/tern"
 work=$(mktemp -d)
-cat > "$work/tern.toml" <<TOML
-[server]
-data_dir = "$work/data"
-[smtp]
-listen = "127.0.0.1:22525"
-[pop3]
-listen = "127.0.0.1:22110"
-[admin]
-listen = "127.0.0.1:22180"
-[log]
-level = "warn"
-TOML
-"$T" serve --config "$work/tern.toml" 2> "$work/tern.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:22180/healthcheck >/dev/null && break; sleep 0.1; done
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# shellcheck source=bench/lib-tern.sh
+source "$root/bench/lib-tern.sh"
+start_tern server "$T" 22100
+pid=$pid_server
 "$T" bench setup --admin-url http://127.0.0.1:22180 --users 1 >/dev/null
 # Warm-up (first deliveries grow the database file), not profiled.
-smtp-source -s 16 -l 4096 -m 2000 -f s@remote.test -t bench0@bench.test 127.0.0.1:22525
+smtp-source -s 16 -l 4096 -m 2000 -f s@remote.test -t bench0@bench.test 127.0.0.1:22125
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 c0=$(ticks)
 perf record -q -F 499 --call-graph dwarf,16384 -p "$pid" -o "$work/perf.data" &
 perf_pid=$!
 sleep 1
-smtp-source -s 16 -l 4096 -m "$messages" -f s@remote.test -t bench0@bench.test 127.0.0.1:22525
+smtp-source -s 16 -l 4096 -m "$messages" -f s@remote.test -t bench0@bench.test 127.0.0.1:22125
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
 c1=$(ticks)
